@@ -1,0 +1,3 @@
+from timm_scaling.cli import main
+
+main()

@@ -1,0 +1,230 @@
+"""Scaled EfficientNet-B0 variants as models in timm's registry.
+
+The only module that touches timm internals: every variant is built by timm's own private
+EfficientNet generator, ``timm.models.efficientnet._gen_efficientnet``, with the variant's width
+and depth multipliers, so a variant is exactly what timm would build for those coefficients
+(including timm's rounding: stage depths are rounded up, channels to multiples of 8).
+
+The default input size of a variant is 224 x its resolution multiplier, rounded to a multiple
+of 8 (``effnet_b0_r2``: 448; ``effnet_b0_phi2``: 296).
+
+Importing this module registers the built-in variants. :func:`register_variant` adds others.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import register_model
+from timm.models.efficientnet import _gen_efficientnet
+
+from timm_scaling.errors import UserError
+from timm_scaling.scaling import Scaling, compound, format_number, parse_name
+
+# The timm releases this module was tested with; _gen_efficientnet is private API.
+TIMM_SPEC = ">=1.0.15,<1.1"
+_GEN_PARAMS = ("variant", "channel_multiplier", "depth_multiplier", "pretrained")
+
+# timm's register_model reads pretrained cfgs from the registering module's `default_cfgs`,
+# so each variant's cfg goes in here *before* its entrypoint is registered.
+default_cfgs: dict[str, dict[str, Any]] = {}
+_registered: dict[str, Scaling] = {}
+
+# Registered on import. phi2 is the paper's Table 7 compound model (d=1.44, w=1.21, r=1.32).
+BUILTIN_SCALINGS: tuple[Scaling, ...] = (
+    Scaling(),
+    *(Scaling(depth=d) for d in (2, 3, 4, 6, 8)),
+    *(Scaling(width=w) for w in (1.4, 1.8, 2, 2.6, 3.8, 5)),
+    *(Scaling(resolution=r) for r in (1.3, 1.5, 1.7, 2, 2.5)),
+    *(compound(phi) for phi in range(1, 8)),
+)
+
+# EfficientNet's stem and four of its stages halve the feature map (stride-2 convs, "same"
+# padding), so the last feature map is the input size ceil-divided by 2 five times.
+_DOWNSAMPLING_LAYERS = 5
+B0_BLOCKS = 16  # blocks of EfficientNet-B0 over its seven stages: 1 2 2 3 3 4 1
+
+
+def check_timm_builder() -> None:
+    """Fail loudly if timm's private builder no longer takes the arguments we pass."""
+    params = inspect.signature(_gen_efficientnet).parameters
+    missing = [p for p in _GEN_PARAMS if p not in params]
+    if missing:
+        raise RuntimeError(
+            f"timm {timm.__version__}: _gen_efficientnet has no parameter(s) {missing}; "
+            f"timm-scaling is tested with timm{TIMM_SPEC}: pip install 'timm{TIMM_SPEC}'"
+        )
+
+
+def feature_map_size(image_size: int) -> int:
+    size = image_size
+    for _ in range(_DOWNSAMPLING_LAYERS):
+        size = math.ceil(size / 2)
+    return size
+
+
+def _pretrained_cfg(scaling: Scaling) -> dict[str, Any]:
+    size = scaling.image_size(divisor=8)
+    pool = feature_map_size(size)
+    return dict(
+        url="",
+        num_classes=1000,
+        input_size=(3, size, size),
+        pool_size=(pool, pool),
+        crop_pct=0.875,
+        interpolation="bicubic",
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        first_conv="conv_stem",
+        classifier="classifier",
+        license="apache-2.0",
+        notes=(f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling)}; no pretrained weights",),
+    )
+
+
+def describe(scaling: Scaling) -> str:
+    text = (
+        f"depth x{format_number(scaling.depth)}, width x{format_number(scaling.width)}, "
+        f"resolution x{format_number(scaling.resolution)}"
+    )
+    if scaling.coefficients is not None:
+        phi, alpha, beta, gamma = scaling.coefficients
+        text += f" (compound phi={phi:g}, alpha={alpha:g}, beta={beta:g}, gamma={gamma:g})"
+    return text
+
+
+def build(name: str, scaling: Scaling, pretrained: bool = False, **kwargs: Any):
+    """Build ``scaling`` of B0 through timm's EfficientNet generator, registered as ``name``."""
+    if pretrained:
+        raise RuntimeError(
+            f"{name} has no pretrained weights (timm-scaling variants are trained from scratch): "
+            "call timm.create_model without pretrained=True"
+        )
+    return _gen_efficientnet(
+        name,
+        channel_multiplier=scaling.width,
+        depth_multiplier=scaling.depth,
+        pretrained=False,
+        **kwargs,
+    )
+
+
+def _entrypoint(name: str, scaling: Scaling):
+    def entrypoint(pretrained: bool = False, **kwargs: Any):
+        return build(name, scaling, pretrained=pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"EfficientNet-B0 scaled by {describe(scaling)}."
+    return entrypoint
+
+
+def register_variant(scaling: Scaling, name: str | None = None) -> str:
+    """Register ``scaling`` in timm's registry and return its model name.
+
+    The name defaults to ``scaling.name``. Registering the same spec under the same name again
+    does nothing; the same name with another spec is an error.
+    """
+    name = name or scaling.name
+    existing = _registered.get(name)
+    if existing is not None:
+        if existing != scaling:
+            raise UserError(
+                f"{name} is already registered as {describe(existing)}; "
+                f"choose another name for {describe(scaling)}"
+            )
+        return name
+    if timm.is_model(name):
+        raise UserError(f"{name} is already a timm model; choose another name")
+    default_cfgs[name] = _pretrained_cfg(scaling)
+    fn = _entrypoint(name, scaling)
+    setattr(sys.modules[__name__], name, fn)
+    register_model(fn)
+    _registered[name] = scaling
+    return name
+
+
+def registered() -> dict[str, Scaling]:
+    """Every variant registered so far, name -> scaling, in registration order."""
+    return dict(_registered)
+
+
+def scaling_of(name: str) -> Scaling:
+    """The scaling of a registered variant, or of any name the grammar accepts."""
+    return _registered.get(name) or parse_name(name)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What timm really builds for a variant, after its rounding."""
+
+    blocks_per_stage: tuple[int, ...]
+    channels_per_stage: tuple[int, ...]
+    stem_channels: int
+    num_features: int
+    param_count: int  # at timm's default 1000 classes
+
+    @property
+    def blocks(self) -> int:
+        return sum(self.blocks_per_stage)
+
+
+def _out_channels(block) -> int:
+    # InvertedResidual projects with conv_pwl; DepthwiseSeparableConv ends with conv_pw.
+    last = getattr(block, "conv_pwl", None) or block.conv_pw
+    return last.out_channels
+
+
+def architecture(name: str) -> Architecture:
+    """Real blocks, channels and params of a registered variant, read off a model built on the
+    meta device (no memory, no initialisation cost)."""
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    return Architecture(
+        blocks_per_stage=tuple(len(stage) for stage in model.blocks),
+        channels_per_stage=tuple(_out_channels(stage[-1]) for stage in model.blocks),
+        stem_channels=model.conv_stem.out_channels,
+        num_features=model.num_features,
+        param_count=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def nominal_blocks(scaling: Scaling) -> float:
+    """B0's blocks times the depth multiplier, before timm rounds each stage up."""
+    return B0_BLOCKS * scaling.depth
+
+
+check_timm_builder()
+for _scaling in BUILTIN_SCALINGS:
+    register_variant(_scaling)
+
+
+def variant_table() -> list[dict[str, object]]:
+    """One row per registered variant, as `timm-scaling list` prints it."""
+    rows = []
+    for name, scaling in registered().items():
+        arch = architecture(name)
+        rows.append(
+            {
+                "model": name,
+                "method": scaling.method,
+                "depth": f"{scaling.depth:.3f}",
+                "width": f"{scaling.width:.3f}",
+                "resolution": f"{scaling.resolution:.3f}",
+                "input": scaling.image_size(divisor=8),
+                "params (M)": f"{arch.param_count / 1e6:.2f}",
+                "blocks nominal": f"{nominal_blocks(scaling):.1f}",
+                "blocks real": arch.blocks,
+                "per stage": " ".join(map(str, arch.blocks_per_stage)),
+                "FLOP factor (nominal)": f"{scaling.flop_factor:.2f}",
+            }
+        )
+    return rows
