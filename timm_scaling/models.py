@@ -84,7 +84,7 @@ def _pretrained_cfg(scaling: Scaling) -> dict[str, Any]:
         first_conv="conv_stem",
         classifier="classifier",
         license="apache-2.0",
-        notes=(f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling)}; no pretrained weights",),
+        notes=(f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling)}; no weights",),
     )
 
 

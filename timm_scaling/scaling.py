@@ -93,7 +93,8 @@ class Scaling:
             phi, alpha, beta, gamma = self.coefficients
             expected = (alpha**phi, beta**phi, gamma**phi)
             actual = (self.depth, self.width, self.resolution)
-            if not all(math.isclose(a, round(e, DECIMALS)) for a, e in zip(actual, expected)):
+            pairs = zip(actual, expected, strict=True)
+            if not all(math.isclose(a, round(e, DECIMALS)) for a, e in pairs):
                 raise UserError(
                     f"multipliers {actual} do not follow coefficients {self.coefficients}; "
                     "build compound scalings with compound(phi, alpha, beta, gamma)"
@@ -101,7 +102,7 @@ class Scaling:
 
     @property
     def flop_factor(self) -> float:
-        """The nominal cost multiple of B0, d * w^2 * r^2 (timm's rounding makes the real one larger)."""
+        """d * w^2 * r^2, the nominal cost multiple of B0; timm rounds depth up, so the real is larger."""
         return self.depth * self.width**2 * self.resolution**2
 
     @property
@@ -110,9 +111,7 @@ class Scaling:
         if self.coefficients is not None:
             return "compound"
         changed = [
-            label
-            for label in ("depth", "width", "resolution")
-            if getattr(self, label) != 1.0
+            label for label in ("depth", "width", "resolution") if getattr(self, label) != 1.0
         ]
         if not changed:
             return "baseline"
@@ -137,9 +136,7 @@ class Scaling:
         return max(divisor, int(round(base * self.resolution / divisor)) * divisor)
 
 
-def compound(
-    phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA
-) -> Scaling:
+def compound(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> Scaling:
     """The paper's compound scaling; phi=0 is B0 itself."""
     if phi < 0:
         raise UserError(f"phi must be 0 or more, got {phi}")
@@ -164,7 +161,8 @@ def parse_name(name: str) -> Scaling:
     groups = {key: parse_number(val) for key, val in match.groupdict().items() if val is not None}
     try:
         if "phi" in groups:
-            coefficients = [groups.get(k, d) for k, d in (("alpha", ALPHA), ("beta", BETA), ("gamma", GAMMA))]
+            defaults = {"alpha": ALPHA, "beta": BETA, "gamma": GAMMA}
+            coefficients = [groups.get(key, value) for key, value in defaults.items()]
             if groups["phi"] == 0:
                 raise UserError("phi must be above 0 in a name (phi=0 is effnet_b0)")
             return compound(groups["phi"], *coefficients)

@@ -1,0 +1,159 @@
+"""The report.csv schema: one row per finished run, written atomically; ours or timm's CSVs read.
+
+Column names follow timm's own results CSVs where timm has the column (model, img_size, top1,
+top5, param_count in millions, gmacs), so the frontier reads timm's published results too.
+MACs are multiply-accumulates (the paper's "FLOPS"); gflops is calflops' own FLOP count.
+
+Imports no torch, timm or pandas: the trainer appends rows with it, the frontier reads with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from filelock import FileLock
+
+from timm_scaling.errors import UserError
+
+COLUMNS: tuple[str, ...] = (
+    "model",
+    "method",
+    "depth_mult",
+    "width_mult",
+    "res_mult",
+    "img_size",
+    "param_count",
+    "gmacs",
+    "gflops",
+    "macts",
+    "top1",
+    "top5",
+    "dataset",
+    "epochs",
+    "seed",
+    "recipe",
+    "train_time_s",
+    "train_samples_per_sec",
+    "peak_mem_mb",
+    "device",
+    "version",
+)
+
+
+class Metric(NamedTuple):
+    column: str
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+# One table drives the frontier's axes, the plot's labels and the report's headers.
+METRICS: dict[str, Metric] = {
+    m.column: m
+    for m in (
+        Metric("gmacs", "MACs", "GMACs", False),
+        Metric("gflops", "FLOPs", "GFLOPs", False),
+        Metric("param_count", "Parameters", "M", False),
+        Metric("macts", "Activations", "M", False),
+        Metric("infer_samples_per_sec", "Inference throughput", "samples/s", True),
+        Metric("train_samples_per_sec", "Training throughput", "samples/s", True),
+        Metric("train_time_s", "Training time", "s", False),
+        Metric("peak_mem_mb", "Peak memory", "MB", False),
+        Metric("top1", "Top-1 accuracy", "%", True),
+        Metric("top5", "Top-5 accuracy", "%", True),
+    )
+}
+
+# Other names for our columns in timm's results CSVs (results-imagenet.csv, benchmark CSVs).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "gmacs": ("infer_gmacs", "gmac"),
+    "macts": ("infer_macts",),
+    "param_count": ("params", "param_count_m"),
+    "img_size": ("infer_img_size", "input_size"),
+}
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _row_text(row: Mapping[str, object], header: bool) -> str:
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        allowed = ", ".join(COLUMNS)
+        raise UserError(f"report row has unknown column(s) {unknown}; allowed: {allowed}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(COLUMNS)
+    writer.writerow([_format(row.get(column)) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_header(path: Path, text: str) -> None:
+    first = text.split("\n", 1)[0].strip()
+    if first != ",".join(COLUMNS):
+        raise UserError(
+            f"{path} is not a timm-scaling report (its header differs from ours); "
+            "write to another --output, or rebuild it with `timm-scaling collect`"
+        )
+
+
+def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
+    """Append one run's row to ``path``, atomically and under a file lock.
+
+    Two runs finishing at once both land; a crash mid-write leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        old = path.read_text() if path.exists() else ""
+        if old:
+            _check_header(path, old)
+            if not old.endswith("\n"):
+                old += "\n"
+        _atomic_write(path, old + _row_text(row, header=not old))
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> int:
+    """Replace ``path`` with exactly these rows (atomically); returns the row count."""
+    path = Path(path)
+    rows = list(rows)
+    text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
+    with FileLock(str(path) + ".lock"):
+        _atomic_write(path, text or ",".join(COLUMNS) + "\n")
+    return len(rows)
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a report.csv as dicts of strings (no pandas needed)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: pass a report.csv written by `timm-scaling train`")
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
