@@ -102,7 +102,7 @@ class Scaling:
 
     @property
     def flop_factor(self) -> float:
-        """d * w^2 * r^2, the nominal cost multiple of B0; timm rounds depth up, so the real is larger."""
+        """d * w^2 * r^2: B0's nominal cost multiple (timm rounds depth up: real cost is more)."""
         return self.depth * self.width**2 * self.resolution**2
 
     @property
