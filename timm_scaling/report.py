@@ -100,8 +100,9 @@ def _row_text(row: Mapping[str, object], header: bool) -> str:
     return buffer.getvalue()
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: str | os.PathLike, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -137,7 +138,7 @@ def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
             _check_header(path, old)
             if not old.endswith("\n"):
                 old += "\n"
-        _atomic_write(path, old + _row_text(row, header=not old))
+        atomic_write(path, old + _row_text(row, header=not old))
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> int:
@@ -146,7 +147,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) ->
     rows = list(rows)
     text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
     with FileLock(str(path) + ".lock"):
-        _atomic_write(path, text or ",".join(COLUMNS) + "\n")
+        atomic_write(path, text or ",".join(COLUMNS) + "\n")
     return len(rows)
 
 
