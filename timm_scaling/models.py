@@ -221,10 +221,10 @@ def variant_table() -> list[dict[str, object]]:
                 "resolution": f"{scaling.resolution:.3f}",
                 "input": scaling.image_size(divisor=8),
                 "params (M)": f"{arch.param_count / 1e6:.2f}",
-                "blocks nominal": f"{nominal_blocks(scaling):.1f}",
+                "blocks (nominal)": f"{nominal_blocks(scaling):.1f}",
                 "blocks real": arch.blocks,
                 "per stage": " ".join(map(str, arch.blocks_per_stage)),
-                "FLOP factor (nominal)": f"{scaling.flop_factor:.2f}",
+                "FLOPs x (nominal)": f"{scaling.flop_factor:.2f}",
             }
         )
     return rows

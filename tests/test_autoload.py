@@ -1,0 +1,126 @@
+"""The start-up hook, tested as users meet it: a plain (non-editable) install in a fresh venv."""
+
+import os
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fresh_env(tmp_path_factory):
+    """A new virtual environment with our wheel installed in it (not editable).
+
+    torch and timm come from this interpreter's site-packages through a plain path entry, which
+    does not run that directory's .pth files, so the editable install of the checkout stays out.
+    """
+    root = tmp_path_factory.mktemp("fresh")
+    wheels = root / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
+        check=True,
+    )
+    env_dir = root / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (wheel,) = wheels.glob("timm_scaling-*.whl")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            purelib,
+            str(wheel),
+        ],
+        check=True,
+    )
+    Path(purelib, "zz_host_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python, Path(purelib), root
+
+
+def run(python, code, cwd, **env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    environ.update(env)
+    return subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, cwd=cwd, env=environ
+    )
+
+
+def test_wheel_ships_the_hook_and_the_recipes(fresh_env):
+    _, purelib, _ = fresh_env
+    assert (purelib / "timm_scaling_autoload.pth").is_file()
+    assert (purelib / "timm_scaling_autoload.py").is_file()
+    assert (purelib / "timm_scaling" / "models.py").is_file()
+
+
+def test_create_model_works_without_importing_our_package(fresh_env):
+    python, purelib, root = fresh_env
+    code = (
+        "import sys, timm\n"
+        "m = timm.create_model('effnet_b0_w2', num_classes=10)\n"
+        "import timm_scaling\n"
+        "print(m.num_classes, len(timm.list_models('effnet_b0*')), timm_scaling.__file__)"
+    )
+    out = run(python, code, cwd=root)
+    assert out.returncode == 0, out.stderr
+    num_classes, count, location = out.stdout.split()
+    assert num_classes == "10" and int(count) >= 24
+    assert Path(location).is_relative_to(purelib), "must import the installed wheel"
+
+
+def test_interpreter_start_imports_neither_torch_nor_timm(fresh_env):
+    python, _, root = fresh_env
+    names = "('torch', 'timm', 'timm_scaling_autoload')"
+    code = f"import sys; print(sorted(m for m in {names} if m in sys.modules))"
+    out = run(python, code, cwd=root)
+    assert out.stdout.strip() == "['timm_scaling_autoload']", out.stderr
+
+
+def test_env_switch_turns_the_hook_off(fresh_env):
+    python, _, root = fresh_env
+    code = "import timm; print('effnet_b0_w2' in timm.list_models())"
+    assert run(python, code, root, TIMM_SCALING_AUTOLOAD="0").stdout.strip() == "False"
+    assert run(python, code, root, TIMM_SCALING_AUTOLOAD="1").stdout.strip() == "True"
+    # An explicit import registers whatever the switch says.
+    code = "import timm_scaling, timm; print('effnet_b0_w2' in timm.list_models())"
+    assert run(python, code, root, TIMM_SCALING_AUTOLOAD="0").stdout.strip() == "True"
+
+
+def test_a_broken_plugin_never_breaks_python_or_timm(fresh_env, tmp_path):
+    python, _, _ = fresh_env
+    # A timm_scaling package earlier on the path whose models module raises on import.
+    broken = tmp_path / "timm_scaling"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("")
+    (broken / "models.py").write_text("raise ImportError('simulated breakage')\n")
+    code = "import timm; print(timm.create_model('resnet18').num_classes)"
+    out = run(python, code, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1000"
+    assert "could not register its models" in out.stderr and "simulated breakage" in out.stderr
