@@ -173,3 +173,11 @@ def test_builder_signature_is_checked(monkeypatch):
     with pytest.raises(RuntimeError, match="channel_multiplier"):
         models.check_timm_builder()
     assert "channel_multiplier" in inspect.signature(_gen_efficientnet).parameters
+
+
+def test_any_grammar_name_can_be_registered_on_first_use():
+    assert models.ensure_registered("effnet_b0_d1p9") == "effnet_b0_d1p9"
+    assert models.registered()["effnet_b0_d1p9"] == Scaling(depth=1.9)
+    assert models.ensure_registered("effnet_b0_d1p9") == "effnet_b0_d1p9"  # idempotent
+    with pytest.raises(ValueError, match="not a timm-scaling model name"):
+        models.ensure_registered("resnet50")

@@ -228,3 +228,10 @@ def variant_table() -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def ensure_registered(name: str) -> str:
+    """Register a grammar-valid name (e.g. ``effnet_b0_d1p9``) on first use; return it."""
+    if name not in _registered:
+        register_variant(parse_name(name), name=name)
+    return name
