@@ -973,76 +973,93 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
     return {n: METHOD_COLOURS.get(n) or next(others) for n in names}
 
 
-def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str], legend: bool) -> None:
-    cost = metric(column)
-    points = fr.points
-    curves = _Curves(points, column)
-    means = np.array([p.y for p in points])
+def _draw_group(ax, fr: Frontier, curves: _Curves, column: str, name: str, colour: str) -> None:
+    points, idx = curves.points, curves.members[name]
     xs = np.array([p.costs[column] for p in points])
-    label_all = len(points) <= MAX_LABELLED
-    for name, idx in curves.members.items():
-        own = [i for i in idx if points[i].group == name]
-        colour = colours[name]
-        style = dict(color=colour, zorder=3)
-        if name == SHARED_GROUP:
-            style.update(marker="*", markersize=11)
-        else:
-            style.update(marker="o", markersize=5)
-        errors = [points[i].std or 0.0 for i in own]
-        ax.errorbar(
-            xs[own],
-            means[own],
-            yerr=errors,
-            linestyle="none",
-            capsize=2.5,
-            elinewidth=1,
-            label=name,
-            **style,
+    means = np.array([p.y for p in points])
+    own = [i for i in idx if points[i].group == name]
+    shared = name == SHARED_GROUP
+    ax.errorbar(
+        xs[own],
+        means[own],
+        yerr=[points[i].std or 0.0 for i in own],
+        linestyle="none",
+        marker="*" if shared else "o",
+        markersize=11 if shared else 5,
+        capsize=2.5,
+        elinewidth=1,
+        color=colour,
+        zorder=4,
+        label=name,
+    )
+    if shared:
+        return
+    width = 2.4 if name == fr.reference else 1.4
+    if len(curves.distinct(name)) >= MIN_FIT_COSTS:
+        a, b = curves.fit_weights(name) @ means
+        grid = np.geomspace(xs[idx].min(), xs[idx].max(), 100)
+        ax.plot(grid, a + b * np.log10(grid), color=colour, linewidth=width, zorder=3)
+    elif len(idx) > 1:  # two costs: joined, dotted (no fit)
+        order = np.argsort(xs[idx])
+        ax.plot(xs[idx][order], means[idx][order], color=colour, linewidth=1.2, linestyle=":")
+    law = next(g.power_law for g in fr.groups if g.name == name)
+    if law is not None and column == fr.x.column:
+        grid = np.geomspace(xs[idx].min(), xs[idx].max(), 100)
+        ax.plot(
+            grid,
+            100 - (law.c + law.a * grid**-law.b),
+            color=colour,
+            linewidth=1,
+            linestyle="--",
+            zorder=3,
         )
-        if len(curves.distinct(name)) >= MIN_FIT_COSTS and name != SHARED_GROUP:
-            a, b = curves.fit_weights(name) @ means
-            grid = np.geomspace(xs[idx].min(), xs[idx].max(), 100)
-            width = 2.4 if name == fr.reference else 1.4
-            ax.plot(grid, a + b * np.log10(grid), color=colour, linewidth=width, zorder=2)
-        elif len(idx) > 1 and name != SHARED_GROUP:
-            order = np.argsort(xs[idx])
-            ax.plot(
-                xs[idx][order],
-                means[idx][order],
-                color=colour,
-                linewidth=1.2,
-                linestyle=":",
-                zorder=2,
-            )
+
+
+def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str], legend: bool) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    cost = metric(column)
+    curves = _Curves(fr.points, column)
+    for name in curves.members:
+        _draw_group(ax, fr, curves, column, name, colours[name])
+    xs = np.array([p.costs[column] for p in fr.points])
+    means = np.array([p.y for p in fr.points])
     front = pareto_front(xs, means, not cost.higher_is_better, fr.y.higher_is_better)
     order = np.argsort(xs[front])
     ax.step(
-        xs[front][order],
-        means[front][order],
-        where="post",
-        color="0.55",
-        linestyle="--",
-        linewidth=1,
-        zorder=1,
-        label="Pareto front",
+        xs[front][order], means[front][order], where="post", color="0.75", linewidth=0.9, zorder=1
     )
-    for i, point in enumerate(points):
-        if label_all or front[i]:
+    for i, point in enumerate(fr.points):
+        if len(fr.points) <= MAX_LABELLED or front[i]:
             ax.annotate(
                 point.label,
                 (xs[i], means[i]),
-                xytext=(4, -9),
+                xytext=(5, -10),
                 textcoords="offset points",
                 fontsize=7,
                 color=colours[point.group],
+                zorder=5,
             )
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.1, y=0.08)
     ax.set_xlabel(axis_label(cost, log=True))
-    ax.set_ylabel(axis_label(fr.y))
-    ax.grid(True, which="major", linewidth=0.5, alpha=0.4)
+    ax.grid(True, which="major", linewidth=0.5, alpha=0.35)
     ax.spines[["top", "right"]].set_visible(False)
     if legend:
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        handles, labels = ax.get_legend_handles_labels()
+        extra = [Line2D([], [], color="0.75", linewidth=0.9)]
+        names = ["Pareto front"]
+        if any(g.fit for g in fr.groups):
+            extra.append(Line2D([], [], color="0.3", linewidth=1.4))
+            names.append("fit: a + b log10 x")
+        if any(g.power_law for g in fr.groups):
+            extra.append(Line2D([], [], color="0.3", linewidth=1, linestyle="--"))
+            names.append("power law of the error")
+        ax.legend(handles + extra, labels + names, loc="lower right", fontsize=8, frameon=False)
 
 
 def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
@@ -1056,6 +1073,7 @@ def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
     colours = _colours([g.name for g in fr.groups])
     for k, (ax, column) in enumerate(zip(axes, panels, strict=True)):
         _draw_panel(ax, fr, column, colours, legend=k == 0 and len(fr.groups) <= 12)
+    axes[0].set_ylabel(axis_label(fr.y))
     written = []
     for suffix in ("png", "svg"):
         target = out / f"frontier.{suffix}"
