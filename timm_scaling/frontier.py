@@ -66,6 +66,8 @@ SHARED_GROUP = "baseline"
 OTHER_GROUP = "other"
 MIN_FIT_COSTS = 3
 MIN_POWER_COSTS = 8
+# Each power-law draw is a nonlinear refit (milliseconds): its intervals use the first 200 draws.
+POWER_LAW_DRAWS = 200
 CONFIDENCE = 0.95
 FORMATS = ("table", "json", "markdown")
 # Cost columns drawn as extra panels beside --x when the rows carry them (activations track GPU
@@ -292,10 +294,24 @@ def fit_power_law(
     # Work with x over its geometric mean, so that a is of the order of the errors.
     scale = 10 ** np.mean(np.log10(np.concatenate([x for x, _ in curves])))
 
+    def terms(p: np.ndarray) -> list[np.ndarray]:  # a_g (x/scale)^-b_g, per curve
+        return [
+            np.exp(p[1 + 2 * g]) * (x / scale) ** -p[2 + 2 * g] for g, (x, _) in enumerate(curves)
+        ]
+
     def residuals(p: np.ndarray) -> np.ndarray:
-        c, log_a, b = p[0], p[1::2], p[2::2]
-        parts = [c + np.exp(log_a[g]) * (x / scale) ** -b[g] - e for g, (x, e) in enumerate(curves)]
-        return np.concatenate(parts)
+        return np.concatenate([p[0] + t - e for t, (_, e) in zip(terms(p), curves, strict=True)])
+
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        jac = np.zeros((sum(len(x) for x, _ in curves), len(p)))
+        jac[:, 0] = 1.0
+        row = 0
+        for g, (t, (x, _)) in enumerate(zip(terms(p), curves, strict=True)):
+            rows = slice(row, row + len(x))
+            jac[rows, 1 + 2 * g] = t
+            jac[rows, 2 + 2 * g] = -t * np.log(x / scale)
+            row += len(x)
+        return jac
 
     c_hi = c_max * (1 - 1e-9)
     if start is None:
@@ -309,7 +325,7 @@ def fit_power_law(
             x0 += [math.log(a / scale**b), min(max(b, 1e-3), 5.0)]
     lower = [0.0] + [-np.inf, 1e-3] * len(curves)
     upper = [c_hi] + [np.inf, 5.0] * len(curves)
-    p = least_squares(residuals, np.asarray(x0), bounds=(lower, upper)).x
+    p = least_squares(residuals, np.asarray(x0), jac=jacobian, bounds=(lower, upper)).x
     b = tuple(float(v) for v in p[2::2])
     a = tuple(float(math.exp(la) * scale**bg) for la, bg in zip(p[1::2], b, strict=True))
     return PowerLaw(float(p[0]), a, b)
@@ -463,16 +479,18 @@ def _difference_unit(y: Metric) -> str:
 def aggregate(rows: pd.DataFrame, x: str, y: str, groups: pd.Series) -> list[Point]:
     """One point per (group, model): the mean of its runs' costs and accuracy."""
     panels = [x] + [c for c in PANEL_COLUMNS if c != x and c in rows.columns]
-    numeric = {c: pd.to_numeric(rows[c], errors="coerce") for c in panels}
     points = []
-    for (group, model), index in rows.groupby([groups, rows["model"]], sort=False).groups.items():
-        values = rows.loc[index, y].to_numpy(dtype=float)
-        costs = {c: float(numeric[c].loc[index].mean()) for c in panels}
+    ys = rows[y].to_numpy(dtype=float)
+    numeric = {c: pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in panels}
+    keys = [groups.to_numpy(), rows["model"].to_numpy()]
+    for (group, model), where in pd.DataFrame(keys).T.groupby([0, 1], sort=False).indices.items():
+        values = ys[where]
+        costs = {c: float(np.mean(numeric[c][where])) for c in panels}
         points.append(
             Point(
                 model=str(model),
                 group=str(group),
-                label=label_of(str(model), rows.loc[index[0]]),
+                label=label_of(str(model), rows.iloc[where[0]]),
                 x=costs[x],
                 y=float(values.mean()),
                 std=float(values.std(ddof=1)) if len(values) > 1 else None,
@@ -611,7 +629,7 @@ def _power_laws(
         every = np.concatenate(idx)
         samples = None
         if replicates is not None and min(curves.points[i].n for i in every) >= 2:
-            laws = [fit(rep, best) for rep in replicates]
+            laws = [fit(rep, best) for rep in replicates[:POWER_LAW_DRAWS]]
             samples = np.array([[law.c, *law.a, *law.b] for law in laws])
         for g, name in enumerate(names_in_fit):
             ci = None
