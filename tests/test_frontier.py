@@ -208,7 +208,7 @@ def test_our_names_group_by_method_share_the_baseline_and_give_verdict_lines(tmp
     path = write_csv(
         tmp_path / "report.csv", our_report(np.random.default_rng(5), 3).to_dict("records")
     )
-    fr, written = frontier.run([path], draws=300)
+    fr, written = frontier.run([path], draws=100)
     assert [g.name for g in fr.groups] == ["baseline", "depth", "width", "resolution", "compound"]
     assert "effnet_b0" in group(fr, "depth").models
     assert {p.name for p in written} == {
@@ -289,27 +289,25 @@ def test_timm_style_csv_with_infer_gmacs(tmp_path):
 
 
 def test_format_json_and_markdown_print_what_the_files_hold(tmp_path):
-    path = write_csv(
-        tmp_path / "report.csv", our_report(np.random.default_rng(9), 2).to_dict("records")
-    )
-    result = runner.invoke(app, ["frontier", str(path), "--format", "json", "--bootstrap", "200"])
+    path = write_csv(tmp_path / "results.csv", TIMM_STYLE)
+    result = runner.invoke(app, ["frontier", str(path), "--format", "json", "--bootstrap", "100"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
     assert printed == json.loads((tmp_path / "frontier.json").read_text())
-    assert len(printed["verdicts"]) == 6
+    assert [p["model"] for p in printed["points"]] == [row["model"] for row in TIMM_STYLE]
     result = runner.invoke(
-        app, ["frontier", str(path), "--format", "markdown", "--bootstrap", "200"]
+        app, ["frontier", str(path), "--format", "markdown", "--bootstrap", "100"]
     )
     assert result.output == (tmp_path / "frontier.md").read_text()
 
 
-def test_same_seed_same_numbers(tmp_path):
-    path = write_csv(
-        tmp_path / "report.csv", our_report(np.random.default_rng(10), 3).to_dict("records")
-    )
-    first = frontier.run([path], draws=200, out=tmp_path / "a")[0].to_dict()
-    second = frontier.run([path], draws=200, out=tmp_path / "b")[0].to_dict()
-    assert first == second
+def test_same_seed_same_numbers_another_seed_other_intervals():
+    rng = np.random.default_rng(10)
+    truth = {"width": (70.0, 5.0, [0.5, 1.0, 2.0]), "compound": (73.0, 0.0, [1.0])}
+    rows = linear_rows(rng, truth, seeds=3, noise=0.5)
+    first = frontier.analyse(rows, draws=200, seed=1).to_dict()
+    assert first == frontier.analyse(rows, draws=200, seed=1).to_dict()
+    assert first["verdicts"] != frontier.analyse(rows, draws=200, seed=2).to_dict()["verdicts"]
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -1021,7 +1021,8 @@ def _draw_group(ax, fr: Frontier, curves: _Curves, column: str, name: str, colou
         order = np.argsort(xs[idx])
         ax.plot(xs[idx][order], means[idx][order], color=colour, linewidth=1.2, linestyle=":")
     law = next(g.power_law for g in fr.groups if g.name == name)
-    if law is not None and column == fr.x.column:
+    # Drawn only where the law is pinned down by its own points (the numbers are in the table).
+    if law is not None and column == fr.x.column and len(curves.distinct(name)) >= MIN_POWER_COSTS:
         grid = np.geomspace(xs[idx].min(), xs[idx].max(), 100)
         ax.plot(
             grid,
@@ -1033,8 +1034,7 @@ def _draw_group(ax, fr: Frontier, curves: _Curves, column: str, name: str, colou
         )
 
 
-def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str], legend: bool) -> None:
-    from matplotlib.lines import Line2D
+def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     cost = metric(column)
@@ -1060,24 +1060,32 @@ def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str], legend: 
                 zorder=5,
             )
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    decades = math.log10(xs.max() / xs.min())
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades > 1 else range(1, 10)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.1, y=0.08)
     ax.set_xlabel(axis_label(cost, log=True))
     ax.grid(True, which="major", linewidth=0.5, alpha=0.35)
     ax.spines[["top", "right"]].set_visible(False)
-    if legend:
-        handles, labels = ax.get_legend_handles_labels()
-        extra = [Line2D([], [], color="0.75", linewidth=0.9)]
-        names = ["Pareto front"]
-        if any(g.fit for g in fr.groups):
-            extra.append(Line2D([], [], color="0.3", linewidth=1.4))
-            names.append("fit: a + b log10 x")
-        if any(g.power_law for g in fr.groups):
-            extra.append(Line2D([], [], color="0.3", linewidth=1, linestyle="--"))
-            names.append("power law of the error")
-        ax.legend(handles + extra, labels + names, loc="lower right", fontsize=8, frameon=False)
+
+
+def _legend(fig, ax, fr: Frontier) -> None:
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    extra = {"Pareto front": Line2D([], [], color="0.75", linewidth=0.9)}
+    if any(g.fit for g in fr.groups):
+        extra["fit: a + b log10 x"] = Line2D([], [], color="0.3", linewidth=1.4)
+    if any(g.power_law and g.distinct_costs >= MIN_POWER_COSTS for g in fr.groups):
+        extra["power law of the error"] = Line2D([], [], color="0.3", linestyle="--")
+    fig.legend(
+        handles + list(extra.values()),
+        labels + list(extra),
+        loc="outside right center",
+        fontsize=8,
+        frameon=False,
+    )
 
 
 def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
@@ -1086,12 +1094,14 @@ def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
 
     out = Path(out)
     panels = fr.panels
-    fig = Figure(figsize=(4.6 * len(panels), 4.0), layout="constrained")
+    fig = Figure(figsize=(4.4 * len(panels) + 1.4, 4.0), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     colours = _colours([g.name for g in fr.groups])
-    for k, (ax, column) in enumerate(zip(axes, panels, strict=True)):
-        _draw_panel(ax, fr, column, colours, legend=k == 0 and len(fr.groups) <= 12)
+    for ax, column in zip(axes, panels, strict=True):
+        _draw_panel(ax, fr, column, colours)
     axes[0].set_ylabel(axis_label(fr.y))
+    if len(fr.groups) <= 12:
+        _legend(fig, axes[0], fr)
     written = []
     for suffix in ("png", "svg"):
         target = out / f"frontier.{suffix}"
