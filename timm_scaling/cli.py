@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -58,6 +60,65 @@ def list_cmd() -> None:
     for row in rows:
         table.add_row(*(str(value) for value in row.values()))
     Console().print(table)
+
+
+@app.command("frontier")
+@user_errors
+def frontier_cmd(
+    csv: Annotated[
+        list[Path],
+        typer.Argument(help="report.csv files, or timm results CSVs (infer_gmacs etc.); merged."),
+    ],
+    x: Annotated[
+        str, typer.Option("--x", help="Cost column: gmacs, gflops, param_count, macts, ...")
+    ] = "gmacs",
+    y: Annotated[str, typer.Option("--y", help="Accuracy column.")] = "top1",
+    group: Annotated[
+        str, typer.Option("--group", help="Column to group by; method is read from model names.")
+    ] = "method",
+    at: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--at", help="Compare at this cost (repeatable); default: each compound point."
+        ),
+    ] = None,
+    reference: Annotated[
+        str, typer.Option("--reference", help="The group every other group is compared with.")
+    ] = "compound",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder; default: beside the first CSV.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="What to print: table, json or markdown.")
+    ] = "table",
+    eval_size: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-size", help="Evaluation set size N, for the noise floor sqrt(p(1-p)/N)."
+        ),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap draws.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap RNG seed.")] = 0,
+) -> None:
+    """Accuracy against cost per scaling method: Pareto front, fits, verdict, plot.
+
+    Writes frontier.json, frontier.md, frontier.png and frontier.svg into --out.
+
+    Exit codes: 0 done; 2 bad option; 3 bad input (a missing or empty file,
+    missing columns, or no usable row). Rows with non-numeric values are dropped,
+    with a warning on stderr.
+    """
+    from timm_scaling import frontier
+
+    frontier.check_options(at or (), eval_size, bootstrap, fmt)
+    result, written = frontier.run(
+        csv, x, y, group, at or (), reference, eval_size, bootstrap, seed, out
+    )
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    frontier.show(result, fmt)
+    if fmt == "table":
+        typer.echo(f"wrote {', '.join(str(path) for path in written)}")
 
 
 def main() -> None:
