@@ -42,7 +42,7 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (("limit_train", "limit_val"), lambda v: v >= 1, "1 or more (or null for all)"),
     (("lr", "opt_eps", "lr_decay_epochs"), lambda v: 0 < v < float("inf"), "above 0"),
     (
-        ("warmup_epochs", "warmup_lr", "weight_decay", "crop_padding", "num_workers"),
+        ("seed", "warmup_epochs", "warmup_lr", "weight_decay", "crop_padding", "num_workers"),
         lambda v: 0 <= v < float("inf"),
         "0 or more",
     ),
