@@ -197,27 +197,30 @@ def list_recipes() -> list[str]:
     return sorted(names)
 
 
-def _find(name_or_path: str, near: Path | None = None) -> Path:
-    """A recipe argument to its file: a path as given (or beside ``near``), else a built-in."""
+def find_file(
+    name_or_path: str, folders: Sequence[Path], kind: str, available: Sequence[str]
+) -> Path:
+    """A name or path argument to its .yaml file: a path as given, else ``<folder>/<name>.yaml``
+    in the first of ``folders`` that has it; a one-line error listing ``available`` if none."""
     candidate = Path(name_or_path).expanduser()
-    looks_like_path = candidate.suffix in SUFFIXES or len(candidate.parts) > 1
-    if looks_like_path:
-        for path in (candidate, near / candidate if near else None):
-            if path is not None and path.is_file():
-                return path
-        raise UserError(
-            f"recipe file {name_or_path} not found; pass a built-in recipe "
-            f"({', '.join(list_recipes())}) or the path of a .yaml file"
-        )
-    folders = ([near] if near else []) + recipe_dirs()
+    choices = f"a built-in {kind} ({', '.join(available)}) or the path of a .yaml file"
+    if candidate.suffix in SUFFIXES or len(candidate.parts) > 1:
+        if candidate.is_file():
+            return candidate
+        raise UserError(f"{kind} file {name_or_path} not found; pass {choices}")
     for folder in folders:
         for suffix in SUFFIXES:
             if (folder / f"{name_or_path}{suffix}").is_file():
                 return folder / f"{name_or_path}{suffix}"
-    raise UserError(
-        f"unknown recipe {name_or_path!r}; available: {', '.join(list_recipes())} "
-        "(or pass the path of a .yaml file)"
-    )
+    raise UserError(f"unknown {kind} {name_or_path!r}; pass {choices}")
+
+
+def _find(name_or_path: str, near: Path | None = None) -> Path:
+    """A recipe argument to its file; ``base:`` names are looked up beside ``near`` first."""
+    if near is not None and (near / name_or_path).is_file():
+        return near / name_or_path
+    folders = ([near] if near else []) + recipe_dirs()
+    return find_file(name_or_path, folders, "recipe", list_recipes())
 
 
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:

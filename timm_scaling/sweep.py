@@ -1,0 +1,178 @@
+"""Sweeps: many training runs from one file, resumable and shardable, ending in a frontier.
+
+A sweep file (``recipes/sweeps/*.yaml``, shipped in the wheel) names its runs::
+
+    description: what the sweep answers
+    recipe: baseline          # the recipe of every run that names none (default: baseline)
+    set: [epochs=10]          # overrides for every run (optional)
+    runs:                     # each a recipe name, or a mapping with recipe / model / set
+      - depth4
+      - {model: effnet_b0_d2}
+    models: [effnet_b0_w1p4]  # shorthand: one run of `recipe` per model
+
+Every run trains with :func:`timm_scaling.train.train` into its own folder, so a finished run
+is skipped (an interrupted sweep resumes) and ``--shard K/N`` takes every N-th run, for a
+scheduler to spread a sweep over machines (``timm-scaling collect`` merges their folders).
+
+Imports no torch: a sweep's plan is checked before anything is trained.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from timm_scaling.errors import UserError
+from timm_scaling.recipes import Recipe, find_file, load_recipe, recipe_dirs
+from timm_scaling.runs import REPORT_FILE, collect, finished
+
+SWEEP_KEYS = ("description", "recipe", "set", "runs", "models")
+RUN_KEYS = ("recipe", "model", "set")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    description: str
+    runs: tuple[tuple[str, tuple[str, ...]], ...]  # (recipe, overrides) per run, before seeds
+
+
+def sweep_dirs() -> list[Path]:
+    return [d / "sweeps" for d in recipe_dirs() if (d / "sweeps").is_dir()]
+
+
+def list_sweeps() -> list[str]:
+    return sorted({p.stem for d in sweep_dirs() for p in d.glob("*.yaml")})
+
+
+def _strings(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{path}: {key} must be a list of key=value strings, got {value!r}")
+    return tuple(value)
+
+
+def _run(path: Path, entry: Any, recipe: str, common: tuple[str, ...]):
+    if isinstance(entry, str):
+        return entry, common
+    if not isinstance(entry, Mapping) or set(entry) - set(RUN_KEYS):
+        raise UserError(
+            f"{path}: a run is a recipe name or a mapping with keys {', '.join(RUN_KEYS)}; "
+            f"got {entry!r}"
+        )
+    model = entry.get("model")
+    extra = (f"model={model}",) if model else ()
+    return entry.get("recipe", recipe), common + extra + _strings(path, "set", entry.get("set"))
+
+
+def load_sweep(name_or_path: str) -> Sweep:
+    """A built-in sweep by name (``table7``), or a sweep file by path."""
+    path = find_file(name_or_path, sweep_dirs(), "sweep", list_sweeps())
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{path}: not valid YAML") from None
+    if not isinstance(data, Mapping) or set(data) - set(SWEEP_KEYS):
+        unknown = sorted(set(data) - set(SWEEP_KEYS)) if isinstance(data, Mapping) else data
+        raise UserError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(SWEEP_KEYS)}")
+    recipe = data.get("recipe", "baseline")
+    common = _strings(path, "set", data.get("set"))
+    entries = list(data.get("runs") or []) + [{"model": m} for m in data.get("models") or []]
+    if not entries:
+        raise UserError(f"{path}: no runs; list recipes under `runs:` or models under `models:`")
+    runs = tuple(_run(path, entry, recipe, common) for entry in entries)
+    return Sweep(path.stem, str(data.get("description", "")), runs)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``'2/4'`` -> (2, 4): the second of four shards (K counts from 1)."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    try:
+        k_, n_ = int(k), int(n)
+    except ValueError:
+        k_ = n_ = 0
+    if not sep or not 1 <= k_ <= n_:
+        raise UserError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. --shard 1/4")
+    return k_, n_
+
+
+def plan(
+    sweep: Sweep,
+    seeds: int = 1,
+    overrides: Sequence[str] = (),
+    shard: tuple[int, int] | None = None,
+) -> list[Recipe]:
+    """The resolved recipes of the sweep's runs (seeds 0..seeds-1 above each recipe's seed),
+    in a fixed order, and of shard K/N: every N-th run starting at the K-th."""
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: run each model at least once (--seeds 1 or more)")
+    recipes = []
+    for recipe, run_overrides in sweep.runs:
+        base = load_recipe(recipe, [*run_overrides, *overrides])
+        for i in range(seeds):
+            recipes.append(
+                load_recipe(recipe, [*run_overrides, *overrides, f"seed={base.seed + i}"])
+            )
+    folders = [(r.name, r.model, r.seed) for r in recipes]
+    duplicates = sorted({f for f in folders if folders.count(f) > 1})
+    if duplicates:
+        raise UserError(f"sweep {sweep.name} lists the same run twice: {duplicates[0]}")
+    if shard is not None:
+        k, n = shard
+        recipes = recipes[k - 1 :: n]
+    return recipes
+
+
+@dataclass
+class SweepResult:
+    trained: list[Recipe]
+    skipped: list[Recipe]
+    pending: int  # runs of the whole sweep (all shards) not finished yet
+    report: Path | None  # report.csv, once every run of the sweep is finished
+    frontier: list[Path]
+
+
+def run_sweep(
+    name_or_path: str,
+    seeds: int = 1,
+    overrides: Sequence[str] = (),
+    shard: str | None = None,
+    output: str | os.PathLike = "runs",
+    num_processes: int | None = None,
+    on_run: Callable[[int, int, Recipe, bool], None] | None = None,
+) -> SweepResult:
+    """Train every unfinished run of this shard, then, when the whole sweep is finished,
+    rebuild ``output/report.csv`` from the run folders and run the frontier on it."""
+    from timm_scaling import frontier
+    from timm_scaling.train import train
+
+    sweep = load_sweep(name_or_path)
+    everything = plan(sweep, seeds, overrides)
+    mine = plan(sweep, seeds, overrides, parse_shard(shard))
+    trained, skipped = [], []
+    for i, recipe in enumerate(mine):
+        done = finished(output, recipe) is not None
+        if on_run is not None:
+            on_run(i, len(mine), recipe, done)
+        if done:
+            skipped.append(recipe)
+            continue
+        train(recipe, output, num_processes=num_processes)
+        trained.append(recipe)
+    pending = sum(finished(output, r) is None for r in everything)
+    if pending:
+        return SweepResult(trained, skipped, pending, None, [])
+    report = Path(output) / REPORT_FILE
+    collect(output, report)
+    _, written = frontier.run([report], out=Path(output))
+    return SweepResult(trained, skipped, 0, report, written)
