@@ -585,11 +585,11 @@ rounding.
 
 {to_markdown(table7)}
 `nominal_gmacs` is B0's measured MACs x d * w^2 * r^2 (timm rounds depth up, so real cost can
-be more). Depth, width and resolution alone at the printed multipliers cost
-{min(single):.2f}-{max(single):.2f} GMACs here, where the paper printed
-{min(paper_single):g}-{max(paper_single):g}; the compound model ({compound_row["model"]},
-{compound_row["img_size"]} px) costs {compound_row["gmacs"]:.2f}. Compared at those multipliers,
-the single-axis models are cheaper than the compound model they are set against.
+be more). Depth, width and resolution alone, at the printed multipliers, cost \
+{min(single):.2f}-{max(single):.2f} GMACs here where the paper printed \
+{min(paper_single):g}-{max(paper_single):g}; the compound model ({compound_row["model"]} at \
+{compound_row["img_size"]} px) costs {compound_row["gmacs"]:.2f}. At those multipliers the
+single-axis models are cheaper than the compound model they are compared with.
 
 ## Single-axis models matched to {PAPER_MATCH_GMACS:g} GMACs
 
