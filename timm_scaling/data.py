@@ -1,0 +1,367 @@
+"""Data sets, and the device-resident batch pipeline for those that fit in memory.
+
+``cifar10``, ``cifar100`` and ``digits`` are loaded once as a uint8 tensor, already resized to
+the model's image size, and served by :class:`DeviceBatches`: the tensor lives on the training
+device, and shuffling, random crop, flip and normalisation happen there per batch with tensor
+ops, so no loader workers and no per-image Python (the technique of airbench, the fastest
+CIFAR-10 trainer). ``folder`` (any ImageFolder tree) is read from disk by :func:`folder_loader`,
+a torch DataLoader with workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+
+from timm_scaling.errors import UserError
+from timm_scaling.recipes import DATASETS
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "DeviceBatches",
+    "ImageSet",
+    "folder_loader",
+    "load_images",
+    "num_classes",
+    "resize",
+]
+
+SPLITS = ("train", "val")
+IN_MEMORY = ("cifar10", "cifar100", "digits")
+DEFAULT_DATA_DIR = "data"
+# timm's IMAGENET_DEFAULT_MEAN / _STD, the statistics every timm EfficientNet is normalised with.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+# The digits split: 20% held out, stratified by class, always the same images.
+DIGITS_VAL_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+_RESIZE_CHUNK = 2048  # images resized at once: bounds the float copy's memory
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, 3, H, W) on the CPU, int64 labels (N,), and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _root(data_dir: str | Path | None) -> Path:
+    return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
+
+
+def folder_classes(data_dir: str | Path | None) -> list[str]:
+    """The class folders of an ImageFolder tree's ``train/`` (its labels are their indices)."""
+    train = _root(data_dir) / "train"
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else []
+    if not classes:
+        raise UserError(
+            f"folder data: no class folders in {train}; put an ImageFolder tree (one folder "
+            "of images per class) at DATA_DIR/train and DATA_DIR/val and pass --data-dir DATA_DIR"
+        )
+    return classes
+
+
+def num_classes(dataset: str, data_dir: str | Path | None = None) -> int:
+    """Classes of a data set, without loading it (``folder``: the class folders of train/)."""
+    _check_dataset(dataset)
+    if dataset == "folder":
+        return len(folder_classes(data_dir))
+    return 100 if dataset == "cifar100" else 10
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), antialiased bilinear."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), _RESIZE_CHUNK):
+        part = images[start : start + _RESIZE_CHUNK].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True)
+        out[start : start + _RESIZE_CHUNK] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _digits(split: str) -> ImageSet:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # 8x8 images with 17 grey levels (0..16), stretched to 0..255.
+    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
+    train, val = train_test_split(
+        np.arange(len(digits.target)),
+        test_size=DIGITS_VAL_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=digits.target,
+    )
+    index = train if split == "train" else val
+    images = torch.from_numpy(pixels[index]).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(digits.target[index]).to(torch.int64)
+    return ImageSet(images, labels, [str(name) for name in digits.target_names])
+
+
+def _cifar_class(dataset: str):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR100 if dataset == "cifar100" else CIFAR10
+
+
+def _cifar_missing(cls, root: Path) -> list[str]:
+    names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return [name for name in names if not (root / cls.base_folder / name).is_file()]
+
+
+def _download_cifar(dataset: str, root: Path) -> None:
+    """Download when files are missing; offline, one line saying where to put which files."""
+    cls = _cifar_class(dataset)
+    root.mkdir(parents=True, exist_ok=True)
+    # Several processes of one run may get here at once: one downloads, the others wait.
+    with FileLock(str(root / f".{dataset}.download.lock")):
+        missing = _cifar_missing(cls, root)
+        if not missing:
+            return
+        try:
+            cls(str(root), train=True, download=True)
+        except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
+            reason = getattr(err, "reason", None) or err
+            raise UserError(
+                f"{dataset}: {root / cls.base_folder} lacks {', '.join(missing)} and the "
+                f"download failed ({reason}); extract {cls.url} into {root} "
+                "(or pass --data-dir to where its python-version files are)"
+            ) from None
+
+
+def _cifar(dataset: str, data_dir: str | Path | None, split: str) -> ImageSet:
+    cls = _cifar_class(dataset)
+    root = _root(data_dir)
+    if _cifar_missing(cls, root):
+        _download_cifar(dataset, root)
+    try:
+        data = cls(str(root), train=split == "train", download=False)
+    except RuntimeError as err:  # torchvision's checksum check: "not found or corrupted"
+        raise UserError(
+            f"{dataset}: the files in {root / cls.base_folder} fail torchvision's check ({err}); "
+            "delete that folder to download them again"
+        ) from None
+    images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor(data.targets, dtype=torch.int64)
+    return ImageSet(images, labels, list(data.classes))
+
+
+def load_images(
+    dataset: str,
+    data_dir: str | Path | None,
+    image_size: int,
+    split: str,
+    limit: int | None = None,
+) -> ImageSet:
+    """One split of an in-memory data set, resized once to ``image_size``.
+
+    ``split`` is ``train`` or ``val`` (CIFAR's test set; the held-out 20% of digits, the same
+    stratified split every time). ``limit`` keeps the first ``limit`` images.
+    """
+    _check_dataset(dataset)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if dataset not in IN_MEMORY:
+        raise UserError(f"{dataset} data is read from disk by folder_loader, not held in memory")
+    data = _digits(split) if dataset == "digits" else _cifar(dataset, data_dir, split)
+    if limit is not None:
+        data = ImageSet(data.images[:limit], data.labels[:limit], data.classes)
+    return ImageSet(resize(data.images, image_size), data.labels, data.classes)
+
+
+def _seed(*parts: int) -> int:
+    """One 64-bit seed from several integers, well mixed (no collisions of seed+epoch)."""
+    return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0])
+
+
+class DeviceBatches:
+    """Batches of an :class:`ImageSet` held on the training device.
+
+    Training (``train=True``): each epoch, a permutation drawn from ``(seed, epoch)`` (the same
+    on every process) is padded by repeating its first samples to a multiple of
+    ``world_size`` and dealt out strided, so every process gets the same number of samples
+    and every sample goes to exactly one process (the few repeats are seen twice). Each batch
+    is randomly cropped (zero-pad ``crop_padding`` pixels, shift per image) and flipped, on the
+    device, in one gather. Iterating the same epoch again gives the same batches.
+
+    Evaluation (``train=False``): no augmentation, no shuffling, no padding: process ``rank``
+    gets the contiguous slice ``[rank * N // world_size, (rank + 1) * N // world_size)``; the
+    slices are disjoint and cover every image once. Shards may differ by one image, so the
+    number of batches may differ by one between processes: sum the correct counts locally and
+    reduce once after the loop (never a collective per batch).
+
+    Yields ``(images, labels)``: float32 images normalised by ``mean``/``std``
+    (channels_last if asked), int64 labels, both on ``device``.
+    """
+
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        train: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        crop_padding: int = 4,
+        hflip: bool = True,
+        mean: Sequence[float] = MEAN,
+        std: Sequence[float] = STD,
+        channels_last: bool = False,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.channels_last = channels_last
+        shape = (1, -1, 1, 1)
+        self._mean = torch.tensor(mean, device=self.device).view(shape) * 255
+        self._std = torch.tensor(std, device=self.device).view(shape) * 255
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this process sees per epoch."""
+        n = len(self.labels)
+        if self.train:
+            return math.ceil(n / self.world_size)
+        return (self.rank + 1) * n // self.world_size - self.rank * n // self.world_size
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """This process's sample indices for the current epoch, in batch order (on the CPU)."""
+        n = len(self.labels)
+        if not self.train:
+            start = self.rank * n // self.world_size
+            return torch.arange(start, start + self.num_samples)
+        generator = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+        order = torch.randperm(n, generator=generator)
+        total = self.num_samples * self.world_size
+        order = order.repeat(math.ceil(total / n))[:total]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        index = self.indices().to(self.device)
+        generator = None
+        if self.train:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(_seed(self.seed, self.epoch, self.rank))
+        for start in range(0, len(index), self.batch_size):
+            batch = index[start : start + self.batch_size]
+            images = self.images[batch]
+            if generator is not None:
+                images = self.augment(images, generator)
+            yield self.normalize(images), self.labels[batch]
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop (zero padding, a shift per image) and horizontal flip: one gather."""
+        n, channels, height, width = images.shape
+        pad = self.crop_padding
+        device = images.device
+        shift_y = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
+        shift_x = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
+        rows = shift_y + torch.arange(height, device=device)
+        cols = torch.arange(width, device=device).expand(n, -1)
+        if self.hflip:
+            flip = torch.rand((n, 1), generator=generator, device=device) < 0.5
+            cols = torch.where(flip, width - 1 - cols, cols)
+        cols = shift_x + cols
+        padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+        return padded[
+            torch.arange(n, device=device)[:, None, None, None],
+            torch.arange(channels, device=device)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float32, (x / 255 - mean) / std, channels_last if asked."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return (images.float() - self._mean) / self._std
+
+
+def folder_loader(
+    data_dir: str | Path | None,
+    split: str,
+    image_size: int,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 4,
+    crop_padding: int = 4,
+    hflip: bool = True,
+    mean: Sequence[float] = MEAN,
+    std: Sequence[float] = STD,
+    seed: int = 0,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``data_dir/split`` (an ImageFolder tree) with torchvision transforms.
+
+    Images are resized to image_size x image_size, then (training) randomly cropped and
+    flipped as :class:`DeviceBatches` does. Labels index the class folders of ``train/``.
+    Pass it to ``accelerator.prepare``, which shards it across processes.
+    """
+    from torchvision import datasets, transforms
+
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    classes = folder_classes(data_dir)
+    root = _root(data_dir) / split
+    steps: list = [transforms.Resize((image_size, image_size), antialias=True)]
+    if train:
+        if crop_padding:
+            steps.append(transforms.RandomCrop(image_size, padding=crop_padding))
+        if hflip:
+            steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if not root.is_dir():
+        raise UserError(f"folder data: {root} not found; put the {split} images there")
+    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+    if dataset.classes != classes:
+        raise UserError(
+            f"folder data: {root} has classes {dataset.classes}, train/ has {classes}; "
+            "give both the same class folders"
+        )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )

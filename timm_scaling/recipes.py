@@ -1,0 +1,275 @@
+"""Recipes: a validated, typed view of a ``recipes/*.yaml`` file plus ``key=value`` overrides.
+
+A recipe file holds every training setting of one run. ``base: NAME`` inherits another recipe
+(found beside the file first, then among the built-ins) and overrides some of its keys, so
+``depth4.yaml`` is ``base: baseline`` plus a model. Keys are strict: an unknown key, a value of
+the wrong type or a missing file is a :class:`UserError` of one line naming the file, the key
+and what is allowed. Override values are typed by YAML parsing (``lr=0.1`` is a float,
+``ema=true`` a bool).
+
+Imports no torch: the CLI validates recipes before paying for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+import timm_scaling
+from timm_scaling.errors import UserError
+from timm_scaling.report import atomic_write
+from timm_scaling.scaling import parse_name
+
+Dataset = Literal["cifar10", "cifar100", "digits", "folder"]
+DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+SUFFIXES = (".yaml", ".yml")
+
+
+# (keys, check, what is allowed) for values whose type alone does not make them valid.
+_BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
+    (
+        ("base_size", "epochs", "batch_size", "eval_batch_size", "grad_accum"),
+        lambda v: v >= 1,
+        "1 or more",
+    ),
+    (("limit_train", "limit_val"), lambda v: v >= 1, "1 or more (or null for all)"),
+    (("lr", "opt_eps", "lr_decay_epochs"), lambda v: 0 < v < float("inf"), "above 0"),
+    (
+        ("seed", "warmup_epochs", "warmup_lr", "weight_decay", "crop_padding", "num_workers"),
+        lambda v: 0 <= v < float("inf"),
+        "0 or more",
+    ),
+    (("momentum", "decay", "lr_decay_rate", "ema_decay"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("label_smoothing", "drop_rate", "drop_path_rate"), lambda v: 0 <= v < 1, "in [0, 1)"),
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of one training run. ``recipes/baseline.yaml`` shows every default."""
+
+    name: str = "baseline"
+    # model: a timm-scaling model name (timm_scaling.scaling grammar), e.g. effnet_b0_d4
+    model: str = "effnet_b0"
+    dataset: Dataset = "cifar10"
+    # where the data set lives (cifar: the folder holding cifar-10-batches-py; folder: the
+    # folder holding train/ and val/); None: ./data
+    data_dir: str | None = None
+    # images are resized once to round(base_size * the model's resolution multiplier)
+    base_size: int = 32
+    epochs: int = 35
+    # images per optimizer step, summed over processes and accumulation steps
+    batch_size: int = 128
+    # images per forward pass per process at evaluation
+    eval_batch_size: int = 256
+    # peak learning rate, for batch_size images per step
+    lr: float = 0.008
+    optimizer: Literal["rmsproptf", "sgd", "adamw"] = "rmsproptf"
+    opt_eps: float = 0.001
+    momentum: float = 0.9
+    # RMSProp's decay of its squared-gradient average (torch's alpha); rmsproptf only
+    decay: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_epochs: float = 3.0
+    warmup_lr: float = 1e-6
+    # after warm-up, lr *= lr_decay_rate every lr_decay_epochs, stepped per update
+    lr_decay_rate: float = 0.97
+    lr_decay_epochs: float = 2.4
+    label_smoothing: float = 0.1
+    drop_rate: float = 0.2
+    drop_path_rate: float = 0.2
+    seed: int = 0
+    ema: bool = False
+    ema_decay: float = 0.999
+    compile: bool = False
+    grad_accum: int = 1
+    # auto: bf16 on a GPU, fp32 on a CPU
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    channels_last: bool = True
+    # random crop: pad this many pixels on each side, then crop back at a random offset
+    crop_padding: int = 4
+    hflip: bool = True
+    # loader workers for `folder` data (in-memory data sets use none)
+    num_workers: int = 4
+    # use only the first N training / validation images (tests, quick runs); None: all
+    limit_train: int | None = None
+    limit_val: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            parse_name(self.model)
+        except UserError as err:
+            raise UserError(f"model: {err}") from None
+        for keys, ok, allowed in _BOUNDS:
+            for key in keys:
+                value = getattr(self, key)
+                if value is not None and not ok(value):
+                    raise UserError(f"{key} must be {allowed}, got {value!r}")
+        if self.batch_size % self.grad_accum:
+            raise UserError(
+                f"batch_size must be a multiple of grad_accum ({self.grad_accum}), "
+                f"got {self.batch_size}"
+            )
+
+    @property
+    def image_size(self) -> int:
+        """round(base_size * the model's resolution multiplier): 64 for effnet_b0_r2 at 32."""
+        return parse_name(self.model).image_size(self.base_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def write(self, path: str | Path) -> None:
+        """Write the resolved recipe, which :func:`load_recipe` reads back as it was."""
+        atomic_write(path, self.to_yaml())
+
+
+_FIELDS: dict[str, Any] = typing.get_type_hints(Recipe)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if isinstance(hint, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in hint.__args__)
+    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+    return names.get(hint, hint.__name__)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        return any(_conforms(value, arg) for arg in hint.__args__)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # YAML reads 1 as an int and 1e-5 as a string: accept both as floats
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or _is_float(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _is_float(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _coerce(source: str, key: str, value: Any) -> Any:
+    """Check one key and value; return the value as the field's type."""
+    if key not in _FIELDS:
+        allowed = ", ".join(sorted(_FIELDS))
+        raise UserError(f"{source}: unknown key {key!r}; allowed keys: {allowed}")
+    hint = _FIELDS[key]
+    if not _conforms(value, hint):
+        raise UserError(
+            f"{source}: {key} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+        )
+    if hint is float or (isinstance(hint, types.UnionType) and float in hint.__args__):
+        return None if value is None else float(value)
+    return value
+
+
+def recipe_dirs() -> list[Path]:
+    """Where built-in recipes live: inside the installed package, else the repository's folder."""
+    package = Path(timm_scaling.__file__).parent
+    return [d for d in (package / "recipes", package.parent / "recipes") if d.is_dir()]
+
+
+def list_recipes() -> list[str]:
+    """The built-in recipe names, sorted."""
+    names = {p.stem for d in recipe_dirs() for p in d.iterdir() if p.suffix in SUFFIXES}
+    return sorted(names)
+
+
+def _find(name_or_path: str, near: Path | None = None) -> Path:
+    """A recipe argument to its file: a path as given (or beside ``near``), else a built-in."""
+    candidate = Path(name_or_path).expanduser()
+    looks_like_path = candidate.suffix in SUFFIXES or len(candidate.parts) > 1
+    if looks_like_path:
+        for path in (candidate, near / candidate if near else None):
+            if path is not None and path.is_file():
+                return path
+        raise UserError(
+            f"recipe file {name_or_path} not found; pass a built-in recipe "
+            f"({', '.join(list_recipes())}) or the path of a .yaml file"
+        )
+    folders = ([near] if near else []) + recipe_dirs()
+    for folder in folders:
+        for suffix in SUFFIXES:
+            if (folder / f"{name_or_path}{suffix}").is_file():
+                return folder / f"{name_or_path}{suffix}"
+    raise UserError(
+        f"unknown recipe {name_or_path!r}; available: {', '.join(list_recipes())} "
+        "(or pass the path of a .yaml file)"
+    )
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's keys over its base's, checked and typed; ``name`` defaults to the stem."""
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise UserError(f"{path}: recipes inherit in a cycle: {cycle}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"{path}: not valid YAML{line}; write one `key: value` a line") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise UserError(f"{path}: expected `key: value` lines, got a {type(data).__name__}")
+    data = dict(data)
+    base = data.pop("base", None)
+    values: dict[str, Any] = {}
+    if base is not None:
+        if not isinstance(base, str):
+            raise UserError(f"{path}: base must be a recipe name or path, got {base!r}")
+        values = _read(_find(base, near=path.parent), (*chain, path.resolve()))
+    values["name"] = path.stem
+    values.update({str(key): _coerce(str(path), str(key), val) for key, val in data.items()})
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'lr=0.1'`` -> ``('lr', 0.1)``: the value typed by YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected key=value, e.g. --set lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
+    """A built-in recipe by name, or a recipe file by path, with ``key=value`` overrides."""
+    path = _find(name_or_path)
+    values = _read(path)
+    for text in overrides:
+        key, value = parse_override(text)
+        values[key] = _coerce(f"--set {text}", key, value)
+    try:
+        return Recipe(**values)
+    except UserError as err:
+        where = " ".join([str(path), *(f"--set {text}" for text in overrides)])
+        raise UserError(f"{where}: {err}") from None
