@@ -1,27 +1,21 @@
-"""The training loop: one recipe -> one run folder, on Accelerate (a CPU, one GPU or many).
+"""The training loop: one recipe -> one run folder (see timm_scaling.runs), on Accelerate.
 
-The run folder ``<output>/<recipe>-<model>-s<seed>/`` holds::
-
-    recipe.yaml          the resolved recipe
-    metrics.jsonl        one line per finished epoch: loss, lr, top1, top5, seconds, samples/s
-    checkpoints/         Accelerate ``save_state`` of the last finished epoch, and ``latest``
-    result.json          the report row and the run's details; written last: the run is finished
-
-and one row goes into ``<output>/report.csv``.
-
-Batches: ``recipe.batch_size`` images make one optimizer update, summed over processes and
-micro-batches. Each process takes ``batch_size / world_size`` of them and splits them into
-micro-batches (``grad_accum`` at first, twice as many after each out-of-memory fallback); each
-micro-batch's loss is weighted by its share of the batch, so the update's gradient is the mean
-over the batch whatever the split (BatchNorm, which normalises per micro-batch, excepted).
+Runs on a CPU, one GPU or many processes. Batches: ``recipe.batch_size`` images make one
+optimizer update, summed over processes and micro-batches. Each process takes
+``batch_size / world_size`` of them and splits them into micro-batches (``grad_accum`` at first,
+twice as many after each out-of-memory fallback); each micro-batch's loss is weighted by its
+share of the batch, so the update's gradient is the mean over the batch whatever the split
+(BatchNorm, which normalises per micro-batch, excepted).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,25 +39,30 @@ from timm_scaling import data
 from timm_scaling.errors import UserError
 from timm_scaling.models import scaling_of
 from timm_scaling.recipes import Recipe, load_recipe
-from timm_scaling.report import COLUMNS, append_row, atomic_write
+from timm_scaling.report import append_row, atomic_write
+from timm_scaling.runs import (
+    CHECKPOINTS,
+    LATEST,
+    METRICS_FILE,
+    RECIPE_FILE,
+    REPORT_FILE,
+    RESULT_FILE,
+    STATE_FILE,
+    finished,
+    run_folder,
+)
 
-logger = get_logger(__name__)
+logger = get_logger(__name__)  # Accelerate's: the main process only, by default
+log = logging.getLogger(__name__)  # before an Accelerator exists
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
-RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
-CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
-REPORT_FILE = "report.csv"
 
 
 class LossNotFinite(UserError):
     """The training loss became nan or inf: the run stops, its last good checkpoint is kept."""
 
     exit_code = 3
-
-
-def run_folder(output: str | os.PathLike, recipe: Recipe) -> Path:
-    return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}"
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -97,8 +96,7 @@ def cost_columns(recipe: Recipe, num_classes: int) -> dict[str, float]:
     """param_count, gmacs, gflops, macts of the model at the training image size and classes."""
     from timm_scaling.profile import measure_cost
 
-    model = timm.create_model(recipe.model, num_classes=num_classes)
-    cost = measure_cost(model, recipe.image_size, num_classes)
+    cost = measure_cost(recipe.model, recipe.image_size, num_classes)
     return {key: cost[key] for key in ("param_count", "gmacs", "gflops", "macts")}
 
 
@@ -160,7 +158,7 @@ def launch(args: Sequence[str], num_processes: int) -> int:
         "timm_scaling",
         *args,
     ]
-    logger.info(f"launching {num_processes} processes: {' '.join(command)}")
+    log.info(f"launching {num_processes} processes: {' '.join(command)}")
     return subprocess.run(command, env=env, check=False).returncode
 
 
@@ -175,10 +173,10 @@ def train(
 
     A finished run folder (result.json exists) is not trained again.
     """
-    result_path = run_folder(output, recipe) / RESULT_FILE
-    if result_path.exists():
-        logger.info(f"{result_path.parent} is finished ({RESULT_FILE} exists): not retraining it")
-        return json.loads(result_path.read_text())
+    done = finished(output, recipe)
+    if done is not None:
+        log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
+        return json.loads((done / RESULT_FILE).read_text())
     return Trainer(recipe, output, resume=resume, num_processes=num_processes, cpu=cpu).fit()
 
 
@@ -295,28 +293,62 @@ class Trainer:
         self.num_updates = 0
 
     def _data(self, cfg: dict[str, Any]):
+        """Train and val batches: on the device for in-memory data sets, else DataLoaders."""
         recipe, accelerator = self.recipe, self.accelerator
-        common = dict(
-            device=accelerator.device,
-            seed=recipe.seed,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
-            crop_padding=recipe.crop_padding,
-            hflip=recipe.hflip,
-            mean=cfg["mean"],
-            std=cfg["std"],
-            channels_last=recipe.channels_last,
-        )
+        world = accelerator.num_processes
+        per_process = recipe.batch_size // world
+        if recipe.dataset not in data.IN_MEMORY:
+            return self._folder_data(cfg, per_process)
         batches = []
         for split, train, size, limit in (
-            ("train", True, recipe.batch_size // accelerator.num_processes, recipe.limit_train),
+            ("train", True, per_process, recipe.limit_train),
             ("val", False, recipe.eval_batch_size, recipe.limit_val),
         ):
             images = data.load_images(
-                recipe.dataset, recipe.data_dir, recipe.image_size, split, recipe.seed, limit
+                recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
             )
-            batches.append(data.DeviceBatches(images, batch_size=size, train=train, **common))
+            batches.append(
+                data.DeviceBatches(
+                    images,
+                    batch_size=size,
+                    device=accelerator.device,
+                    train=train,
+                    seed=recipe.seed,
+                    rank=accelerator.process_index,
+                    world_size=world,
+                    crop_padding=recipe.crop_padding,
+                    hflip=recipe.hflip,
+                    mean=cfg["mean"],
+                    std=cfg["std"],
+                    channels_last=recipe.channels_last,
+                )
+            )
         return batches
+
+    def _folder_data(self, cfg: dict[str, Any], per_process: int):
+        recipe, accelerator = self.recipe, self.accelerator
+        loaders = [
+            data.folder_loader(
+                recipe.data_dir,
+                split,
+                recipe.image_size,
+                size,
+                train=split == "train",
+                num_workers=recipe.num_workers,
+                crop_padding=recipe.crop_padding,
+                hflip=recipe.hflip,
+                mean=cfg["mean"],
+                std=cfg["std"],
+                seed=recipe.seed,
+            )
+            for split, size in (("train", per_process), ("val", recipe.eval_batch_size))
+        ]
+        train = accelerator.prepare(loaders[0])
+        # Evaluation shards must not be padded with repeats: every image counts once.
+        accelerator.even_batches = False
+        val = accelerator.prepare(loaders[1])
+        accelerator.even_batches = True
+        return train, val
 
     # -- training -----------------------------------------------------------------------------
 
@@ -400,7 +432,13 @@ class Trainer:
         return loss_sum
 
     def _accumulate(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        parts = list(zip(images.tensor_split(self.micro_batches), labels.tensor_split(self.micro_batches), strict=True))
+        parts = list(
+            zip(
+                images.tensor_split(self.micro_batches),
+                labels.tensor_split(self.micro_batches),
+                strict=True,
+            )
+        )
         loss_sum = torch.zeros((), device=images.device)
         for i, (x, y) in enumerate(parts):
             # Gradients are all-reduced once per update, on the last micro-batch.
@@ -444,7 +482,7 @@ class Trainer:
             atomic_write(self.folder / METRICS_FILE, lines)
             for old in root.glob("epoch-*"):
                 if old.name != name:
-                    _remove_tree(old)
+                    shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self) -> list[dict[str, float]]:
@@ -510,23 +548,3 @@ class Trainer:
         name = device_name(self.accelerator.device)
         world = self.accelerator.num_processes
         return name if world == 1 else f"{world}x {name}"
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def collect(runs: str | os.PathLike, output: str | os.PathLike) -> int:
-    """Rebuild a report.csv from every result.json under ``runs``; returns the row count."""
-    from timm_scaling.report import write_rows
-
-    paths = sorted(Path(runs).rglob(RESULT_FILE))
-    if not Path(runs).is_dir():
-        raise UserError(f"{runs} is not a folder: pass the --output folder of `timm-scaling train`")
-    rows = []
-    for path in paths:
-        result = json.loads(path.read_text())
-        rows.append({key: result.get(key) for key in COLUMNS})
-    return write_rows(output, rows)
