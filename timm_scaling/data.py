@@ -26,8 +26,12 @@ from timm_scaling.recipes import DATASETS
 __all__ = [
     "DATASETS",
     "DEFAULT_DATA_DIR",
+    "IN_MEMORY",
+    "MEAN",
+    "STD",
     "DeviceBatches",
     "ImageSet",
+    "folder_classes",
     "folder_loader",
     "load_images",
     "num_classes",
@@ -244,9 +248,10 @@ class DeviceBatches:
         self.crop_padding = crop_padding
         self.hflip = hflip
         self.channels_last = channels_last
-        shape = (1, -1, 1, 1)
-        self._mean = torch.tensor(mean, device=self.device).view(shape) * 255
-        self._std = torch.tensor(std, device=self.device).view(shape) * 255
+        # (x / 255 - mean) / std as one multiply-add: x * scale + shift
+        std_255 = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self._scale = 1 / std_255
+        self._shift = -torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255 / std_255
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -313,7 +318,7 @@ class DeviceBatches:
         """uint8 -> float32, (x / 255 - mean) / std, channels_last if asked."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return (images.float() - self._mean) / self._std
+        return torch.addcmul(self._shift, images.float(), self._scale)
 
 
 def folder_loader(
