@@ -197,6 +197,8 @@ def profile_cmd(
         for row in table_rows:
             table.add_row(*(profile.format_cell(key, value) for key, value in row.items()))
         Console().print(table)
+
+
 @app.command("train")
 @user_errors
 def train_cmd(
