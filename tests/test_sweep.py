@@ -1,8 +1,15 @@
 """Sweep files, their plan, shards: torch-free parts here; the end-to-end run with training."""
 
-import pytest
+import json
 
+import pytest
+import yaml
+from accelerate.state import AcceleratorState
+from typer.testing import CliRunner
+
+from timm_scaling.cli import app
 from timm_scaling.recipes import load_recipe
+from timm_scaling.report import read_rows
 from timm_scaling.sweep import list_sweeps, load_sweep, parse_shard, plan
 
 
@@ -76,3 +83,73 @@ def test_a_sweep_file_with_run_mappings(tmp_path):
         ("digits", "effnet_b0_d1p5"),
     ]
     assert runs[0].lr == 0.01 and {r.epochs for r in runs} == {1}
+
+
+TINY = ["limit_train=64", "limit_val=64", "batch_size=32", "eval_batch_size=64", "epochs=1"]
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path, monkeypatch):
+    """A three-method digits sweep of 1-epoch runs on 64 images: the mechanics, not accuracy."""
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "recipe": "digits",
+                "set": TINY,
+                "models": ["effnet_b0", "effnet_b0_d2", "effnet_b0_w1p4", "effnet_b0_phi1"],
+            }
+        )
+    )
+    yield path
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def invoke(*args):
+    outcome = CliRunner().invoke(app, ["sweep", *map(str, args)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return outcome
+
+
+@pytest.mark.slow
+def test_sweep_trains_by_shard_then_reports_and_resumes(tiny_sweep, tmp_path):
+    runs = tmp_path / "runs"
+    first = invoke(tiny_sweep, "--output", runs, "--shard", "1/2")
+    assert first.exit_code == 0, first.output
+    assert "trained 2 run(s), 0 already finished" in first.output
+    assert "2 run(s) of the sweep are not finished" in first.output
+    assert not (runs / "tiny").exists()  # no report while runs are missing
+
+    dry = invoke(tiny_sweep, "--output", runs, "--dry-run")
+    states = [line.split()[-1] for line in dry.output.splitlines()]
+    assert states == ["finished", "train", "finished", "train"]  # shard 1/2: runs 1 and 3
+
+    second = invoke(tiny_sweep, "--output", runs, "--shard", "2/2", "--jobs", "2")
+    assert second.exit_code == 0, second.output
+    report = runs / "tiny" / "report.csv"
+    rows = read_rows(report)
+    planned = plan(load_sweep(str(tiny_sweep)))
+    assert sorted(r["model"] for r in rows) == sorted(r.model for r in planned)
+    assert {r["method"] for r in rows} == {"baseline", "depth", "width", "compound"}
+    for name in ("frontier.json", "frontier.png", "frontier.md"):
+        assert (runs / "tiny" / name).stat().st_size > 0
+    result = json.loads((runs / "tiny" / "frontier.json").read_text())
+    assert len(result["points"]) == 4
+    assert f"report: {report}" in second.output
+
+    again = invoke(tiny_sweep, "--output", runs)
+    assert again.exit_code == 0, again.output
+    assert "trained 0 run(s), 4 already finished" in again.output
+    assert read_rows(report) == rows
+
+
+def test_sweep_command_errors_are_one_line(tmp_path):
+    for args, message in (
+        (["nope"], "unknown sweep 'nope'"),
+        (["table7", "--shard", "3/2"], "K/N"),
+        (["table7", "--seeds", "0"], "at least once"),
+    ):
+        outcome = invoke(*args, "--output", tmp_path)
+        assert outcome.exit_code != 0
+        assert outcome.output.count("\n") == 1 and message in outcome.output, outcome.output

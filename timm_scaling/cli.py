@@ -272,6 +272,81 @@ def collect_cmd(
     typer.echo(f"{rows} run(s) from {runs} -> {output}")
 
 
+@app.command("sweep")
+@user_errors
+def sweep_cmd(
+    sweep: Annotated[
+        str, typer.Argument(help="A built-in sweep (table7, figure8, matched, demo) or a file.")
+    ],
+    seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
+    dataset: Annotated[
+        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of every run.")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: train every N-th run from the K-th (K from 1).")
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Run folders go here.")] = Path("runs"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key in every run.")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
+    ] = 1,
+    dry_run: Annotated[bool, typer.Option(help="Print the runs and train nothing.")] = False,
+) -> None:
+    """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
+    frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
+
+    Many GPUs: one sweep process per GPU, each with its own --shard K/N and
+    CUDA_VISIBLE_DEVICES=K-1, sharing --output; the last to finish writes the report."""
+    import logging
+
+    from tqdm import tqdm
+
+    from timm_scaling import sweep as sweeps
+    from timm_scaling.runs import finished, run_folder
+
+    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
+    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
+    # Checked before anything starts: a bad sweep, shard or override is one line.
+    runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    if dry_run:
+        for recipe in runs:
+            state = "finished" if finished(output, recipe) else "to train"
+            typer.echo(f"{run_folder(output, recipe)}  {state}")
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    bar = tqdm(total=len(runs), desc=sweep, unit="run", position=0, dynamic_ncols=True)
+
+    def progress(i: int, total: int, recipe, done: bool) -> None:
+        bar.n = i
+        bar.set_postfix_str(f"{recipe.model} s{recipe.seed}{' (finished)' if done else ''}")
+
+    try:
+        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs)
+        bar.n = len(runs)
+        bar.refresh()
+    finally:
+        bar.close()
+    typer.echo(f"trained {len(result.trained)} run(s), {len(result.skipped)} already finished")
+    if result.report is None:
+        typer.echo(
+            f"{result.pending} run(s) of the sweep are not finished (other shards?): "
+            f"run them, then this command again to write the report"
+        )
+        return
+    from timm_scaling import frontier
+
+    for warning in result.frontier.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    frontier.show(result.frontier, "table")
+    typer.echo(f"report: {result.report}")
+    for path in result.written:
+        typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     app(prog_name="timm-scaling")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from timm_scaling.errors import UserError
@@ -37,18 +38,33 @@ def finished(output: str | os.PathLike, recipe) -> Path | None:
     return folder if (folder / RESULT_FILE).exists() else None
 
 
-def collect(runs: str | os.PathLike, output: str | os.PathLike) -> int:
-    """Rebuild ``output`` (a report.csv) from every result.json under ``runs``; returns rows."""
+def collect(
+    runs: str | os.PathLike, output: str | os.PathLike, recipes: Iterable | None = None
+) -> int:
+    """Rebuild ``output`` (a report.csv) from every result.json under ``runs``, or from the run
+    folders of ``recipes`` only (those finished); returns the number of rows."""
     runs = Path(runs)
     if not runs.is_dir():
         raise UserError(f"{runs} is not a folder: pass the --output folder of `timm-scaling train`")
-    rows = []
-    for path in sorted(runs.rglob(RESULT_FILE)):
+    if recipes is None:
+        paths = sorted(runs.rglob(RESULT_FILE))
+    else:
+        paths = [run_folder(runs, r) / RESULT_FILE for r in recipes]
+    return write_rows(
+        output, [{key: result.get(key) for key in COLUMNS} for result in results(paths)]
+    )
+
+
+def results(paths: Iterable[Path]) -> list[dict]:
+    """The result.json of each path that exists."""
+    found = []
+    for path in paths:
+        if not path.exists():
+            continue
         try:
-            result = json.loads(path.read_text())
+            found.append(json.loads(path.read_text()))
         except ValueError:
             raise UserError(
                 f"{path} is not valid JSON; delete that run folder and train again"
             ) from None
-        rows.append({key: result.get(key) for key in COLUMNS})
-    return write_rows(output, rows)
+    return found
