@@ -1,0 +1,282 @@
+"""The training loop on real digits images, real timm models and real Accelerate processes.
+
+Runs are tiny (64 training images, 16 px, 2 updates an epoch): they test the mechanics, not the
+accuracy, except ``test_digits_reaches_accuracy``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from timm_scaling import data
+from timm_scaling.cli import app
+from timm_scaling.recipes import load_recipe
+from timm_scaling.report import COLUMNS, read_rows
+from timm_scaling.runs import CHECKPOINTS, LATEST, METRICS_FILE, RESULT_FILE, run_folder
+from timm_scaling.train import NUM_PROCESSES_ENV, LossNotFinite, Trainer, evaluate, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "limit_train": 64,
+    "limit_val": 64,
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "base_size": 16,
+    "epochs": 1,
+}
+UPDATES_PER_EPOCH = TINY["limit_train"] // TINY["batch_size"]
+runner = CliRunner()
+
+
+def overrides(**changes) -> list[str]:
+    return [f"{key}={value}" for key, value in {**TINY, **changes}.items()]
+
+
+def tiny(name: str = "digits", **changes):
+    recipe_overrides = overrides(**changes)
+    if name != "digits":
+        recipe_overrides.append("dataset=digits")
+    return load_recipe(name, recipe_overrides)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    # Cost counts are cached on disk: keep the tests' cache out of the home folder.
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv(NUM_PROCESSES_ENV, raising=False)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def training_forwards(model: torch.nn.Module, action, after: int) -> None:
+    """Call ``action(output)`` on every training forward after the first ``after``."""
+    count = 0
+
+    def hook(module, args, output):
+        nonlocal count
+        if module.training:
+            count += 1
+            if count > after:
+                return action(output)
+        return None
+
+    model.register_forward_hook(hook)
+
+
+def history(folder: Path, keys=("epoch", "loss", "lr", "top1", "top5", "eval_images")):
+    lines = (folder / METRICS_FILE).read_text().splitlines()
+    return [{key: json.loads(line)[key] for key in keys} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished one-epoch baseline run on digits."""
+    output = tmp_path_factory.mktemp("runs")
+    os.environ["TIMM_SCALING_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    result = train(tiny(), output)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return output, result
+
+
+@pytest.mark.slow
+def test_run_folder_and_report_row(finished_run):
+    output, result = finished_run
+    folder = run_folder(output, tiny())
+    assert folder.name == "digits-effnet_b0-s0"
+    assert json.loads((folder / RESULT_FILE).read_text()) == result
+    (row,) = read_rows(output / "report.csv")
+    assert list(row) == list(COLUMNS)
+    assert row["model"] == "effnet_b0" and row["method"] == "baseline"
+    assert int(row["img_size"]) == 16 and row["dataset"] == "digits" and row["device"] == "cpu"
+    assert 4.0 < float(row["param_count"]) < 4.1  # B0 with a 10-class head: 4.02 M
+    assert float(row["gflops"]) > float(row["gmacs"]) > 0
+    assert result["eval_images"] == 64 and result["world_size"] == 1
+    (line,) = history(folder)
+    assert line["top1"] == float(row["top1"]) and 0 <= line["top1"] <= line["top5"] <= 100
+    assert load_recipe(str(folder / "recipe.yaml")) == tiny()
+
+
+@pytest.mark.slow
+def test_finished_run_is_not_retrained(finished_run):
+    output, _ = finished_run
+    args = [
+        "train",
+        "digits",
+        "--output",
+        str(output),
+        *(a for o in overrides() for a in ("--set", o)),
+    ]
+    outcome = runner.invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert "not retraining" in outcome.output
+    assert len(read_rows(output / "report.csv")) == 1
+
+
+@pytest.mark.slow
+def test_collect_rebuilds_the_report(finished_run, tmp_path):
+    output, _ = finished_run
+    rebuilt = tmp_path / "rebuilt.csv"
+    outcome = runner.invoke(app, ["collect", str(output), "-o", str(rebuilt)])
+    assert outcome.exit_code == 0, outcome.output
+    assert read_rows(rebuilt) == read_rows(output / "report.csv")
+
+
+def test_collect_of_a_missing_folder_is_one_line(tmp_path):
+    outcome = runner.invoke(app, ["collect", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r")])
+    assert outcome.exit_code == 2
+    assert outcome.output.count("\n") == 1 and "is not a folder" in outcome.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["baseline", "depth4", "width2", "res2", "compound"])
+def test_study_recipes_train_one_epoch(name, tmp_path):
+    recipe = tiny(name, limit_train=32, limit_val=32, base_size=8)
+    result = train(recipe, tmp_path)
+    assert result["model"] == recipe.model and result["recipe"] == name
+    assert result["img_size"] == recipe.image_size
+    assert result["eval_images"] == 32
+    assert (run_folder(tmp_path, recipe) / CHECKPOINTS / LATEST).read_text().strip() == (
+        "epoch-0001"
+    )
+
+
+@pytest.mark.slow
+def test_resume_ends_like_an_uninterrupted_run(tmp_path):
+    recipe = tiny(epochs=2)
+    straight = train(recipe, tmp_path / "straight")
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    interrupted = Trainer(recipe, tmp_path / "resumed")
+
+    def interrupt(output):
+        raise KeyboardInterrupt  # Ctrl-C in the first update of epoch 2
+
+    training_forwards(interrupted.unwrapped, interrupt, after=UPDATES_PER_EPOCH)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    folder = run_folder(tmp_path / "resumed", recipe)
+    assert not (folder / RESULT_FILE).exists() and len(history(folder)) == 1
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    without_resume = runner.invoke(
+        app,
+        [
+            "train",
+            "digits",
+            "--output",
+            str(tmp_path / "resumed"),
+            *sum((["--set", o] for o in overrides(epochs=2)), []),
+        ],
+    )
+    assert without_resume.exit_code == 2 and "--resume" in without_resume.output
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    resumed = train(recipe, tmp_path / "resumed", resume=True)
+    assert history(folder) == history(run_folder(tmp_path / "straight", recipe))
+    assert resumed["replica_checksums"] == straight["replica_checksums"]
+    assert (resumed["top1"], resumed["top5"]) == (straight["top1"], straight["top5"])
+
+
+@pytest.mark.slow
+def test_out_of_memory_halves_the_micro_batch(tmp_path, caplog):
+    recipe = tiny(epochs=1)
+    trainer = Trainer(recipe, tmp_path / "oom")
+    limit = TINY["batch_size"] // 4
+
+    def simulated_oom(module, args):
+        if module.training and args[0].shape[0] > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate (simulated)")
+
+    trainer.unwrapped.register_forward_pre_hook(simulated_oom)
+    with caplog.at_level("WARNING"):
+        fallen_back = trainer.fit()
+    assert fallen_back["micro_batches"] == 4
+    assert "out of memory" in caplog.text
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    # The same update from the start with four micro-batches: the same run, bit for bit.
+    planned = train(load_recipe("digits", overrides(epochs=1, grad_accum=4)), tmp_path / "plan")
+    assert fallen_back["replica_checksums"] == planned["replica_checksums"]
+    assert fallen_back["top1"] == planned["top1"]
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    recipe = tiny(epochs=3)
+    trainer = Trainer(recipe, tmp_path)
+    training_forwards(trainer.unwrapped, lambda out: out * float("nan"), after=UPDATES_PER_EPOCH)
+    with pytest.raises(LossNotFinite) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert "\n" not in message and "nan" in message and "epoch 2" in message
+    folder = run_folder(tmp_path, recipe)
+    assert (folder / CHECKPOINTS / LATEST).read_text().strip() == "epoch-0001"
+    assert (folder / CHECKPOINTS / "epoch-0001" / "model.safetensors").exists()
+    assert not (folder / RESULT_FILE).exists() and not (tmp_path / "report.csv").exists()
+    assert len(history(folder)) == 1
+
+
+def test_process_count_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv(NUM_PROCESSES_ENV, "2")
+    outcome = runner.invoke(app, ["train", "digits", "--output", str(tmp_path)])
+    assert outcome.exit_code == 2
+    assert "asked for 2 processes but found 1" in outcome.output
+    assert outcome.output.count("\n") == 1
+
+
+def test_bad_recipe_key_is_one_line(tmp_path):
+    outcome = runner.invoke(app, ["train", "digits", "--set", "lr_sheduler=step"])
+    assert outcome.exit_code == 2
+    assert outcome.output.count("\n") == 1 and "lr_sheduler" in outcome.output
+    assert "Traceback" not in outcome.output
+
+
+def test_unknown_recipe_lists_the_recipes():
+    outcome = runner.invoke(app, ["train", "depth5"])
+    assert outcome.exit_code == 2 and outcome.output.count("\n") == 1
+    for name in ("baseline", "depth4", "width2", "res2", "compound", "digits"):
+        assert name in outcome.output
+
+
+@pytest.mark.slow
+def test_two_processes_count_each_image_once_and_stay_equal(tmp_path):
+    """Two real CPU processes (gloo) through --num-processes; 60 val images: shards of 30."""
+    output = tmp_path / "runs"
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    args = ["train", "digits", "--output", str(output), "--num-processes", "2"]
+    args += [a for o in overrides(limit_val=61) for a in ("--set", o)]
+    done = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    recipe = tiny(limit_val=61)
+    folder = run_folder(output, recipe)
+    result = json.loads((folder / RESULT_FILE).read_text())
+    assert result["world_size"] == 2 and result["device"] == "2x cpu"
+    assert result["eval_images"] == 61  # shards of 30 and 31: none dropped, none twice
+    first, second = result["replica_checksums"]
+    assert first == second
+    assert len(read_rows(output / "report.csv")) == 1
+
+    # The final weights, evaluated by one process over all 61 images, give the same numbers.
+    model = timm.create_model("effnet_b0", num_classes=10)
+    model.load_state_dict(load_file(folder / CHECKPOINTS / "epoch-0001" / "model.safetensors"))
+    images = data.load_images("digits", None, recipe.image_size, "val", 61)
+    batches = data.DeviceBatches(images, 64, train=False)
+    alone = evaluate(model, batches, Accelerator(cpu=True))
+    assert alone["eval_images"] == 61
+    assert (alone["top1"], alone["top5"]) == (result["top1"], result["top5"])

@@ -1,0 +1,550 @@
+"""The training loop: one recipe -> one run folder (see timm_scaling.runs), on Accelerate.
+
+Runs on a CPU, one GPU or many processes. Batches: ``recipe.batch_size`` images make one
+optimizer update, summed over processes and micro-batches. Each process takes
+``batch_size / world_size`` of them and splits them into micro-batches (``grad_accum`` at first,
+twice as many after each out-of-memory fallback); each micro-batch's loss is weighted by its
+share of the batch, so the update's gradient is the mean over the batch whatever the split
+(BatchNorm, which normalises per micro-batch, excepted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import gather_object, set_seed, tqdm
+from timm.optim import create_optimizer_v2
+from timm.scheduler import StepLRScheduler
+from timm.utils import ModelEmaV3, distribute_bn
+
+import timm_scaling
+from timm_scaling import data
+from timm_scaling.errors import UserError
+from timm_scaling.models import scaling_of
+from timm_scaling.recipes import Recipe, load_recipe
+from timm_scaling.report import append_row, atomic_write
+from timm_scaling.runs import (
+    CHECKPOINTS,
+    LATEST,
+    METRICS_FILE,
+    RECIPE_FILE,
+    REPORT_FILE,
+    RESULT_FILE,
+    STATE_FILE,
+    finished,
+    run_folder,
+)
+
+logger = get_logger(__name__)  # Accelerate's: the main process only, by default
+log = logging.getLogger(__name__)  # before an Accelerator exists
+
+# Set by `launch` for its workers: the process count they must find themselves in.
+NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
+
+
+class LossNotFinite(UserError):
+    """The training loss became nan or inf: the run stops, its last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a RuntimeError that says so (cuDNN, CPU allocators)."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer: equal on every replica of a healthy run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: peak memory allocated by tensors. CPU: the process's peak resident set (Linux KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def cost_columns(recipe: Recipe, num_classes: int) -> dict[str, float]:
+    """param_count, gmacs, gflops, macts of the model at the training image size and classes."""
+    from timm_scaling.profile import measure_cost
+
+    cost = measure_cost(recipe.model, recipe.image_size, num_classes)
+    return {key: cost[key] for key in ("param_count", "gmacs", "gflops", "macts")}
+
+
+def evaluate(model: torch.nn.Module, batches, accelerator: Accelerator) -> dict[str, float]:
+    """Top-1 and top-5 (%) over every process's shard; ``images`` counts each image once."""
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.long, device=accelerator.device)
+    with torch.no_grad(), accelerator.autocast():
+        for images, labels in batches:
+            logits = model(images)
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            counts[0] += hits[:, 0].sum()
+            counts[1] += hits.any(dim=1).sum()
+            counts[2] += len(labels)
+    top1, top5, images = accelerator.reduce(counts, reduction="sum").tolist()
+    return {"top1": 100 * top1 / images, "top5": 100 * top5 / images, "eval_images": images}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(args: Sequence[str], num_processes: int) -> int:
+    """Run ``timm-scaling ARGS`` in ``num_processes`` processes with ``accelerate launch``.
+
+    On a CPU, ``accelerate launch --cpu --num_processes N`` starts a single process; with
+    ``ACCELERATE_USE_CPU=1`` and ``--multi_gpu`` it starts N, talking over gloo. The workers
+    inherit this environment (PYTHONPATH included) and check their count. Returns their exit code.
+    """
+    gpus = torch.cuda.device_count()
+    env = dict(os.environ, **{NUM_PROCESSES_ENV: str(num_processes)})
+    if gpus == 0:
+        env["ACCELERATE_USE_CPU"] = "1"
+    elif gpus < num_processes:
+        raise UserError(
+            f"--num-processes {num_processes}: this machine has {gpus} GPU(s); "
+            f"use --num-processes {gpus} or fewer"
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--quiet",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",  # the recipe's precision is passed to Accelerator, which takes precedence
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "timm_scaling",
+        *args,
+    ]
+    log.info(f"launching {num_processes} processes: {' '.join(command)}")
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+def train(
+    recipe: Recipe,
+    output: str | os.PathLike = "runs",
+    resume: bool = False,
+    num_processes: int | None = None,
+    cpu: bool = False,
+) -> dict[str, Any]:
+    """Train ``recipe`` into its run folder under ``output``; returns result.json's content.
+
+    A finished run folder (result.json exists) is not trained again.
+    """
+    done = finished(output, recipe)
+    if done is not None:
+        log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
+        return json.loads((done / RESULT_FILE).read_text())
+    return Trainer(recipe, output, resume=resume, num_processes=num_processes, cpu=cpu).fit()
+
+
+def _mixed_precision(recipe: Recipe, cpu: bool) -> str:
+    if recipe.mixed_precision != "auto":
+        return recipe.mixed_precision
+    # bf16 autocast is slower than fp32 on CPUs without AMX.
+    return "bf16" if torch.cuda.is_available() and not cpu else "no"
+
+
+class Trainer:
+    """One run: the model, optimizer, schedule and data of a recipe, prepared by Accelerate.
+
+    Build it, then call :meth:`fit`. ``model`` is the prepared model; ``unwrapped`` the timm
+    model inside it (where forward hooks go).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        output: str | os.PathLike = "runs",
+        resume: bool = False,
+        num_processes: int | None = None,
+        cpu: bool = False,
+    ) -> None:
+        self.recipe, self.output, self.resume = recipe, Path(output), resume
+        self.folder = run_folder(output, recipe)
+        self.accelerator = Accelerator(
+            cpu=cpu,
+            mixed_precision=_mixed_precision(recipe, cpu),
+            dynamo_backend="inductor" if recipe.compile else "no",
+        )
+        self._check_processes(num_processes)
+        self._check_folder()
+        self._build()
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def _check_processes(self, asked: int | None) -> None:
+        world = self.accelerator.num_processes
+        expected = asked or int(os.environ.get(NUM_PROCESSES_ENV, world))
+        if world != expected:
+            raise UserError(
+                f"asked for {expected} processes but found {world}; launch with "
+                "`timm-scaling train --num-processes N` or accelerate launch --multi_gpu"
+            )
+        if self.recipe.batch_size % world:
+            raise UserError(
+                f"batch_size {self.recipe.batch_size} does not split over {world} processes; "
+                f"--set batch_size= a multiple of {world}"
+            )
+        logger.info(
+            f"world size {world} ({self.accelerator.distributed_type}), "
+            f"device {self.accelerator.device}, mixed precision {self.accelerator.mixed_precision}"
+        )
+
+    def _check_folder(self) -> None:
+        latest = self.folder / CHECKPOINTS / LATEST
+        if latest.exists() and not self.resume:
+            raise UserError(
+                f"{self.folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
+                "pass --resume to continue it, or delete the folder to start again"
+            )
+        saved = self.folder / RECIPE_FILE
+        if self.resume and saved.exists():
+            before = load_recipe(str(saved)).to_dict()
+            now = self.recipe.to_dict()
+            changed = sorted(k for k in now if k != "name" and before.get(k) != now[k])
+            if changed:
+                raise UserError(
+                    f"--resume: the recipe differs from {saved} in {', '.join(changed)}; "
+                    "resume with the same settings, or train into another --output"
+                )
+
+    def _build(self) -> None:
+        recipe, accelerator = self.recipe, self.accelerator
+        set_seed(recipe.seed)  # before the data split and the model's initialisation
+        self.num_classes = data.num_classes(recipe.dataset, recipe.data_dir)
+        model = timm.create_model(
+            recipe.model,
+            num_classes=self.num_classes,
+            drop_rate=recipe.drop_rate,
+            drop_path_rate=recipe.drop_path_rate,
+        )
+        if recipe.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        extra = {"alpha": recipe.decay} if recipe.optimizer == "rmsproptf" else {}
+        optimizer = create_optimizer_v2(
+            model,
+            recipe.optimizer,
+            lr=recipe.lr,
+            weight_decay=recipe.weight_decay,
+            momentum=recipe.momentum,
+            eps=recipe.opt_eps,
+            **extra,
+        )
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.unwrapped = accelerator.unwrap_model(self.model)
+        self.train_batches, self.val_batches = self._data(model.pretrained_cfg)
+        updates_per_epoch = len(self.train_batches)
+        self.scheduler = StepLRScheduler(
+            self.optimizer,
+            decay_t=recipe.lr_decay_epochs * updates_per_epoch,
+            decay_rate=recipe.lr_decay_rate,
+            warmup_t=round(recipe.warmup_epochs * updates_per_epoch),
+            warmup_lr_init=recipe.warmup_lr,
+            t_in_epochs=False,
+        )
+        self.ema = ModelEmaV3(self.unwrapped, decay=recipe.ema_decay) if recipe.ema else None
+        if self.ema is not None:
+            accelerator.register_for_checkpointing(self.ema)
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.micro_batches = recipe.grad_accum
+        self.num_updates = 0
+
+    def _data(self, cfg: dict[str, Any]):
+        """Train and val batches: on the device for in-memory data sets, else DataLoaders."""
+        recipe, accelerator = self.recipe, self.accelerator
+        world = accelerator.num_processes
+        per_process = recipe.batch_size // world
+        if recipe.dataset not in data.IN_MEMORY:
+            return self._folder_data(cfg, per_process)
+        batches = []
+        for split, train, size, limit in (
+            ("train", True, per_process, recipe.limit_train),
+            ("val", False, recipe.eval_batch_size, recipe.limit_val),
+        ):
+            images = data.load_images(
+                recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
+            )
+            batches.append(
+                data.DeviceBatches(
+                    images,
+                    batch_size=size,
+                    device=accelerator.device,
+                    train=train,
+                    seed=recipe.seed,
+                    rank=accelerator.process_index,
+                    world_size=world,
+                    crop_padding=recipe.crop_padding,
+                    hflip=recipe.hflip,
+                    mean=cfg["mean"],
+                    std=cfg["std"],
+                    channels_last=recipe.channels_last,
+                )
+            )
+        return batches
+
+    def _folder_data(self, cfg: dict[str, Any], per_process: int):
+        recipe, accelerator = self.recipe, self.accelerator
+        loaders = [
+            data.folder_loader(
+                recipe.data_dir,
+                split,
+                recipe.image_size,
+                size,
+                train=split == "train",
+                num_workers=recipe.num_workers,
+                crop_padding=recipe.crop_padding,
+                hflip=recipe.hflip,
+                mean=cfg["mean"],
+                std=cfg["std"],
+                seed=recipe.seed,
+            )
+            for split, size in (("train", per_process), ("val", recipe.eval_batch_size))
+        ]
+        train = accelerator.prepare(loaders[0])
+        # Evaluation shards must not be padded with repeats: every image counts once.
+        accelerator.even_batches = False
+        val = accelerator.prepare(loaders[1])
+        accelerator.even_batches = True
+        return train, val
+
+    # -- training -----------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, checkpointing each; write the results; return result.json."""
+        recipe, accelerator = self.recipe, self.accelerator
+        history = self._load_checkpoint() if self.resume else []
+        if accelerator.is_main_process:
+            recipe.write(self.folder / RECIPE_FILE)
+        for epoch in range(len(history), recipe.epochs):
+            started = time.perf_counter()
+            stats = self._train_epoch(epoch)
+            if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
+                distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
+            model = self.ema.module if self.ema is not None else self.unwrapped
+            stats.update(evaluate(model, self.val_batches, accelerator))
+            stats["epoch_s"] = time.perf_counter() - started
+            history.append(stats)
+            logger.info(
+                f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
+                f"top1 {stats['top1']:.2f} top5 {stats['top5']:.2f} "
+                f"({stats['samples_per_s']:.0f} images/s)"
+            )
+            self._save_checkpoint(history)
+        return self._finish(history)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.train_batches.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.accelerator.device)
+        images_seen = 0
+        started = time.perf_counter()
+        bar = tqdm(self.train_batches, desc=f"epoch {epoch + 1}/{self.recipe.epochs}", leave=False)
+        for images, labels in bar:
+            loss_sum += self._update(images, labels)
+            images_seen += len(labels)
+        totals = torch.stack([loss_sum, torch.tensor(float(images_seen), device=loss_sum.device)])
+        loss, count = self.accelerator.reduce(totals, reduction="sum").tolist()
+        seconds = time.perf_counter() - started
+        if not torch.isfinite(torch.tensor(loss)):
+            self._diverged(epoch, loss)
+        return {
+            "epoch": epoch + 1,
+            "loss": loss / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_images": int(count),
+            "train_s": seconds,
+            "samples_per_s": count / seconds,
+        }
+
+    def _diverged(self, epoch: int, loss: float) -> None:
+        latest = self.folder / CHECKPOINTS / LATEST
+        kept = (
+            f"the last good checkpoint ({latest.read_text().strip()}) is kept"
+            if latest.exists()
+            else "no epoch finished, so there is no checkpoint"
+        )
+        raise LossNotFinite(
+            f"training loss is {loss} in epoch {epoch + 1} of {self.folder}: the run diverged; "
+            f"{kept}; no result was written; lower --lr (or raise opt_eps) and train again"
+        )
+
+    def _update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimizer update; returns the summed loss of its images. On out-of-memory, split
+        the batch into twice as many micro-batches and redo it."""
+        while True:
+            try:
+                loss_sum = self._accumulate(images, labels)
+                break
+            except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(err) or self.micro_batches >= len(labels):
+                    raise
+            # Outside the except block, so the failed attempt's activations are freed.
+            self._out_of_memory(len(labels))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.num_updates += 1
+        self.scheduler.step_update(num_updates=self.num_updates)
+        if self.ema is not None:
+            self.ema.update(self.unwrapped, step=self.num_updates)
+        return loss_sum
+
+    def _accumulate(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        parts = list(
+            zip(
+                images.tensor_split(self.micro_batches),
+                labels.tensor_split(self.micro_batches),
+                strict=True,
+            )
+        )
+        loss_sum = torch.zeros((), device=images.device)
+        for i, (x, y) in enumerate(parts):
+            # Gradients are all-reduced once per update, on the last micro-batch.
+            sync = i == len(parts) - 1
+            with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                loss = self.criterion(self.model(x), y)
+                self.accelerator.backward(loss * (len(y) / len(labels)))
+            loss_sum += loss.detach().float() * len(y)
+        return loss_sum
+
+    def _out_of_memory(self, batch: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.empty_cache()
+        before, self.micro_batches = self.micro_batches, self.micro_batches * 2
+        logger.warning(
+            f"out of memory at micro-batch {-(-batch // before)} (process "
+            f"{self.accelerator.process_index}): now {self.micro_batches} micro-batches of "
+            f"~{-(-batch // self.micro_batches)} per update; the update is unchanged",
+            main_process_only=False,
+        )
+
+    # -- checkpoints and results --------------------------------------------------------------
+
+    def _save_checkpoint(self, history: list[dict[str, float]]) -> None:
+        """save_state into checkpoints/epoch-K, then point ``latest`` at it, then drop older."""
+        accelerator = self.accelerator
+        root = self.folder / CHECKPOINTS
+        name = f"epoch-{len(history):04d}"
+        accelerator.save_state(str(root / name))
+        if accelerator.is_main_process:
+            state = {
+                "epoch": len(history),
+                "num_updates": self.num_updates,
+                "micro_batches": self.micro_batches,
+                "history": history,
+            }
+            atomic_write(root / name / STATE_FILE, json.dumps(state, indent=1))
+            atomic_write(root / LATEST, name + "\n")
+            lines = "".join(json.dumps(row) + "\n" for row in history)
+            atomic_write(self.folder / METRICS_FILE, lines)
+            for old in root.glob("epoch-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self) -> list[dict[str, float]]:
+        latest = self.folder / CHECKPOINTS / LATEST
+        if not latest.exists():
+            logger.info(f"--resume: {self.folder} has no checkpoint; starting from epoch 1")
+            return []
+        path = latest.parent / latest.read_text().strip()
+        self.accelerator.load_state(str(path))
+        state = json.loads((path / STATE_FILE).read_text())
+        self.num_updates = state["num_updates"]
+        self.micro_batches = state["micro_batches"]
+        self.scheduler.step_update(num_updates=self.num_updates)
+        logger.info(f"resumed {self.folder} after epoch {state['epoch']}")
+        return state["history"]
+
+    def _finish(self, history: list[dict[str, float]]) -> dict[str, Any]:
+        accelerator, recipe = self.accelerator, self.recipe
+        per_process = gather_object(
+            [(weights_checksum(self.unwrapped), peak_memory_mb(accelerator.device))]
+        )
+        result: dict[str, Any] = {}
+        if accelerator.is_main_process:
+            scaling = scaling_of(recipe.model)
+            train_s = sum(row["train_s"] for row in history)
+            row = {
+                "model": recipe.model,
+                "method": scaling.method,
+                "depth_mult": scaling.depth,
+                "width_mult": scaling.width,
+                "res_mult": scaling.resolution,
+                "img_size": recipe.image_size,
+                **cost_columns(recipe, self.num_classes),
+                "top1": history[-1]["top1"],
+                "top5": history[-1]["top5"],
+                "dataset": recipe.dataset,
+                "epochs": recipe.epochs,
+                "seed": recipe.seed,
+                "recipe": recipe.name,
+                "train_time_s": sum(row["epoch_s"] for row in history),
+                "train_samples_per_sec": sum(row["train_images"] for row in history) / train_s,
+                "peak_mem_mb": max(mem for _, mem in per_process),
+                "device": self._device_label(),
+                "version": timm_scaling.__version__,
+            }
+            result = {
+                **row,
+                "world_size": accelerator.num_processes,
+                "eval_images": history[-1]["eval_images"],
+                "micro_batches": self.micro_batches,
+                "replica_checksums": [checksum for checksum, _ in per_process],
+                "torch": torch.__version__,
+                "timm": timm.__version__,
+            }
+            atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
+            append_row(self.output / REPORT_FILE, row)
+            logger.info(f"finished {self.folder}: top1 {row['top1']:.2f}; row in {REPORT_FILE}")
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return result
+
+    def _device_label(self) -> str:
+        name = device_name(self.accelerator.device)
+        world = self.accelerator.num_processes
+        return name if world == 1 else f"{world}x {name}"
