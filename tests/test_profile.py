@@ -1,6 +1,7 @@
 """Profiling: calflops' counts cross-checked, its global patching guarded, the cache, the
 command, the paper tables and the FLOP-matched set."""
 
+import csv
 import json
 
 import pytest
@@ -8,8 +9,13 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+from typer.testing import CliRunner
 
 from timm_scaling import profile
+from timm_scaling.cli import app
+from timm_scaling.errors import UserError
+from timm_scaling.models import register_variant, registered, scaling_of
+from timm_scaling.scaling import Scaling
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +113,107 @@ def test_cost_is_cached_on_disk_by_model_size_classes_and_timm_version(cache):
     # another class count is another entry, and fewer classes cost fewer params
     assert profile.measure_cost("effnet_b0_d2", 64)["param_count"] > first["param_count"]
     assert len(list(cache.rglob("*.json"))) == 2
+
+
+def test_b3_coefficients_at_300px_cost_what_the_paper_says():
+    name = register_variant(Scaling(depth=1.4, width=1.2))
+    # Table 2: 1.8B FLOPS (multiply-adds), 12M params; timm's efficientnet_b3 card: 1.83 GMACs.
+    cost = profile.measure_cost(name, 300)
+    assert cost["gmacs"] == pytest.approx(1.83, rel=0.01)
+    assert cost["param_count"] == pytest.approx(12.23, rel=0.01)
+
+
+def test_resolution_keeps_params_and_macs_grow_about_r_squared():
+    base = profile.measure_cost("effnet_b0", 64)
+    assert profile.image_size("effnet_b0_r2", base_size=64) == 128
+    r2 = profile.measure_cost("effnet_b0_r2", 128)
+    assert r2["param_count"] == base["param_count"]
+    # "same" padding makes small maps cost a little more than r^2 predicts: allow 10%
+    assert r2["gmacs"] / base["gmacs"] == pytest.approx(4, rel=0.1)
+    assert r2["macts"] / base["macts"] == pytest.approx(4, rel=0.1)
+
+
+def test_default_size_is_the_pretrained_cfg_size():
+    for name in ("effnet_b0", "effnet_b0_r2", "effnet_b0_phi2"):
+        cfg_size = timm.data.resolve_data_config({}, model=meta_model(name))["input_size"][-1]
+        assert profile.image_size(name) == cfg_size
+
+
+def test_globs_match_the_registry_and_names_register():
+    widths = profile.resolve_models(["effnet_b0_w*", "effnet_b0_w2"])
+    assert widths == [n for n in registered() if n.startswith("effnet_b0_w")]
+    assert profile.resolve_models(["effnet_b0_d1p7"]) == ["effnet_b0_d1p7"]
+    assert "effnet_b0_d1p7" in timm.list_models("effnet_b0_d*")
+
+
+def test_unknown_model_names_close_matches():
+    with pytest.raises(UserError, match="effnet_b0_w2") as err:
+        profile.measure_cost("effnet_b0_w22x", 224)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="matches no registered model"):
+        profile.resolve_models(["resnet*"])
+
+
+def test_too_small_input_is_a_clear_error():
+    with pytest.raises(UserError, match="too small") as err:
+        profile.measure_cost("effnet_b0", 16)
+    assert "32" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_speed_runs_a_real_train_step():
+    speed = profile.measure_speed("effnet_b0", 32, num_classes=10, batch_size=2, warmup=1, steps=1)
+    assert speed["device"] == "cpu" and speed["peak_mem_mb"] is None
+    assert speed["infer_samples_per_sec"] > 0 and speed["train_samples_per_sec"] > 0
+    with pytest.raises(UserError, match="batch-size"):
+        profile.measure_speed("effnet_b0", 32, batch_size=1)
+
+
+@pytest.mark.slow
+def test_match_gmacs_finds_single_axis_models_within_3_percent():
+    rows = profile.match_gmacs(1.8)
+    assert [row["method"] for row in rows] == ["depth", "width", "resolution"]
+    for row in rows:
+        assert row["model"] in registered()
+        # re-measured from scratch, not the search's own number
+        cost = profile.count_cost(meta_model(row["model"]), row["img_size"])
+        assert cost["gmacs"] == pytest.approx(1.8, rel=0.03)
+        scaling = scaling_of(row["model"])
+        assert (
+            getattr(scaling, row["method"]) == row["multiplier"] and scaling.method == row["method"]
+        )
+
+
+def test_cli_profile_writes_csv_with_the_columns(tmp_path):
+    out = tmp_path / "x.csv"
+    args = ["profile", "effnet_b0", "effnet_b0_r2", "--base-size", "32", "--no-speed"]
+    result = CliRunner().invoke(app, [*args, "--csv", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["model", "img_size", "param_count", "gmacs", "gflops", "macts"]
+    assert [(r["model"], r["img_size"]) for r in rows] == [
+        ("effnet_b0", "32"),
+        ("effnet_b0_r2", "64"),
+    ]
+    assert json.loads(result.output)[1]["model"] == "effnet_b0_r2"
+
+
+def test_cli_errors_are_one_line():
+    result = CliRunner().invoke(app, ["profile", "effnet_bo", "--no-speed"])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "effnet_b0" in result.output
+    result = CliRunner().invoke(app, ["profile"])
+    assert result.exit_code == 2 and "--paper" in result.output
+
+
+def test_paper_tables_stand_beside_the_reference():
+    try:
+        profile.reference_dir()
+    except UserError:
+        pytest.skip("no shared/reference beside this checkout")
+    table7 = {row["method"]: row for row in profile.paper_table7()}
+    assert table7["compound"]["model"] == "effnet_b0_phi2"
+    assert table7["resolution"]["img_size"] == 448
+    # the single-axis models cost less than the paper printed; compound lands on it
+    for method in ("depth", "width", "resolution"):
+        assert table7[method]["gmacs_diff_pct"] < -10
+    assert abs(table7["compound"]["gmacs_diff_pct"]) < 3

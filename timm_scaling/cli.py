@@ -119,6 +119,8 @@ def frontier_cmd(
     frontier.show(result, fmt)
     if fmt == "table":
         typer.echo(f"wrote {', '.join(str(path) for path in written)}")
+
+
 @app.command("train")
 @user_errors
 def train_cmd(
@@ -190,6 +192,84 @@ def collect_cmd(
 
     rows = collect(runs, output)
     typer.echo(f"{rows} run(s) from {runs} -> {output}")
+
+
+@app.command("profile")
+@user_errors
+def profile_cmd(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Model names or globs (effnet_b0_w*).", show_default=False),
+    ] = None,
+    base_size: Annotated[
+        int | None,
+        typer.Option(help="Image size before the resolution multiplier [default: 224, the cfg]."),
+    ] = None,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the speed measurement.")] = 64,
+    device: Annotated[
+        str, typer.Option(help="Where speed is measured: cpu, cuda, cuda:1.")
+    ] = "cpu",
+    speed: Annotated[
+        bool, typer.Option("--speed/--no-speed", help="Measure throughput and peak memory.")
+    ] = True,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the rows here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Our cost beside the paper's Tables 2 and 7.")
+    ] = False,
+    markdown: Annotated[
+        Path | None, typer.Option(help="With --paper: write the tables as Markdown here.")
+    ] = None,
+    match_gmacs: Annotated[
+        float | None,
+        typer.Option(help="Register depth, width and resolution multipliers costing this +-3%."),
+    ] = None,
+) -> None:
+    """Params, MACs, FLOPs, activations (counted), throughput and peak memory (measured)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from timm_scaling import profile
+    from timm_scaling.report import atomic_write
+
+    if paper:
+        if models or csv_path or match_gmacs is not None:
+            raise UserError("--paper takes no models, --csv or --match-gmacs; use --markdown PATH")
+        tables = {
+            "Table 2: B0..B7 (paper's coefficients and resolutions)": profile.paper_table2(
+                num_classes
+            ),
+            "Table 7: B0 scaled along one axis, and compound": profile.paper_table7(num_classes),
+        }
+        if markdown:
+            atomic_write(markdown, profile.paper_markdown(num_classes))
+    elif match_gmacs is not None:
+        if models:
+            raise UserError("--match-gmacs takes no models: it finds them")
+        rows = profile.match_gmacs(match_gmacs, base_size, num_classes)
+        tables = {f"Single-axis variants at {match_gmacs:g} GMACs (+-3%)": rows}
+    elif models:
+        rows = profile.profile_rows(models, base_size, num_classes, batch_size, device, speed)
+        tables = {"Cost (MACs: multiply-accumulates; FLOPs: calflops' count)": rows}
+    else:
+        raise UserError("name at least one model (or a glob), or pass --paper or --match-gmacs")
+    if csv_path and not paper:
+        atomic_write(csv_path, profile.to_csv(rows))
+    if as_json:
+        typer.echo(json.dumps(tables if paper else rows, indent=1))
+        return
+    for title, table_rows in tables.items():
+        table = Table(title=title)
+        for column in table_rows[0]:
+            table.add_column(column, justify="left" if column in profile.TEXT_COLUMNS else "right")
+        for row in table_rows:
+            table.add_row(*(profile.format_cell(key, value) for key, value in row.items()))
+        Console().print(table)
 
 
 def main() -> None:

@@ -21,10 +21,15 @@ keyed by model, input size, class count and timm version.
 from __future__ import annotations
 
 import copy
+import csv
 import difflib
 import fnmatch
+import functools
+import io
 import json
+import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +42,16 @@ from torch import nn
 from timm_scaling.errors import UserError
 from timm_scaling.models import register_variant, registered, scaling_of
 from timm_scaling.report import atomic_write
-from timm_scaling.scaling import BASE_IMAGE_SIZE, is_model_name, parse_name
+from timm_scaling.scaling import (
+    ALPHA,
+    BASE_IMAGE_SIZE,
+    MAX_MULT,
+    MIN_MULT,
+    Scaling,
+    compound,
+    is_model_name,
+    parse_name,
+)
 
 CACHE_ENV = "TIMM_SCALING_CACHE"
 COST_KEYS = ("param_count", "gmacs", "gflops", "macts")
@@ -222,3 +236,366 @@ def measure_cost(model: str, img_size: int, num_classes: int = 1000) -> dict[str
     cost = count_cost(net, img_size)
     atomic_write(path, json.dumps({"key": key, "cost": cost}, indent=1) + "\n")
     return cost
+
+
+# ---------------------------------------------------------------------------- speed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _samples_per_sec(step, batch_size: int, device: torch.device, warmup: int, steps: int):
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA, fp32 elsewhere: the precision the trainer runs at.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def measure_speed(
+    model: str,
+    img_size: int,
+    num_classes: int = 1000,
+    batch_size: int = 64,
+    device: str = "cpu",
+    warmup: int = 3,
+    steps: int = 10,
+) -> dict[str, object]:
+    """Inference and training throughput (samples/s) and peak memory of a real model.
+
+    channels_last, ``warmup`` untimed steps, then ``steps`` timed ones between device
+    synchronisations. A training step is the trainer's: forward, cross-entropy, backward and an
+    optimizer step. Peak memory is CUDA's allocator peak over the training steps; on a CPU it is
+    not measured (None).
+    """
+    name = resolve_model(model)
+    _check_size(name, img_size)
+    if batch_size < 2:
+        raise UserError("--batch-size must be 2 or more: batch norm cannot train on one sample")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
+    net = timm.create_model(name, num_classes=num_classes)
+    net = net.to(dev, memory_format=torch.channels_last)
+    images = torch.randn(batch_size, 3, img_size, img_size, device=dev)
+    images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (batch_size,), device=dev)
+
+    def infer() -> None:
+        with torch.inference_mode(), _autocast(dev):
+            net(images)
+
+    optimizer = torch.optim.RMSprop(net.parameters(), lr=1e-4)
+
+    def train() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(dev):
+            loss = F.cross_entropy(net(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    net.eval()
+    infer_rate = _samples_per_sec(infer, batch_size, dev, warmup, steps)
+    net.train()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    train_rate = _samples_per_sec(train, batch_size, dev, warmup, steps)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    return {
+        "infer_samples_per_sec": infer_rate,
+        "train_samples_per_sec": train_rate,
+        "peak_mem_mb": peak,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+    }
+
+
+def profile_rows(
+    models: list[str],
+    base_size: int | None = None,
+    num_classes: int = 1000,
+    batch_size: int = 64,
+    device: str = "cpu",
+    speed: bool = True,
+) -> list[dict[str, object]]:
+    """One row per model (names or globs): the columns of `timm-scaling profile`."""
+    rows = []
+    for name in resolve_models(models):
+        size = image_size(name, base_size)
+        row: dict[str, object] = {"model": name, "img_size": size}
+        row.update(measure_cost(name, size, num_classes))
+        if speed:
+            row.update(measure_speed(name, size, num_classes, batch_size, device))
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------- the paper
+
+
+def reference_dir() -> Path:
+    """``<repo root>/../shared/reference``: the published numbers (paper Tables 2 and 7)."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+    if not path.is_dir():
+        raise UserError(
+            f"reference numbers not found at {path}: --paper needs a source checkout with "
+            "shared/reference beside the repository"
+        )
+    return path
+
+
+def _read_reference(name: str) -> list[dict[str, str]]:
+    path = reference_dir() / name
+    if not path.is_file():
+        raise UserError(f"{path} is missing: restore it from shared/reference")
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _pct(ours: float, theirs: float) -> float:
+    return (ours / theirs - 1) * 100
+
+
+def _table7_scaling(row: dict[str, str]) -> Scaling:
+    depth, width, res = (float(row[k]) for k in ("depth_mult", "width_mult", "res_mult"))
+    if row["method"] != "compound":
+        return Scaling(depth, width, res)
+    # The paper prints phi=2's multipliers to one decimal (1.2^2 = 1.44 -> 1.4).
+    scaling = compound(round(math.log(depth) / math.log(ALPHA)))
+    printed = tuple(round(v, 1) for v in (scaling.depth, scaling.width, scaling.resolution))
+    if printed != (depth, width, res):
+        raise UserError(f"Table 7's compound row {depth, width, res} is not a phi of ours")
+    return scaling
+
+
+def paper_table2(num_classes: int = 1000) -> list[dict[str, object]]:
+    """B0..B7: the paper's width/depth coefficients built through our registry, at the paper's
+    resolutions, beside Table 2's params and MACs."""
+    rows = []
+    for ref in _read_reference("paper_table2_b0_b7.csv"):
+        scaling = Scaling(depth=float(ref["depth_mult"]), width=float(ref["width_mult"]))
+        name = register_variant(scaling)
+        size = int(ref["img_size"])
+        cost = measure_cost(name, size, num_classes)
+        paper_params, paper_gmacs = float(ref["param_count"]), float(ref["gmacs"])
+        rows.append(
+            {
+                "paper_model": ref["model"],
+                "model": name,
+                "img_size": size,
+                "paper_param_count": paper_params,
+                "param_count": cost["param_count"],
+                "param_diff_pct": _pct(cost["param_count"], paper_params),
+                "paper_gmacs": paper_gmacs,
+                "gmacs": cost["gmacs"],
+                "gmacs_diff_pct": _pct(cost["gmacs"], paper_gmacs),
+                "gflops": cost["gflops"],
+                "macts": cost["macts"],
+            }
+        )
+    return rows
+
+
+def paper_table7(num_classes: int = 1000) -> list[dict[str, object]]:
+    """Table 7's scaled B0s (d=4, w=2, r=2, compound) as our variants, at their default input
+    sizes, beside the paper's MACs."""
+    rows = []
+    for ref in _read_reference("paper_table7_scaling_b0.csv"):
+        scaling = _table7_scaling(ref)
+        name = register_variant(scaling)
+        size = image_size(name)
+        cost = measure_cost(name, size, num_classes)
+        paper_gmacs = float(ref["gmacs"])
+        rows.append(
+            {
+                "method": ref["method"],
+                "paper_dwr": f"{ref['depth_mult']}/{ref['width_mult']}/{ref['res_mult']}",
+                "model": name,
+                "dwr": f"{scaling.depth:g}/{scaling.width:g}/{scaling.resolution:g}",
+                "img_size": size,
+                "paper_gmacs": paper_gmacs,
+                "gmacs": cost["gmacs"],
+                "gmacs_diff_pct": _pct(cost["gmacs"], paper_gmacs),
+                "nominal_gmacs": measure_cost("effnet_b0", 224)["gmacs"] * scaling.flop_factor,
+                "gflops": cost["gflops"],
+                "param_count": cost["param_count"],
+                "macts": cost["macts"],
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- matched MACs
+
+MATCH_TOLERANCE = 0.03
+MATCH_METHODS = ("depth", "width", "resolution")
+# Multipliers are searched with 1 decimal first, then 2, then 3: the shortest name that fits.
+_SEARCH_DECIMALS = (1, 2, 3)
+
+
+def _find_multiplier(cost, target: float, method: str) -> float:
+    """The multiplier with the fewest decimals whose cost is within MATCH_TOLERANCE of target
+    (the closest at that precision), by bisection on the measured cost: monotone, but a
+    staircase, since timm rounds blocks and channels."""
+
+    lo = hi = 1.0
+    while cost(hi) < target:
+        lo, hi = hi, hi * 2
+        if hi > MAX_MULT:
+            raise UserError(f"{target} GMACs is out of reach by {method} alone; aim lower")
+    while cost(lo) > target:
+        lo, hi = lo / 2, lo
+        if lo < MIN_MULT:
+            raise UserError(f"{target} GMACs is out of reach by {method} alone; aim higher")
+    for decimals in _SEARCH_DECIMALS:
+        while lo < (mid := round((lo + hi) / 2, decimals)) < hi:
+            lo, hi = (mid, hi) if cost(mid) < target else (lo, mid)
+        best = min((lo, hi), key=lambda m: abs(cost(m) - target))
+        if abs(cost(best) / target - 1) <= MATCH_TOLERANCE:
+            return best
+    raise UserError(
+        f"no {method} multiplier gives {target} GMACs within {MATCH_TOLERANCE:.0%}: the nearest, "
+        f"{best:g}, gives {cost(best):.3f}; choose another target"
+    )
+
+
+def match_gmacs(
+    target: float, base_size: int | None = None, num_classes: int = 1000
+) -> list[dict[str, object]]:
+    """For depth, width and resolution alone, the multiplier whose measured MACs (after timm's
+    rounding) lie within 3% of ``target``; each is registered, one row per method."""
+    if not target > 0:
+        raise UserError(f"--match-gmacs must be above 0, got {target}")
+    rows = []
+    for method in MATCH_METHODS:
+
+        @functools.cache
+        def cost(multiplier: float, method: str = method) -> float:
+            name = register_variant(Scaling(**{method: multiplier}))
+            return measure_cost(name, image_size(name, base_size), num_classes)["gmacs"]
+
+        multiplier = _find_multiplier(cost, target, method)
+        name = register_variant(Scaling(**{method: multiplier}))
+        size = image_size(name, base_size)
+        measured = measure_cost(name, size, num_classes)
+        rows.append(
+            {
+                "method": method,
+                "multiplier": multiplier,
+                "model": name,
+                "img_size": size,
+                **measured,
+                "gmacs_diff_pct": _pct(measured["gmacs"], target),
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- output
+
+# How each column is printed; the CSV and JSON keep full precision.
+_FORMATS = {
+    "param_count": "{:.2f}",
+    "paper_param_count": "{:g}",
+    "gmacs": "{:.3f}",
+    "paper_gmacs": "{:g}",
+    "nominal_gmacs": "{:.3f}",
+    "gflops": "{:.3f}",
+    "macts": "{:.2f}",
+    "param_diff_pct": "{:+.1f}%",
+    "gmacs_diff_pct": "{:+.1f}%",
+    "infer_samples_per_sec": "{:.1f}",
+    "train_samples_per_sec": "{:.1f}",
+    "peak_mem_mb": "{:.0f}",
+    "multiplier": "{:g}",
+}
+
+
+TEXT_COLUMNS = ("model", "paper_model", "method")
+
+
+def format_cell(column: str, value: object) -> str:
+    if value is None:
+        return "-"
+    fmt = _FORMATS.get(column)
+    return fmt.format(value) if fmt and isinstance(value, (int, float)) else str(value)
+
+
+def to_csv(rows: list[dict[str, object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def to_markdown(rows: list[dict[str, object]]) -> str:
+    columns = list(rows[0])
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(" --- " if c in TEXT_COLUMNS else " ---: " for c in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(format_cell(c, row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+PAPER_COMMAND = "timm-scaling profile --paper --markdown analysis/paper_cost.md"
+PAPER_MATCH_GMACS = 1.8  # what the paper's Table 7 models cost
+
+
+def paper_markdown(num_classes: int = 1000) -> str:
+    """The side-by-side tables as one Markdown document (analysis/paper_cost.md)."""
+    table2, table7 = paper_table2(num_classes), paper_table7(num_classes)
+    matched = match_gmacs(PAPER_MATCH_GMACS, num_classes=num_classes)
+    single = [row["gmacs"] for row in table7 if row["method"] in MATCH_METHODS]
+    paper_single = [row["paper_gmacs"] for row in table7 if row["method"] in MATCH_METHODS]
+    compound_row = next(row for row in table7 if row["method"] == "compound")
+    return f"""# Our measured cost beside the EfficientNet paper's
+
+Regenerated by `{PAPER_COMMAND}` (timm {timm.__version__}, torch {torch.__version__}).
+
+Paper: Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks"
+(arXiv:1905.11946v5). Its "FLOPS" column counts multiply-adds, so it is compared with our
+`gmacs`. Ours: calflops at batch 1, {num_classes} classes, every model built through the
+timm-scaling registry (timm's EfficientNet generator with its rounding: stage depths rounded up,
+channels to multiples of 8). `gflops` is calflops' own FLOP count (about 2.05 x MACs, not 2 x);
+`macts` are the output elements of every conv and linear layer, in millions (Dollar et al.,
+"Fast and Accurate Model Scaling"); `param_count` is in millions. A `diff` is ours relative to
+the paper's printed number.
+
+## Table 2: B0..B7, the paper's width/depth coefficients at the paper's resolutions
+
+{to_markdown(table2)}
+The paper prints one or two significant digits, so differences of a few percent are within its
+rounding.
+
+## Table 7: B0 scaled along one axis, and compound scaling (phi = 2)
+
+{to_markdown(table7)}
+`nominal_gmacs` is B0's measured MACs x d * w^2 * r^2 (timm rounds depth up, so real cost can
+be more). Depth, width and resolution alone, at the printed multipliers, cost \
+{min(single):.2f}-{max(single):.2f} GMACs here where the paper printed \
+{min(paper_single):g}-{max(paper_single):g}; the compound model ({compound_row["model"]} at \
+{compound_row["img_size"]} px) costs {compound_row["gmacs"]:.2f}. At those multipliers the
+single-axis models are cheaper than the compound model they are compared with.
+
+## Single-axis models matched to {PAPER_MATCH_GMACS:g} GMACs
+
+The multiplier with the fewest decimals whose measured MACs lie within
+{MATCH_TOLERANCE:.0%} of {PAPER_MATCH_GMACS:g} GMACs (224 px base):
+`timm-scaling profile --match-gmacs {PAPER_MATCH_GMACS:g} --no-speed`.
+
+{to_markdown(matched)}
+"""
