@@ -15,6 +15,7 @@ from timm_scaling import profile
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.models import register_variant, registered, scaling_of
+from timm_scaling.recipes import load_recipe
 from timm_scaling.scaling import Scaling
 
 
@@ -217,3 +218,14 @@ def test_paper_tables_stand_beside_the_reference():
     for method in ("depth", "width", "resolution"):
         assert table7[method]["gmacs_diff_pct"] < -10
     assert abs(table7["compound"]["gmacs_diff_pct"]) < 3
+
+
+def test_a_recipe_brings_its_base_size_and_class_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path))
+    (row,) = profile.profile_rows(["res2"], speed=False)
+    recipe = load_recipe("res2")
+    assert row["model"] == recipe.model == "effnet_b0_r2"
+    assert row["img_size"] == recipe.image_size == 64  # base 32 x 2
+    # CIFAR-10's 10 classes: 1280 x 10 + 10 head params instead of 1280 x 1000 + 1000
+    b0 = profile.measure_cost("effnet_b0_r2", 64, 1000)["param_count"]
+    assert row["param_count"] == pytest.approx(b0 - (1280 * 990 + 990) / 1e6)

@@ -1,6 +1,6 @@
 """The training loop on real digits images, real timm models and real Accelerate processes.
 
-Runs are tiny (64 training images, 16 px, 2 updates an epoch): they test the mechanics, not the
+Runs are tiny (64 training images, 32 px, 2 updates an epoch): they test the mechanics, not the
 accuracy, except ``test_digits_reaches_accuracy``.
 """
 
@@ -33,7 +33,7 @@ TINY = {
     "limit_val": 64,
     "batch_size": 32,
     "eval_batch_size": 64,
-    "base_size": 16,
+    "base_size": 32,
     "epochs": 1,
 }
 UPDATES_PER_EPOCH = TINY["limit_train"] // TINY["batch_size"]
@@ -99,7 +99,7 @@ def test_run_folder_and_report_row(finished_run):
     (row,) = read_rows(output / "report.csv")
     assert list(row) == list(COLUMNS)
     assert row["model"] == "effnet_b0" and row["method"] == "baseline"
-    assert int(row["img_size"]) == 16 and row["dataset"] == "digits" and row["device"] == "cpu"
+    assert int(row["img_size"]) == 32 and row["dataset"] == "digits" and row["device"] == "cpu"
     assert 4.0 < float(row["param_count"]) < 4.1  # B0 with a 10-class head: 4.02 M
     assert float(row["gflops"]) > float(row["gmacs"]) > 0
     assert result["eval_images"] == 64 and result["world_size"] == 1
@@ -142,7 +142,7 @@ def test_collect_of_a_missing_folder_is_one_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["baseline", "depth4", "width2", "res2", "compound"])
 def test_study_recipes_train_one_epoch(name, tmp_path):
-    recipe = tiny(name, limit_train=32, limit_val=32, base_size=8)
+    recipe = tiny(name, limit_train=32, limit_val=32)
     result = train(recipe, tmp_path)
     assert result["model"] == recipe.model and result["recipe"] == name
     assert result["img_size"] == recipe.image_size

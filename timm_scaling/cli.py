@@ -121,79 +121,6 @@ def frontier_cmd(
         typer.echo(f"wrote {', '.join(str(path) for path in written)}")
 
 
-@app.command("train")
-@user_errors
-def train_cmd(
-    recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
-    dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
-    ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per update, over all processes.")
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    output: Annotated[Path, typer.Option(help="Run folders and report.csv go here.")] = Path(
-        "runs"
-    ),
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-    num_processes: Annotated[
-        int | None, typer.Option(min=1, help="Launch this many Accelerate processes.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
-    ] = None,
-) -> None:
-    """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
-    import logging
-    import os
-
-    from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import finished
-
-    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
-    options.update(batch_size=batch_size, lr=lr, seed=seed)
-    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
-    resolved = load_recipe(recipe, overrides)
-    done = finished(output, resolved)
-    if done is not None:
-        typer.echo(f"{done} is finished (its result.json exists): not retraining it")
-        return
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from timm_scaling import train
-
-    if (num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
-        args += [arg for text in overrides for arg in ("--set", text)]
-        code = train.launch(args, num_processes)
-        if code:
-            raise typer.Exit(code)
-        return
-    try:
-        train.train(resolved, output, resume=resume, num_processes=num_processes)
-    except UserError as err:
-        if os.environ.get("RANK", "0") != "0":  # the main process says it, once
-            raise typer.Exit(err.exit_code) from None
-        raise
-
-
-@app.command("collect")
-@user_errors
-def collect_cmd(
-    runs: Annotated[Path, typer.Argument(help="The --output folder of `timm-scaling train`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")] = Path(
-        "report.csv"
-    ),
-) -> None:
-    """Rebuild a report.csv from the result.json of every finished run folder under RUNS."""
-    from timm_scaling.runs import collect
-
-    rows = collect(runs, output)
-    typer.echo(f"{rows} run(s) from {runs} -> {output}")
-
-
 @app.command("profile")
 @user_errors
 def profile_cmd(
@@ -270,6 +197,79 @@ def profile_cmd(
         for row in table_rows:
             table.add_row(*(profile.format_cell(key, value) for key, value in row.items()))
         Console().print(table)
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per update, over all processes.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    output: Annotated[Path, typer.Option(help="Run folders and report.csv go here.")] = Path(
+        "runs"
+    ),
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    num_processes: Annotated[
+        int | None, typer.Option(min=1, help="Launch this many Accelerate processes.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
+    ] = None,
+) -> None:
+    """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
+    import logging
+    import os
+
+    from timm_scaling.recipes import load_recipe
+    from timm_scaling.runs import finished
+
+    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
+    options.update(batch_size=batch_size, lr=lr, seed=seed)
+    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
+    resolved = load_recipe(recipe, overrides)
+    done = finished(output, resolved)
+    if done is not None:
+        typer.echo(f"{done} is finished (its result.json exists): not retraining it")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from timm_scaling import train
+
+    if (num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
+        args += [arg for text in overrides for arg in ("--set", text)]
+        code = train.launch(args, num_processes)
+        if code:
+            raise typer.Exit(code)
+        return
+    try:
+        train.train(resolved, output, resume=resume, num_processes=num_processes)
+    except UserError as err:
+        if os.environ.get("RANK", "0") != "0":  # the main process says it, once
+            raise typer.Exit(err.exit_code) from None
+        raise
+
+
+@app.command("collect")
+@user_errors
+def collect_cmd(
+    runs: Annotated[Path, typer.Argument(help="The --output folder of `timm-scaling train`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")] = Path(
+        "report.csv"
+    ),
+) -> None:
+    """Rebuild a report.csv from the result.json of every finished run folder under RUNS."""
+    from timm_scaling.runs import collect
+
+    rows = collect(runs, output)
+    typer.echo(f"{rows} run(s) from {runs} -> {output}")
 
 
 @app.command("search")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from timm_scaling.errors import UserError
-from timm_scaling.models import register_variant, registered, scaling_of
+from timm_scaling.models import ensure_registered, register_variant, registered, scaling_of
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import (
     ALPHA,
@@ -50,7 +50,6 @@ from timm_scaling.scaling import (
     Scaling,
     compound,
     is_model_name,
-    parse_name,
 )
 
 CACHE_ENV = "TIMM_SCALING_CACHE"
@@ -70,13 +69,14 @@ _MISSING = object()
 
 def resolve_model(name: str) -> str:
     """A registered variant's name; a name the grammar accepts is registered on the way."""
-    if name in registered():
-        return name
-    if is_model_name(name):
-        return register_variant(parse_name(name))
+    if name in registered() or is_model_name(name):
+        return ensure_registered(name)
     close = difflib.get_close_matches(name, registered(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UserError(f"unknown model {name!r}: {hint}see `timm-scaling list` for every variant")
+    raise UserError(
+        f"unknown model {name!r}: {hint}see `timm-scaling list` for every variant "
+        "(or name a recipe: `timm-scaling train --help`)"
+    )
 
 
 def resolve_models(patterns: list[str]) -> list[str]:
@@ -322,6 +322,25 @@ def measure_speed(
     }
 
 
+def _targets(
+    patterns: list[str], base_size: int | None, num_classes: int
+) -> list[tuple[str, int, int]]:
+    """(model, image size, classes) per pattern: a recipe brings its own size and classes."""
+    from timm_scaling.data import num_classes as dataset_classes
+    from timm_scaling.recipes import SUFFIXES, list_recipes, load_recipe
+
+    targets: list[tuple[str, int, int]] = []
+    for pattern in patterns:
+        if pattern in list_recipes() or pattern.endswith(SUFFIXES):
+            recipe = load_recipe(pattern)
+            classes = dataset_classes(recipe.dataset, recipe.data_dir)
+            found = [(ensure_registered(recipe.model), recipe.image_size, classes)]
+        else:
+            found = [(m, image_size(m, base_size), num_classes) for m in resolve_models([pattern])]
+        targets += [t for t in found if t not in targets]
+    return targets
+
+
 def profile_rows(
     models: list[str],
     base_size: int | None = None,
@@ -330,14 +349,13 @@ def profile_rows(
     device: str = "cpu",
     speed: bool = True,
 ) -> list[dict[str, object]]:
-    """One row per model (names or globs): the columns of `timm-scaling profile`."""
+    """One row per model (names, globs or recipes): the columns of `timm-scaling profile`."""
     rows = []
-    for name in resolve_models(models):
-        size = image_size(name, base_size)
+    for name, size, classes in _targets(models, base_size, num_classes):
         row: dict[str, object] = {"model": name, "img_size": size}
-        row.update(measure_cost(name, size, num_classes))
+        row.update(measure_cost(name, size, classes))
         if speed:
-            row.update(measure_speed(name, size, num_classes, batch_size, device))
+            row.update(measure_speed(name, size, classes, batch_size, device))
         rows.append(row)
     return rows
 

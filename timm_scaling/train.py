@@ -255,6 +255,8 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         set_seed(recipe.seed)  # before the data split and the model's initialisation
         self.num_classes = data.num_classes(recipe.dataset, recipe.data_dir)
+        # Measured first: an image size the network cannot take fails before any training.
+        self.cost = cost_columns(recipe, self.num_classes)
         model = timm.create_model(
             recipe.model,
             num_classes=self.num_classes,
@@ -360,7 +362,7 @@ class Trainer:
             recipe.write(self.folder / RECIPE_FILE)
         for epoch in range(len(history), recipe.epochs):
             started = time.perf_counter()
-            stats = self._train_epoch(epoch)
+            stats = self.train_epoch(epoch)
             if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
                 distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
             model = self.ema.module if self.ema is not None else self.unwrapped
@@ -375,7 +377,7 @@ class Trainer:
             self._save_checkpoint(history)
         return self._finish(history)
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self.train_batches.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.accelerator.device)
@@ -515,7 +517,7 @@ class Trainer:
                 "width_mult": scaling.width,
                 "res_mult": scaling.resolution,
                 "img_size": recipe.image_size,
-                **cost_columns(recipe, self.num_classes),
+                **self.cost,
                 "top1": history[-1]["top1"],
                 "top5": history[-1]["top5"],
                 "dataset": recipe.dataset,
