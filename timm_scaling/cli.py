@@ -302,7 +302,11 @@ def search_cmd(
         "search"
     ),
     register: Annotated[
-        bool, typer.Option(help="Register the chosen coefficients' phi 1..7 models.")
+        bool,
+        typer.Option(
+            help="Register the phi 1..7 ladder of the chosen coefficients and print its names "
+            "(recipes, sweeps and profile resolve those names in any process)."
+        ),
     ] = False,
     recipe: Annotated[str, typer.Option(help="The proxy recipe.")] = "digits",
     set_: Annotated[

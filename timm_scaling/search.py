@@ -27,7 +27,11 @@ alpha * beta^2 * gamma^2 ~ 2, then scales B0 by alpha^phi, beta^phi, gamma^phi. 
 
 Output in ``<output>``: ``search.csv`` (every candidate, rewritten atomically after each
 invocation) and, when the search is complete, ``search.json`` with the chosen coefficients and
-their phi ladder's model names (``effnet_b0_phi2_a1p4b1g1p2``, ...).
+their phi ladder's model names (``effnet_b0_phi2_a1p4b1g1p2``, ...). Those names follow the
+grammar of :mod:`timm_scaling.scaling`, so recipes and sweeps can name them
+(``--set model=effnet_b0_phi2_a1p4b1g1p2``) and :func:`timm_scaling.models.ensure_registered`
+registers them in any process; :func:`register_ladder` (``--register``) registers the whole
+ladder in this one.
 
 Imports no torch: candidates and the schedule are checked before anything is trained.
 """
@@ -35,6 +39,7 @@ Imports no torch: candidates and the schedule are checked before anything is tra
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -244,22 +249,27 @@ class SearchResult:
 OnRun = Callable[[int, int, int, Recipe, str], None]
 
 
-class _Costs:
-    """Measured MACs of the phi = 1 models and the base model, at the proxy's image size
-    (counts are cached on disk by measure_cost: asking twice is cheap)."""
+class MeasuredCost:
+    """Measured MACs of phi = 1 models and of the base model, at the proxy recipe's image size
+    and class count. Nothing is counted until asked; measure_cost caches counts on disk."""
 
     def __init__(self, settings: SearchSettings) -> None:
+        self.base = settings.proxy(model=settings.base_model)
+
+    @functools.cached_property
+    def num_classes(self) -> int:
         from timm_scaling import data
 
-        self.base = settings.proxy(model=settings.base_model)
-        self.num_classes = data.num_classes(self.base.dataset, self.base.data_dir)
-        self.base_gmacs = self._measure(self.base.model, self.base.image_size)
+        return data.num_classes(self.base.dataset, self.base.data_dir)
+
+    @functools.cached_property
+    def base_gmacs(self) -> float:
+        return self._measure(self.base.model, self.base.image_size)
 
     def _measure(self, name: str, size: int) -> float:
-        from timm_scaling.models import ensure_registered
         from timm_scaling.profile import measure_cost
 
-        return measure_cost(ensure_registered(name), size, self.num_classes)["gmacs"]
+        return measure_cost(name, size, self.num_classes)["gmacs"]
 
     def image_size(self, alpha: float, beta: float, gamma: float) -> int:
         return compound(1, alpha, beta, gamma).image_size(self.base.base_size)
@@ -269,6 +279,7 @@ class _Costs:
         return self._measure(name, self.image_size(alpha, beta, gamma))
 
     def ratio(self, alpha: float, beta: float, gamma: float) -> float:
+        """The cost factor of ``compound(1, alpha, beta, gamma)``: its MACs over the base's."""
         return self.gmacs(alpha, beta, gamma) / self.base_gmacs
 
 
@@ -328,11 +339,10 @@ class _ProxyScorer:
 
 
 def _rows(
-    settings: SearchSettings,
     candidates: list[Candidate],
     rungs: list[Rung[Candidate]],
     scorer: _ProxyScorer,
-    costs: _Costs,
+    costs: MeasuredCost,
     chosen: Candidate | None,
 ) -> list[dict[str, Any]]:
     """One row per candidate at the last rung it reached, best first."""
@@ -407,15 +417,22 @@ def _summary(settings: SearchSettings, row: dict[str, Any], chosen: Candidate) -
 
 def run_search(settings: SearchSettings, on_run: OnRun | None = None) -> SearchResult:
     """Enumerate, train, halve; write search.csv, and search.json once the search is complete."""
-    costs = _Costs(settings)
+    costs = MeasuredCost(settings)
     factor = costs.ratio if settings.exact_cost else nominal_factor
     candidates = enumerate_candidates(
         settings.target, settings.tolerance, settings.grid_step, factor, settings.max_candidates
     )
+    if not candidates:
+        kind = "measured MACs ratio" if settings.exact_cost else "alpha*beta^2*gamma^2"
+        raise UserError(
+            f"no grid point (step {settings.grid_step:g}) has {kind} within "
+            f"{settings.tolerance:.0%} of {settings.target:g}: widen --tolerance or use a finer "
+            "--grid-step"
+        )
     scorer = _ProxyScorer(settings, on_run)
     rungs = successive_halving(candidates, scorer, settings.proxy_epochs, settings.halving)
     chosen = winner(rungs)
-    rows = _rows(settings, candidates, rungs, scorer, costs, chosen)
+    rows = _rows(candidates, rungs, scorer, costs, chosen)
     output = Path(settings.output)
     written = [output / CSV_FILE]
     atomic_write(written[0], _csv(rows))
