@@ -1,0 +1,337 @@
+"""The compound-coefficient search: candidates, the halving schedule, and a real search on
+digits (two candidates, 32 training images, one epoch) through the CLI, sharded and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from timm_scaling.cli import app
+from timm_scaling.errors import UserError
+from timm_scaling.scaling import MAX_MULT, compound, parse_name
+from timm_scaling.search import (
+    Candidate,
+    MeasuredCost,
+    SearchSettings,
+    enumerate_candidates,
+    ladder,
+    nominal_factor,
+    register_ladder,
+    successive_halving,
+    winner,
+)
+
+runner = CliRunner()
+TINY = ["limit_train=32", "limit_val=32", "batch_size=32", "eval_batch_size=32"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    # Cost counts are cached on disk: keep the tests' cache out of the home folder.
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+def staircase(alpha: float, beta: float, gamma: float) -> float:
+    """Like measured cost: flat steps in alpha (rounded-up depth), never decreasing."""
+    return math.ceil(alpha * 4) / 4 * beta**2 * gamma**2
+
+
+def brute_force(target, tolerance, step, factor):
+    """Every grid point with the cost in the band: no pruning, every axis up to the bound."""
+    high = target * (1 + tolerance)
+    axis = [round(1 + i * step, 6) for i in range(int((high - 1) / step) + 2)]
+    return {
+        (a, b, g)
+        for a in axis
+        for b in axis
+        for g in axis
+        if target * (1 - tolerance) <= factor(a, b, g) <= high
+    }
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    target=st.floats(1.2, 3.0),
+    tolerance=st.floats(0.02, 0.3),
+    step=st.sampled_from([0.05, 0.1, 0.2, 0.25]),
+    factor=st.sampled_from([nominal_factor, staircase]),
+)
+def test_candidates_are_exactly_the_grid_points_in_the_band(target, tolerance, step, factor):
+    found = enumerate_candidates(target, tolerance, step, factor)
+    points = [(c.alpha, c.beta, c.gamma) for c in found]
+    assert len(points) == len(set(points))
+    assert set(points) == brute_force(target, tolerance, step, factor)
+    for c in found:
+        assert min(c.alpha, c.beta, c.gamma) >= 1
+        assert c.factor == factor(c.alpha, c.beta, c.gamma)
+        assert target * (1 - tolerance) <= c.factor <= target * (1 + tolerance)
+        for value in (c.alpha, c.beta, c.gamma):
+            assert math.isclose(1 + round((value - 1) / step) * step, value)
+    distances = [abs(c.factor - target) for c in found]
+    assert (
+        distances == sorted(distances)
+        or max(a - b for a, b in zip(distances, distances[1:], strict=False)) < 1e-9
+    )
+
+
+def test_max_candidates_keeps_the_closest_and_breaks_ties_by_coefficients():
+    kept = enumerate_candidates(2.0, 0.1, 0.1, limit=4)
+    assert [(c.alpha, c.beta, c.gamma) for c in kept] == [
+        (2.0, 1.0, 1.0),  # 2.0 exactly
+        (1.4, 1.0, 1.2),  # 2.016, tied with (1.4, 1.2, 1.0): smaller beta first
+        (1.4, 1.2, 1.0),
+        (1.2, 1.0, 1.3),  # 2.028
+    ]
+    assert kept == enumerate_candidates(2.0, 0.1, 0.1)[:4]
+    assert kept[1].model() == "effnet_b0_phi1_a1p4b1g1p2"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"target": 1.0}, "--target"),
+        ({"tolerance": 0.0}, "--tolerance"),
+        ({"step": 0.001}, "--grid-step"),
+        ({"limit": 0}, "--max-candidates"),
+    ],
+)
+def test_bad_constraint_is_a_one_line_error(options, message):
+    with pytest.raises(UserError, match=message):
+        enumerate_candidates(**options)
+
+
+@pytest.mark.slow
+def test_exact_cost_uses_measured_macs_after_rounding():
+    from timm_scaling.profile import measure_cost
+
+    proxy = SearchSettings(exact_cost=True)
+    exact = enumerate_candidates(2.0, 0.15, 0.5, MeasuredCost(proxy).ratio)
+    base = measure_cost("effnet_b0", 32, 10)["gmacs"]
+    for c in exact:
+        name = compound(1, c.alpha, c.beta, c.gamma)
+        measured = measure_cost(c.model(), name.image_size(32), 10)["gmacs"]
+        assert c.factor == pytest.approx(measured / base)
+        assert 1.7 <= c.factor <= 2.3
+    nominal = enumerate_candidates(2.0, 0.15, 0.5)
+    # At 32 px, gamma 1.5 (48 px) costs 2.7x B0, not 2.25x: out of the band when measured.
+    assert (1.0, 1.0, 1.5) in {(c.alpha, c.beta, c.gamma) for c in nominal}
+    assert {(c.alpha, c.beta, c.gamma) for c in exact} == {(2.0, 1.0, 1.0), (1.0, 1.5, 1.0)}
+
+
+# ---------------------------------------------------------------------------- the schedule
+
+
+class FakeScorer:
+    """Scores from a table per epoch budget; records what it was asked."""
+
+    def __init__(self, table: dict[int, dict[str, float]], unknown: frozenset = frozenset()):
+        self.table, self.unknown, self.calls = table, unknown, []
+
+    def __call__(self, candidates, epochs):
+        self.calls.append((list(candidates), epochs))
+        return [None if (c, epochs) in self.unknown else self.table[epochs][c] for c in candidates]
+
+
+NAMES = list("abcdefgh")
+# After 1 epoch h looks worst but would win at 4: halving judges by each rung's budget.
+SCORES = {
+    1: dict(zip(NAMES, [50, 60, 55, 70, 40, 65, 45, 10], strict=True)),
+    2: dict(zip(NAMES, [0, 72, 0, 71, 0, 80, 0, 99], strict=True)),
+    4: dict(zip(NAMES, [0, 0, 0, 90, 0, 85, 0, 99], strict=True)),
+}
+
+
+def test_successive_halving_keeps_the_better_half_and_doubles_the_epochs():
+    scorer = FakeScorer(SCORES)
+    rungs = successive_halving(NAMES, scorer, epochs=1)
+    assert scorer.calls == [
+        (NAMES, 1),
+        (["d", "f", "b", "c"], 2),  # best four at 1 epoch, best first
+        (["f", "b"], 4),  # best two at 2 epochs
+    ]
+    assert [(r.index, r.epochs, len(r.scores)) for r in rungs] == [(0, 1, 8), (1, 2, 4), (2, 4, 2)]
+    assert winner(rungs) == "f"
+
+
+def test_odd_counts_round_the_half_up_and_ties_keep_the_order():
+    scorer = FakeScorer({e: dict.fromkeys("vwxyz", 1.0) for e in (3, 6, 12)})
+    rungs = successive_halving(list("vwxyz"), scorer, epochs=3)
+    assert [candidates for candidates, _ in scorer.calls] == [
+        list("vwxyz"),
+        list("vwx"),
+        ["v", "w"],
+    ]
+    assert [epochs for _, epochs in scorer.calls] == [3, 6, 12]
+    assert winner(rungs) == "v"
+
+
+def test_without_halving_one_rung_scores_every_candidate():
+    scorer = FakeScorer(SCORES)
+    rungs = successive_halving(NAMES, scorer, epochs=1, halving=False)
+    assert len(rungs) == 1 and scorer.calls == [(NAMES, 1)]
+    assert winner(rungs) == "d"
+
+
+def test_a_rung_with_pending_scores_stops_the_schedule():
+    scorer = FakeScorer(SCORES, unknown=frozenset({("b", 2)}))
+    rungs = successive_halving(NAMES, scorer, epochs=1)
+    assert len(rungs) == 2 and rungs[0].complete and not rungs[1].complete
+    assert winner(rungs) is None
+    with pytest.raises(UserError, match="no candidates"):
+        successive_halving([], scorer)
+
+
+# ---------------------------------------------------------------------------- the ladder
+
+
+def test_ladder_names_parse_back_and_register():
+    found = Candidate(1.25, 1.1, 1.1, nominal_factor(1.25, 1.1, 1.1))
+    names = ladder(found)
+    assert names[1] == "effnet_b0_phi2_a1p25b1p1g1p1"
+    assert [parse_name(n) for n in names] == [compound(p, 1.25, 1.1, 1.1) for p in range(1, 8)]
+    import timm
+
+    assert all(timm.is_model(n) for n in register_ladder(found))
+    # alpha = 2 cannot go past phi = 6: 2^7 = 128 is beyond what a name carries.
+    assert ladder(Candidate(2.0, 1.0, 1.0, 2.0))[-1] == "effnet_b0_phi6_a2b1g1"
+    assert 2.0**7 > MAX_MULT
+
+
+def test_recipes_and_sweeps_name_found_coefficients(tmp_path):
+    import timm
+    import torch
+
+    from timm_scaling.models import ensure_registered
+    from timm_scaling.recipes import load_recipe
+    from timm_scaling.sweep import load_sweep, plan
+
+    names = ladder(Candidate(1.25, 1.1, 1.1, nominal_factor(1.25, 1.1, 1.1)))
+    recipe = load_recipe("digits", [f"model={names[1]}"])
+    assert recipe.model == "effnet_b0_phi2_a1p25b1p1g1p1"
+    assert recipe.image_size == round(32 * 1.1**2)
+    model = timm.create_model(ensure_registered(recipe.model), num_classes=10)
+    # depth 1.25^2 = 1.5625: timm rounds each of B0's stages (1 2 2 3 3 4 1 blocks) up.
+    assert [len(stage) for stage in model.blocks] == [2, 4, 4, 5, 5, 7, 2]
+    assert model.conv_stem.out_channels == 40  # 32 * 1.1^2 = 38.7, to a multiple of 8
+    with torch.no_grad():
+        logits = model.eval()(torch.zeros(1, 3, recipe.image_size, recipe.image_size))
+    assert logits.shape == (1, 10)
+
+    sweep = tmp_path / "ladder.yaml"
+    sweep.write_text(f"recipe: digits\nmodels: [{', '.join(names[:3])}]\n")
+    assert [r.model for r in plan(load_sweep(str(sweep)))] == names[:3]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seeds": 0}, "--seeds"),
+        ({"proxy_epochs": 0}, "--proxy-epochs"),
+        ({"base_model": "effnet_b0_w2"}, "--base-model"),
+        ({"shard": "3/2"}, "K/N"),
+        ({"overrides": ("nope=1",)}, "unknown key 'nope'"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(options, message):
+    with pytest.raises(UserError, match=message):
+        SearchSettings(**options)
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def one_line_error(output: str) -> bool:
+    return output.startswith("error: ") and output.count("\n") == 1 and "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "1.7", "--tolerance", "0.01", "--grid-step", "0.5"], "no grid point"),
+        (["--shard", "0/2"], "--shard '0/2'"),
+        (["--grid-step", "0"], "--grid-step 0"),
+        (["--set", "epochs=zero"], "epochs"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_trains_nothing(tmp_path, args, message):
+    result = runner.invoke(app, ["search", "--output", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert one_line_error(result.output) and message in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def search(output, *extra):
+    args = ["search", "--grid-step", "0.1", "--max-candidates", "2", "--proxy-epochs", "1"]
+    args += ["--halving", "--output", str(output), *extra]
+    args += [a for o in TINY for a in ("--set", o)]
+    return runner.invoke(app, args)
+
+
+def statuses(output: str) -> list[str]:
+    return re.findall(r"seed 0: (train|done|other shard)$", output, flags=re.M)
+
+
+@pytest.mark.slow
+def test_two_candidate_search_shards_resumes_and_registers(tmp_path):
+    first = search(tmp_path, "--shard", "1/2")
+    assert first.exit_code == 0, first.output
+    assert statuses(first.output) == ["train", "other shard"]
+    assert "1 run(s) pending" in first.output
+    assert not (tmp_path / "search.json").exists()
+
+    second = search(tmp_path, "--shard", "2/2")
+    assert second.exit_code == 0, second.output
+    assert statuses(second.output) == ["done", "train"]
+    saved = json.loads((tmp_path / "search.json").read_text())
+    with (tmp_path / "search.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    coefficients = [(float(r["alpha"]), float(r["beta"]), float(r["gamma"])) for r in rows]
+    assert sorted(coefficients) == [(1.4, 1.0, 1.2), (2.0, 1.0, 1.0)]  # the two closest to 2
+    for row in rows:  # each candidate's score is its proxy run's top-1
+        run = tmp_path / "epochs1" / f"digits-{row['model']}-s0" / "result.json"
+        assert float(row["top1_s0"]) == pytest.approx(json.loads(run.read_text())["top1"])
+    best = rows[0]
+    assert best["chosen"] == "True" and rows[1]["chosen"] == "False"
+    assert float(best["top1_mean"]) >= float(rows[1]["top1_mean"])
+    assert float(best["top1_s0"]) == float(best["top1_mean"])
+    assert (saved["alpha"], saved["beta"], saved["gamma"]) == tuple(
+        float(best[k]) for k in ("alpha", "beta", "gamma")
+    )
+    chosen = f"alpha={saved['alpha']:g} beta={saved['beta']:g} gamma={saved['gamma']:g}"
+    assert chosen in second.output
+    for row in rows:
+        assert float(row["nominal"]) == pytest.approx(
+            nominal_factor(float(row["alpha"]), float(row["beta"]), float(row["gamma"]))
+        )
+        assert float(row["gmacs"]) > 0 and float(row["gmacs_ratio"]) > 1
+        assert row["epochs"] == "1" and row["rung"] == "0"
+
+    again = search(tmp_path, "--register")
+    assert again.exit_code == 0, again.output
+    assert statuses(again.output) == ["done", "done"]
+    assert chosen in again.output
+    registered = re.search(r"registered: (.*)$", again.output, flags=re.M).group(1).split()
+    assert registered == saved["ladder"] and registered[0] == saved["model"]
+
+    changed = runner.invoke(
+        app,
+        ["search", "--grid-step", "0.1", "--max-candidates", "2", "--proxy-epochs", "1"]
+        + ["--output", str(tmp_path), "--set", "limit_train=16"]
+        + [a for o in TINY[1:] for a in ("--set", o)],
+    )
+    assert changed.exit_code == 2
+    assert one_line_error(changed.output) and "other settings (limit_train)" in changed.output

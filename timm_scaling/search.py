@@ -1,0 +1,478 @@
+"""The compound-coefficient search: the EfficientNet paper's step 1, which no public
+implementation ships.
+
+The paper fixes phi = 1 and grid-searches alpha, beta, gamma >= 1 under
+alpha * beta^2 * gamma^2 ~ 2, then scales B0 by alpha^phi, beta^phi, gamma^phi. Here:
+
+1. **Candidates** (:func:`enumerate_candidates`): every (alpha, beta, gamma) on the grid
+   1, 1 + step, 1 + 2 step, ... whose cost factor lies within ``tolerance`` (a fraction) of
+   ``target``: the nominal alpha * beta^2 * gamma^2, or with ``exact_cost`` the measured MACs of
+   the phi = 1 model (timm's rounding included: any alpha > 1 adds a block to every stage) over
+   the base model's, both at the proxy recipe's image size. ``max_candidates`` keeps those
+   closest to the target; ties go to the smaller alpha, then beta, then gamma.
+2. **Proxy training**: each candidate is ``compound(1, alpha, beta, gamma)`` (registered as e.g.
+   ``effnet_b0_phi1_a1p4b1g1p2``), trained with a short proxy recipe (default ``digits``) once
+   per seed; its score is the mean top-1 over seeds.
+3. **Rungs and epochs** (:func:`successive_halving`): rung r trains its candidates for
+   ``proxy_epochs * 2**r`` epochs, each run from scratch into ``<output>/epochs<E>/``. Without
+   halving there is one rung: every candidate at ``proxy_epochs``. With halving, rung 0 trains
+   every candidate, and each next rung the better half (rounded up) of the last, until one
+   remains. Each rung costs about n * proxy_epochs epochs, so n candidates cost about
+   n * proxy_epochs * log2(n) epochs in all, where training all of them for the last rung's
+   budget would cost n^2 * proxy_epochs / 2.
+4. **Resumable and shardable**: a finished run folder is not trained again (a run interrupted
+   mid-way resumes from its checkpoint). ``--shard K/N`` trains every N-th run of each rung; a
+   rung whose runs on other shards are not finished stops the search there ("pending"): run each
+   shard again once they are, until ``search.json`` appears.
+
+Output in ``<output>``: ``search.csv`` (every candidate, rewritten atomically after each
+invocation) and, when the search is complete, ``search.json`` with the chosen coefficients and
+their phi ladder's model names (``effnet_b0_phi2_a1p4b1g1p2``, ...). Those names follow the
+grammar of :mod:`timm_scaling.scaling`, so recipes and sweeps can name them
+(``--set model=effnet_b0_phi2_a1p4b1g1p2``) and :func:`timm_scaling.models.ensure_registered`
+registers them in any process; :func:`register_ladder` (``--register``) registers the whole
+ladder in this one.
+
+Imports no torch: candidates and the schedule are checked before anything is trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from timm_scaling.errors import UserError
+from timm_scaling.recipes import Recipe, load_recipe
+from timm_scaling.report import atomic_write
+from timm_scaling.runs import RECIPE_FILE, RESULT_FILE, finished
+from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT, compound
+from timm_scaling.sweep import parse_shard
+
+CSV_FILE, JSON_FILE = "search.csv", "search.json"
+LADDER = range(1, 8)  # the phis of the found coefficients' ladder, as B1..B7
+MAX_TARGET = 16.0
+MIN_STEP = 0.01
+
+T = TypeVar("T")
+# (alpha, beta, gamma) -> the cost of compound(1, alpha, beta, gamma) as a multiple of B0's
+Factor = Callable[[float, float, float], float]
+# (candidates, epochs) -> one score per candidate, higher is better; None: not known yet
+Scorer = Callable[[Sequence[T], int], Sequence[float | None]]
+
+
+def nominal_factor(alpha: float, beta: float, gamma: float) -> float:
+    return alpha * beta**2 * gamma**2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Coefficients on the grid, and the cost factor the constraint measured them by."""
+
+    alpha: float
+    beta: float
+    gamma: float
+    factor: float
+
+    @property
+    def nominal(self) -> float:
+        return nominal_factor(self.alpha, self.beta, self.gamma)
+
+    def model(self, phi: float = 1) -> str:
+        """The timm-scaling name of this candidate's compound model at ``phi``."""
+        return compound(phi, self.alpha, self.beta, self.gamma).name
+
+    def __str__(self) -> str:
+        return f"alpha={self.alpha:g} beta={self.beta:g} gamma={self.gamma:g}"
+
+
+def grid(step: float) -> Iterator[float]:
+    """1, 1 + step, 1 + 2 step, ... up to the largest multiplier a name can carry."""
+    i = 0
+    while (value := round(1 + i * step, DECIMALS)) <= MAX_MULT:
+        yield value
+        i += 1
+
+
+def check_constraint(target: float, tolerance: float, step: float) -> None:
+    if not 1 < target <= MAX_TARGET:
+        raise UserError(f"--target {target}: use a cost factor above 1 and at most {MAX_TARGET:g}")
+    if not 0 < tolerance < 1:
+        raise UserError(
+            f"--tolerance {tolerance}: use a fraction of the target in (0, 1), e.g. 0.1"
+        )
+    if not MIN_STEP <= step <= 1:
+        raise UserError(f"--grid-step {step}: use {MIN_STEP} to 1, e.g. 0.05")
+
+
+def enumerate_candidates(
+    target: float = 2.0,
+    tolerance: float = 0.1,
+    step: float = 0.05,
+    factor: Factor = nominal_factor,
+    limit: int | None = None,
+) -> list[Candidate]:
+    """Grid points with ``target * (1 - tolerance) <= factor <= target * (1 + tolerance)``,
+    closest to the target first, at most ``limit`` of them.
+
+    ``factor`` must not decrease when any coefficient grows (true of the nominal product and of
+    measured MACs): each axis is walked up from 1 and left once the cost passes the band.
+    """
+    check_constraint(target, tolerance, step)
+    if limit is not None and limit < 1:
+        raise UserError(f"--max-candidates {limit}: keep 1 or more")
+    low, high = target * (1 - tolerance), target * (1 + tolerance)
+    found = []
+    for gamma in grid(step):
+        if factor(1.0, 1.0, gamma) > high:
+            break
+        for beta in grid(step):
+            if factor(1.0, beta, gamma) > high:
+                break
+            for alpha in grid(step):
+                cost = factor(alpha, beta, gamma)
+                if cost > high:
+                    break
+                if cost >= low:
+                    found.append(Candidate(alpha, beta, gamma, cost))
+    # Rounded so that float noise does not break ties between equally close points.
+    found.sort(key=lambda c: (round(abs(c.factor - target), 9), c.alpha, c.beta, c.gamma))
+    return found[:limit]
+
+
+@dataclass(frozen=True)
+class Rung(Generic[T]):
+    """One rung of the schedule: its candidates' scores after ``epochs`` epochs."""
+
+    index: int
+    epochs: int
+    scores: dict[T, float | None]
+
+    @property
+    def complete(self) -> bool:
+        return all(score is not None for score in self.scores.values())
+
+    def ranked(self) -> list[T]:
+        """Best first; equal scores keep the candidates' order. Unknown scores last."""
+        order = list(self.scores)
+        return sorted(order, key=lambda c: (self.scores[c] is None, -(self.scores[c] or 0.0)))
+
+
+def successive_halving(
+    candidates: Sequence[T], scorer: Scorer, epochs: int = 1, halving: bool = True
+) -> list[Rung[T]]:
+    """Score every candidate for ``epochs``; with ``halving``, score the better half (rounded
+    up) for twice the epochs, and so on until one candidate remains. Stops early at a rung with
+    unknown scores (runs pending elsewhere). The winner is the best of the last complete rung
+    (:func:`winner`)."""
+    if not candidates:
+        raise UserError("no candidates to search: widen --tolerance or refine --grid-step")
+    alive, rungs = list(candidates), []
+    while True:
+        scores = dict(zip(alive, scorer(alive, epochs), strict=True))
+        rungs.append(Rung(len(rungs), epochs, scores))
+        if not rungs[-1].complete or not halving:
+            return rungs
+        alive = rungs[-1].ranked()[: math.ceil(len(alive) / 2)]
+        if len(alive) == 1:
+            return rungs
+        epochs *= 2
+
+
+def winner(rungs: Sequence[Rung[T]]) -> T | None:
+    """The best candidate of the last rung, or None while that rung has pending scores."""
+    last = rungs[-1]
+    return last.ranked()[0] if last.complete else None
+
+
+# ---------------------------------------------------------------------------- the search
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Every option of `timm-scaling search`; checked on construction."""
+
+    target: float = 2.0
+    tolerance: float = 0.1
+    grid_step: float = 0.05
+    max_candidates: int | None = None
+    exact_cost: bool = False
+    recipe: str = "digits"
+    dataset: str | None = None
+    overrides: tuple[str, ...] = ()
+    proxy_epochs: int = 2
+    halving: bool = False
+    seeds: int = 1
+    shard: str | None = None
+    output: Path = Path("search")
+    base_model: str = BASE_NAME
+
+    def __post_init__(self) -> None:
+        check_constraint(self.target, self.tolerance, self.grid_step)
+        if self.proxy_epochs < 1:
+            raise UserError(f"--proxy-epochs {self.proxy_epochs}: train 1 epoch or more")
+        if self.seeds < 1:
+            raise UserError(f"--seeds {self.seeds}: train each candidate at least once")
+        if self.base_model != BASE_NAME:
+            raise UserError(
+                f"--base-model {self.base_model}: compound coefficients scale {BASE_NAME}, "
+                "the only base the model-name grammar has"
+            )
+        parse_shard(self.shard)
+        self.proxy()  # a bad recipe, data set or override fails here, before any work
+
+    def proxy(self, **changes: object) -> Recipe:
+        """The proxy recipe with the search's overrides, then ``changes`` (model, epochs...)."""
+        extra = [f"dataset={self.dataset}"] if self.dataset else []
+        extra += [*self.overrides, *(f"{key}={value}" for key, value in changes.items())]
+        return load_recipe(self.recipe, extra)
+
+
+@dataclass
+class SearchResult:
+    candidates: list[Candidate]
+    rungs: list[Rung[Candidate]]
+    rows: list[dict[str, Any]]
+    chosen: Candidate | None
+    trained: int  # runs trained by this invocation
+    pending: int  # runs of the last rung waiting for other shards
+    written: list[Path] = field(default_factory=list)
+
+
+# (rung, run index in the rung, runs in the rung, recipe, "train" | "done" | "other shard")
+OnRun = Callable[[int, int, int, Recipe, str], None]
+
+
+class MeasuredCost:
+    """Measured MACs of phi = 1 models and of the base model, at the proxy recipe's image size
+    and class count. Nothing is counted until asked; measure_cost caches counts on disk."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.base = settings.proxy(model=settings.base_model)
+
+    @functools.cached_property
+    def num_classes(self) -> int:
+        from timm_scaling import data
+
+        return data.num_classes(self.base.dataset, self.base.data_dir)
+
+    @functools.cached_property
+    def base_gmacs(self) -> float:
+        return self._measure(self.base.model, self.base.image_size)
+
+    def _measure(self, name: str, size: int) -> float:
+        from timm_scaling.profile import measure_cost
+
+        return measure_cost(name, size, self.num_classes)["gmacs"]
+
+    def image_size(self, alpha: float, beta: float, gamma: float) -> int:
+        return compound(1, alpha, beta, gamma).image_size(self.base.base_size)
+
+    def gmacs(self, alpha: float, beta: float, gamma: float) -> float:
+        name = compound(1, alpha, beta, gamma).name
+        return self._measure(name, self.image_size(alpha, beta, gamma))
+
+    def ratio(self, alpha: float, beta: float, gamma: float) -> float:
+        """The cost factor of ``compound(1, alpha, beta, gamma)``: its MACs over the base's."""
+        return self.gmacs(alpha, beta, gamma) / self.base_gmacs
+
+
+def _previous_result(output: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """result.json of a finished run of ``recipe``; an error if it was trained otherwise."""
+    folder = finished(output, recipe)
+    if folder is None:
+        return None
+    saved = load_recipe(str(folder / RECIPE_FILE)).to_dict()
+    changed = sorted(k for k, v in recipe.to_dict().items() if k != "name" and saved.get(k) != v)
+    if changed:
+        raise UserError(
+            f"{folder} was trained with other settings ({', '.join(changed)}); "
+            "search into another --output, or delete that folder"
+        )
+    return json.loads((folder / RESULT_FILE).read_text())
+
+
+class _ProxyScorer:
+    """Mean top-1 over seeds of proxy runs; trains this shard's runs, reads the others'."""
+
+    def __init__(self, settings: SearchSettings, on_run: OnRun | None) -> None:
+        self.settings, self.on_run = settings, on_run
+        self.shard = parse_shard(settings.shard) or (1, 1)
+        self.base_seed = settings.proxy().seed
+        self.rung = 0
+        self.trained = self.pending = 0
+        self.top1: dict[tuple[Candidate, int], list[float | None]] = {}
+
+    def folder(self, epochs: int) -> Path:
+        return Path(self.settings.output) / f"epochs{epochs}"
+
+    def __call__(self, candidates: Sequence[Candidate], epochs: int) -> list[float | None]:
+        from timm_scaling.models import ensure_registered
+        from timm_scaling.train import train
+
+        k, n = self.shard
+        runs = [(c, self.base_seed + i) for c in candidates for i in range(self.settings.seeds)]
+        output = self.folder(epochs)
+        self.pending = 0
+        for index, (candidate, seed) in enumerate(runs):
+            recipe = self.settings.proxy(model=candidate.model(), epochs=epochs, seed=seed)
+            result = _previous_result(output, recipe)
+            mine = index % n == k - 1
+            status = "done" if result else "train" if mine else "other shard"
+            if self.on_run is not None:
+                self.on_run(self.rung, index, len(runs), recipe, status)
+            if status == "train":
+                ensure_registered(recipe.model)
+                result = train(recipe, output, resume=True)
+                self.trained += 1
+            self.pending += result is None
+            self.top1.setdefault((candidate, epochs), []).append(result and result["top1"])
+        self.rung += 1
+        scores = [self.top1[(c, epochs)] for c in candidates]
+        return [None if None in s else sum(s) / len(s) for s in scores]
+
+
+def _rows(
+    candidates: list[Candidate],
+    rungs: list[Rung[Candidate]],
+    scorer: _ProxyScorer,
+    costs: MeasuredCost,
+    chosen: Candidate | None,
+) -> list[dict[str, Any]]:
+    """One row per candidate at the last rung it reached, best first."""
+    last_rung = {c: rung for rung in rungs for c in rung.scores}
+    order = {c: i for i, c in enumerate(candidates)}
+
+    def key(c: Candidate):
+        score = last_rung[c].scores[c]
+        return (-last_rung[c].index, score is None, -(score or 0.0), order[c])
+
+    rows = []
+    for rank, c in enumerate(sorted(candidates, key=key), start=1):
+        rung = last_rung[c]
+        seeds = scorer.top1[(c, rung.epochs)]
+        rows.append(
+            {
+                "rank": rank,
+                "model": c.model(),
+                "alpha": c.alpha,
+                "beta": c.beta,
+                "gamma": c.gamma,
+                "nominal": c.nominal,
+                "img_size": costs.image_size(c.alpha, c.beta, c.gamma),
+                "gmacs": costs.gmacs(c.alpha, c.beta, c.gamma),
+                "gmacs_ratio": costs.ratio(c.alpha, c.beta, c.gamma),
+                "rung": rung.index,
+                "epochs": rung.epochs,
+                **{f"top1_s{scorer.base_seed + i}": top1 for i, top1 in enumerate(seeds)},
+                "top1_mean": rung.scores[c],
+                "chosen": c == chosen,
+            }
+        )
+    return rows
+
+
+def ladder(candidate: Candidate) -> list[str]:
+    """Model names of phi = 1..7 of the candidate's coefficients, up to the last phi whose
+    multipliers a name can carry (alpha = 2 stops at phi = 6: 2^7 = 128 > 64)."""
+    largest = max(candidate.alpha, candidate.beta, candidate.gamma)
+    return [candidate.model(phi) for phi in LADDER if round(largest**phi, DECIMALS) <= MAX_MULT]
+
+
+def register_ladder(candidate: Candidate) -> list[str]:
+    """Register the candidate's phi ladder in timm's registry (this process); the names."""
+    from timm_scaling.models import ensure_registered
+
+    return [ensure_registered(name) for name in ladder(candidate)]
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if row.get(k) is None else row[k] for k in columns} for row in rows)
+    return buffer.getvalue()
+
+
+def _summary(settings: SearchSettings, row: dict[str, Any], chosen: Candidate) -> dict[str, Any]:
+    options = {k: v for k, v in vars(settings).items() if k != "output"}
+    options["overrides"] = list(settings.overrides)
+    return {
+        "alpha": chosen.alpha,
+        "beta": chosen.beta,
+        "gamma": chosen.gamma,
+        "model": chosen.model(),
+        "ladder": ladder(chosen),
+        "result": row,
+        "settings": options,
+    }
+
+
+def run_search(settings: SearchSettings, on_run: OnRun | None = None) -> SearchResult:
+    """Enumerate, train, halve; write search.csv, and search.json once the search is complete."""
+    costs = MeasuredCost(settings)
+    factor = costs.ratio if settings.exact_cost else nominal_factor
+    candidates = enumerate_candidates(
+        settings.target, settings.tolerance, settings.grid_step, factor, settings.max_candidates
+    )
+    if not candidates:
+        kind = "measured MACs ratio" if settings.exact_cost else "alpha*beta^2*gamma^2"
+        raise UserError(
+            f"no grid point (step {settings.grid_step:g}) has {kind} within "
+            f"{settings.tolerance:.0%} of {settings.target:g}: widen --tolerance or use a finer "
+            "--grid-step"
+        )
+    scorer = _ProxyScorer(settings, on_run)
+    rungs = successive_halving(candidates, scorer, settings.proxy_epochs, settings.halving)
+    chosen = winner(rungs)
+    rows = _rows(candidates, rungs, scorer, costs, chosen)
+    output = Path(settings.output)
+    written = [output / CSV_FILE]
+    atomic_write(written[0], _csv(rows))
+    if chosen is not None:
+        written.append(output / JSON_FILE)
+        summary = _summary(settings, rows[0], chosen)
+        atomic_write(written[1], json.dumps(summary, indent=1, default=str) + "\n")
+    return SearchResult(candidates, rungs, rows, chosen, scorer.trained, scorer.pending, written)
+
+
+# The terminal table's columns (header, row key), narrow enough for 80 characters; per-seed
+# top-1 columns follow. The CSV has every column.
+TABLE_COLUMNS = (
+    ("#", "rank"),
+    ("alpha", "alpha"),
+    ("beta", "beta"),
+    ("gamma", "gamma"),
+    ("nominal", "nominal"),
+    ("px", "img_size"),
+    ("MACs/B0", "gmacs_ratio"),
+    ("epochs", "epochs"),
+)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "*" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the terminal table (the CSV keeps every column at full precision)."""
+    seeds = [key for key in rows[0] if key.startswith("top1_s")]
+    keys = [(header, key) for header, key in TABLE_COLUMNS]
+    keys += [(key.replace("_", " "), key) for key in seeds]
+    keys += [("top1" if len(seeds) == 1 else "top1 mean", "top1_mean"), ("chosen", "chosen")]
+    if len(seeds) == 1:
+        keys = [pair for pair in keys if pair[1] != seeds[0]]
+    return [header for header, _ in keys], [[_cell(row[key]) for _, key in keys] for row in rows]
