@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/timm-scaling list
+	$(VENV)/bin/timm-scaling sweep demo --jobs 2 --output runs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

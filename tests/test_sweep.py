@@ -14,7 +14,7 @@ from timm_scaling.sweep import list_sweeps, load_sweep, parse_shard, plan
 
 
 def test_builtin_sweeps_are_listed_and_plan():
-    assert {"table7", "figure8"} <= set(list_sweeps())
+    assert {"table7", "figure8", "matched", "demo", "digits"} <= set(list_sweeps())
     table7 = plan(load_sweep("table7"))
     assert [r.name for r in table7] == ["baseline", "depth4", "width2", "res2", "compound"]
     assert [r.model for r in table7] == [
@@ -27,6 +27,36 @@ def test_figure8_has_a_ladder_of_four_costs_per_method():
     assert len(models) == len(set(models)) == 13
     for prefix in ("_d", "_w", "_r", "_phi"):
         assert sum(prefix in m for m in models) == 3  # plus effnet_b0, shared by every ladder
+
+
+@pytest.mark.parametrize("compound", ["effnet_b0_phi1", "effnet_b0_phi2"])
+def test_matched_sweep_matches_compound_cost_or_brackets_it(compound, tmp_path, monkeypatch):
+    """Per single axis, a model within 3% of compound's measured MACs at 32 px, or, where timm's
+    staircase has none, its two neighbours: no multiplier gives a cost between them."""
+    from timm_scaling.models import register_variant
+    from timm_scaling.profile import CACHE_ENV, MATCH_TOLERANCE, image_size, measure_cost
+    from timm_scaling.scaling import Scaling, parse_name
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+
+    def gmacs(model):
+        return measure_cost(model, image_size(model, 32), 10)["gmacs"]
+
+    models = [r.model for r in plan(load_sweep("matched"))]
+    assert compound in models and "effnet_b0" in models
+    target = gmacs(compound)
+    for axis in ("depth", "width", "resolution"):
+        single = {m: getattr(parse_name(m), axis) for m in models}
+        ladder = [m for m, x in single.items() if x != 1 and parse_name(m) == Scaling(**{axis: x})]
+        costs = {m: gmacs(m) for m in ladder}
+        if any(abs(c / target - 1) <= MATCH_TOLERANCE for c in costs.values()):
+            continue
+        below = max((m for m in ladder if costs[m] < target), key=costs.get)
+        above = min((m for m in ladder if costs[m] > target), key=costs.get)
+        multiplier = getattr(parse_name(below), axis)
+        while (cost := gmacs(register_variant(Scaling(**{axis: multiplier})))) == costs[below]:
+            multiplier = round(multiplier + 0.01, 2)
+        assert cost >= costs[above], f"{axis}: {multiplier:g} costs {cost} between the neighbours"
 
 
 def test_seeds_and_overrides_apply_to_every_run():

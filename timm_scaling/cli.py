@@ -276,7 +276,8 @@ def collect_cmd(
 @user_errors
 def sweep_cmd(
     sweep: Annotated[
-        str, typer.Argument(help="A built-in sweep (table7, figure8, matched, demo) or a file.")
+        str,
+        typer.Argument(help="A built-in sweep (table7, figure8, matched, digits, demo) or a file."),
     ],
     seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
     dataset: Annotated[

@@ -1061,7 +1061,11 @@ def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> None:
             )
     ax.set_xscale("log")
     decades = math.log10(xs.max() / xs.min())
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades > 1 else range(1, 10)))
+    # Labelled ticks: 1-2-5 over more than a decade; denser over less, but never crowded.
+    subs = (
+        (1.0, 2.0, 5.0) if decades > 1 else (1.0, 2.0, 3.0, 5.0) if decades > 0.5 else range(1, 10)
+    )
+    ax.xaxis.set_major_locator(LogLocator(subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.1, y=0.08)

@@ -125,6 +125,11 @@ def _check_header(path: Path, text: str) -> None:
         )
 
 
+def _lock(path: Path) -> FileLock:
+    """The lock that serialises writers of ``path``: a hidden file beside it (it stays)."""
+    return FileLock(path.with_name(f".{path.name}.lock"))
+
+
 def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
     """Append one run's row to ``path``, atomically and under a file lock.
 
@@ -132,7 +137,7 @@ def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with _lock(path):
         old = path.read_text() if path.exists() else ""
         if old:
             _check_header(path, old)
@@ -146,7 +151,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) ->
     path = Path(path)
     rows = list(rows)
     text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
-    with FileLock(str(path) + ".lock"):
+    with _lock(path):
         atomic_write(path, text or ",".join(COLUMNS) + "\n")
     return len(rows)
 

@@ -146,18 +146,16 @@ class SweepResult:
 
 
 def _start_worker(threads: int) -> None:
-    """A ``--jobs`` worker process: ``threads`` CPU threads, and no progress bars of its own
-    (tqdm reads TQDM_DISABLE when first imported, which happens after this)."""
-    os.environ["TQDM_DISABLE"] = "1"
+    """A ``--jobs`` worker process: ``threads`` CPU threads."""
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _train_resuming(recipe: Recipe, output: str | os.PathLike) -> None:
+def _train_resuming(recipe: Recipe, output: str | os.PathLike, progress: bool = True) -> None:
     from timm_scaling.train import train
 
-    train(recipe, output, resume=True)
+    train(recipe, output, resume=True, progress=progress)
 
 
 def run_sweep(
@@ -205,7 +203,7 @@ def run_sweep(
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")  # no forked torch or Accelerate state
         with ProcessPoolExecutor(jobs, context, _start_worker, (threads,)) as pool:
-            futures = {pool.submit(_train_resuming, r, output): r for r in trained}
+            futures = {pool.submit(_train_resuming, r, output, False): r for r in trained}
             try:
                 for i, future in enumerate(as_completed(futures), start=len(skipped) + 1):
                     future.result()

@@ -168,16 +168,21 @@ def train(
     resume: bool = False,
     num_processes: int | None = None,
     cpu: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``recipe`` into its run folder under ``output``; returns result.json's content.
 
-    A finished run folder (result.json exists) is not trained again.
+    A finished run folder (result.json exists) is not trained again. ``progress=False`` hides
+    the per-epoch progress bar (a sweep's parallel jobs would draw over each other).
     """
     done = finished(output, recipe)
     if done is not None:
         log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
         return json.loads((done / RESULT_FILE).read_text())
-    return Trainer(recipe, output, resume=resume, num_processes=num_processes, cpu=cpu).fit()
+    trainer = Trainer(
+        recipe, output, resume=resume, num_processes=num_processes, cpu=cpu, progress=progress
+    )
+    return trainer.fit()
 
 
 def _mixed_precision(recipe: Recipe, cpu: bool) -> str:
@@ -201,8 +206,10 @@ class Trainer:
         resume: bool = False,
         num_processes: int | None = None,
         cpu: bool = False,
+        progress: bool = True,
     ) -> None:
         self.recipe, self.output, self.resume = recipe, Path(output), resume
+        self.progress = progress
         self.folder = run_folder(output, recipe)
         self.accelerator = Accelerator(
             cpu=cpu,
@@ -383,7 +390,12 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.accelerator.device)
         images_seen = 0
         started = time.perf_counter()
-        bar = tqdm(self.train_batches, desc=f"epoch {epoch + 1}/{self.recipe.epochs}", leave=False)
+        bar = tqdm(
+            self.train_batches,
+            desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+            leave=False,
+            disable=not self.progress,
+        )
         for images, labels in bar:
             loss_sum += self._update(images, labels)
             images_seen += len(labels)
