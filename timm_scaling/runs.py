@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from timm_scaling.errors import UserError
+from timm_scaling.recipes import load_recipe
 from timm_scaling.report import COLUMNS, write_rows
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
@@ -32,10 +33,30 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
     return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}"
 
 
+def changed_keys(folder: Path, recipe) -> list[str]:
+    """The recipe keys (but the name) whose values differ from the recipe saved in ``folder``."""
+    saved = folder / RECIPE_FILE
+    if not saved.exists():
+        return []
+    before, now = load_recipe(str(saved)).to_dict(), recipe.to_dict()
+    return sorted(k for k in now if k != "name" and before.get(k) != now[k])
+
+
 def finished(output: str | os.PathLike, recipe) -> Path | None:
-    """The run folder of ``recipe`` under ``output`` if it is finished (result.json exists)."""
+    """The run folder of ``recipe`` under ``output`` if it is finished (result.json exists).
+
+    A folder finished with other settings (say, other epochs) is an error, never a result of
+    this recipe."""
     folder = run_folder(output, recipe)
-    return folder if (folder / RESULT_FILE).exists() else None
+    if not (folder / RESULT_FILE).exists():
+        return None
+    changed = changed_keys(folder, recipe)
+    if changed:
+        raise UserError(
+            f"{folder} was trained with other settings ({', '.join(changed)}); "
+            "train into another --output, or delete that folder"
+        )
+    return folder
 
 
 def collect(

@@ -51,7 +51,7 @@ from typing import Any, Generic, TypeVar
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe, load_recipe
 from timm_scaling.report import atomic_write
-from timm_scaling.runs import RECIPE_FILE, RESULT_FILE, finished
+from timm_scaling.runs import RESULT_FILE, finished
 from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT, compound
 from timm_scaling.sweep import parse_shard
 
@@ -286,16 +286,7 @@ class MeasuredCost:
 def _previous_result(output: Path, recipe: Recipe) -> dict[str, Any] | None:
     """result.json of a finished run of ``recipe``; an error if it was trained otherwise."""
     folder = finished(output, recipe)
-    if folder is None:
-        return None
-    saved = load_recipe(str(folder / RECIPE_FILE)).to_dict()
-    changed = sorted(k for k, v in recipe.to_dict().items() if k != "name" and saved.get(k) != v)
-    if changed:
-        raise UserError(
-            f"{folder} was trained with other settings ({', '.join(changed)}); "
-            "search into another --output, or delete that folder"
-        )
-    return json.loads((folder / RESULT_FILE).read_text())
+    return None if folder is None else json.loads((folder / RESULT_FILE).read_text())
 
 
 class _ProxyScorer:

@@ -38,7 +38,7 @@ import timm_scaling
 from timm_scaling import data
 from timm_scaling.errors import UserError
 from timm_scaling.models import scaling_of
-from timm_scaling.recipes import Recipe, load_recipe
+from timm_scaling.recipes import Recipe
 from timm_scaling.report import append_row, atomic_write
 from timm_scaling.runs import (
     CHECKPOINTS,
@@ -48,6 +48,7 @@ from timm_scaling.runs import (
     REPORT_FILE,
     RESULT_FILE,
     STATE_FILE,
+    changed_keys,
     finished,
     run_folder,
 )
@@ -247,16 +248,12 @@ class Trainer:
                 f"{self.folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
                 "pass --resume to continue it, or delete the folder to start again"
             )
-        saved = self.folder / RECIPE_FILE
-        if self.resume and saved.exists():
-            before = load_recipe(str(saved)).to_dict()
-            now = self.recipe.to_dict()
-            changed = sorted(k for k in now if k != "name" and before.get(k) != now[k])
-            if changed:
-                raise UserError(
-                    f"--resume: the recipe differs from {saved} in {', '.join(changed)}; "
-                    "resume with the same settings, or train into another --output"
-                )
+        changed = changed_keys(self.folder, self.recipe) if self.resume else []
+        if changed:
+            raise UserError(
+                f"--resume: the recipe differs from {self.folder / RECIPE_FILE} in "
+                f"{', '.join(changed)}; resume with the same settings, or use another --output"
+            )
 
     def _build(self) -> None:
         recipe, accelerator = self.recipe, self.accelerator
