@@ -45,7 +45,7 @@ def main() -> None:
     batches = 3 if args.quick else 20
     images = batches * 64
     recipe = load_recipe("digits", [f"limit_train={images}", "limit_val=64", "epochs=1"])
-    trainer = Trainer(recipe, tempfile.mkdtemp(), cpu=args.device == "cpu")
+    trainer = Trainer(recipe, tempfile.mkdtemp(), cpu=args.device == "cpu", progress=False)
     device = trainer.accelerator.device
     batch = recipe.batch_size
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
