@@ -412,14 +412,15 @@ class Verdict:
     other: str
     at: float
     reference_value: float
-    other_value: float | None
-    via: str | None  # how other_value was read: "fit" or "interpolation"
-    difference: float | None
-    ci: list[float] | None
-    significant: bool | None
-    n_min: int | None
-    noise_floor: float | None
     line: str
+    # None where there is no comparison (the line says why):
+    other_value: float | None = None
+    via: str | None = None  # how other_value was read: "fit" or "interpolation"
+    difference: float | None = None
+    ci: list[float] | None = None
+    significant: bool | None = None
+    n_min: int | None = None
+    noise_floor: float | None = None
 
 
 @dataclass
@@ -688,43 +689,13 @@ def _verdicts(
             head = f"{reference} vs {other} at {format_cost(cost)} {x.unit}".rstrip()
             if ref_weights is None:
                 line = f"{head}: no comparison ({ref_how})"
-                verdicts.append(
-                    Verdict(
-                        reference,
-                        other,
-                        cost,
-                        float("nan"),
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        line,
-                    )
-                )
+                verdicts.append(Verdict(reference, other, cost, float("nan"), line))
                 continue
             ref_value = float(ref_weights @ means)
             weights, how = curves.read_at(other, cost)
             if weights is None:
                 line = f"{head}: no comparison ({how})"
-                verdicts.append(
-                    Verdict(
-                        reference,
-                        other,
-                        cost,
-                        ref_value,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        line,
-                    )
-                )
+                verdicts.append(Verdict(reference, other, cost, ref_value, line))
                 continue
             diff_weights = ref_weights - weights
             used = [p.n for p, w in zip(points, diff_weights, strict=True) if abs(w) > 1e-12]
