@@ -173,6 +173,11 @@ def test_sweep_trains_by_shard_then_reports_and_resumes(tiny_sweep, tmp_path):
     assert "trained 0 run(s), 4 already finished" in again.output
     assert read_rows(report) == rows
 
+    other = invoke(tiny_sweep, "--output", runs, "--epochs", "2")  # same folders, other epochs
+    assert other.exit_code != 0 and other.output.count("\n") == 1, other.output
+    assert "trained with other settings (epochs)" in other.output
+    assert read_rows(report) == rows
+
 
 def test_sweep_command_errors_are_one_line(tmp_path):
     for args, message in (

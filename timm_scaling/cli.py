@@ -313,9 +313,10 @@ def sweep_cmd(
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    # So is a run folder trained with other settings (finished() refuses it).
+    states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     if dry_run:
-        for recipe in runs:
-            state = "finished" if finished(output, recipe) else "to train"
+        for recipe, state in zip(runs, states, strict=True):
             typer.echo(f"{run_folder(output, recipe)}  {state}")
         return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -190,8 +190,9 @@ def run_sweep(
     sweep = load_sweep(name_or_path)
     everything = plan(sweep, seeds, overrides)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
-    skipped = [r for r in mine if finished(output, r) is not None]
-    trained = [r for r in mine if finished(output, r) is None]
+    done = [finished(output, r) is not None for r in mine]  # reads each run's recipe.yaml
+    skipped = [r for r, d in zip(mine, done, strict=True) if d]
+    trained = [r for r, d in zip(mine, done, strict=True) if not d]
     notify = on_run or (lambda *_: None)
     for i, recipe in enumerate(skipped):
         notify(i, len(mine), recipe, True)
