@@ -1,0 +1,149 @@
+"""What an analysis holds: points, fits, groups, verdicts, the frontier; shared constants."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from timm_scaling.report import Metric
+
+REFERENCE = "compound"
+SHARED_GROUP = "baseline"
+OTHER_GROUP = "other"
+MIN_FIT_COSTS = 3
+MIN_POWER_COSTS = 8
+# Each power-law draw is a nonlinear refit (milliseconds): its intervals use the first 200 draws.
+POWER_LAW_DRAWS = 200
+CONFIDENCE = 0.95
+FORMATS = ("table", "json", "markdown")
+# Cost columns drawn as extra panels beside --x when the rows carry them (activations track GPU
+# run time better than FLOPs do).
+PANEL_COLUMNS = ("gmacs", "param_count", "macts")
+METHOD_ORDER = ("baseline", "depth", "width", "resolution", "compound", "mixed")
+METHOD_COLOURS = {
+    "baseline": "#000000",
+    "depth": "#0072B2",
+    "width": "#009E73",
+    "resolution": "#E69F00",
+    "compound": "#D55E00",
+    "mixed": "#CC79A7",
+}
+OTHER_COLOURS = ("#56B4E9", "#882255", "#44AA99", "#999933", "#AA4499", "#332288", "#117733")
+# Keep a group name and its points' labels readable: beyond this many points only the front is
+# labelled, and the terminal lists only the front.
+MAX_LABELLED = 40
+
+
+@dataclass
+class Point:
+    model: str
+    group: str
+    label: str
+    x: float
+    y: float
+    std: float | None
+    n: int
+    runs: list[float]
+    costs: dict[str, float]  # every panel column's mean, --x included
+    on_front: bool = False
+
+
+@dataclass
+class LinearFit:
+    a: float
+    b: float
+    per_doubling: float
+    r2: float
+    ci: dict[str, list[float]] | None  # a, b, per_doubling -> [low, high]
+
+
+@dataclass
+class PowerFit:
+    c: float
+    a: float
+    b: float
+    shared_c: bool
+    ci: dict[str, list[float]] | None  # c, a, b -> [low, high]
+
+
+@dataclass
+class Group:
+    name: str
+    models: list[str]
+    distinct_costs: int
+    cost_range: list[float]
+    fit: LinearFit | None = None
+    fit_note: str | None = None
+    power_law: PowerFit | None = None
+    power_law_note: str | None = None
+
+
+@dataclass
+class Verdict:
+    reference: str
+    other: str
+    at: float
+    reference_value: float
+    line: str
+    # None where there is no comparison (the line says why):
+    other_value: float | None = None
+    via: str | None = None  # how other_value was read: "fit" or "interpolation"
+    difference: float | None = None
+    ci: list[float] | None = None
+    significant: bool | None = None
+    n_min: int | None = None
+    noise_floor: float | None = None
+
+
+@dataclass
+class Frontier:
+    x: Metric
+    y: Metric
+    group_by: str
+    reference: str
+    sources: list[str]
+    points: list[Point]
+    groups: list[Group]
+    front: list[str]
+    verdicts: list[Verdict]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    bootstrap_draws: int = 0
+    seed: int = 0
+    eval_size: int | None = None
+    panels: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["x"] = self.x._asdict()
+        data["y"] = self.y._asdict()
+        return _finite(data)
+
+
+def _finite(value):
+    """JSON has no NaN: non-finite floats become null, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def group_order(name: str) -> tuple[int, str]:
+    if name in METHOD_ORDER:
+        return (METHOD_ORDER.index(name), name)
+    return (len(METHOD_ORDER) + (name == OTHER_GROUP), name)
+
+
+def format_cost(value: float) -> str:
+    """Three significant digits, no exponent: 1.80, 0.390, 37.0, 1200."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def difference_unit(y: Metric) -> str:
+    return "pts" if y.unit == "%" else y.unit

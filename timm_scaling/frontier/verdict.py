@@ -1,0 +1,95 @@
+"""Verdicts: the reference group against every other at equal cost, with an interval."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from timm_scaling.frontier.fit import Curves, interval, noise_floor
+from timm_scaling.frontier.results import (
+    CONFIDENCE,
+    SHARED_GROUP,
+    Verdict,
+    difference_unit,
+    format_cost,
+)
+from timm_scaling.report import Metric
+
+
+def _verdict_line(
+    head: str, diff: float, ci: np.ndarray | None, n1: int, models: int, unit: str
+) -> str:
+    if ci is None:
+        who = "per model" if n1 == models else f"for {n1} of {models} models"
+        return f"{head}: {diff:+.1f} {unit}, n=1 {who}: no interval, no claim"
+    text = f"{diff:+.1f} {unit}, {CONFIDENCE:.0%} CI [{ci[0]:.1f}, {ci[1]:.1f}]"
+    if ci[0] > 0 or ci[1] < 0:
+        return f"{head}: {text}"
+    return f"{head}: no significant difference ({text})"
+
+
+def compare_groups(
+    curves: Curves,
+    means: np.ndarray,
+    replicates: np.ndarray,
+    reference: str,
+    at: Sequence[float],
+    x: Metric,
+    y: Metric,
+    eval_size: int | None,
+) -> list[Verdict]:
+    points = curves.points
+    if at:
+        targets = [(cost, *curves.read_at(reference, cost)) for cost in at]
+    else:
+        targets = []
+        for i, point in enumerate(points):
+            if point.group == reference:
+                weights = np.zeros(len(points))
+                weights[i] = 1.0
+                targets.append((point.x, weights, "observed"))
+    others = [g for g in curves.members if g not in (reference, SHARED_GROUP)]
+    unit = difference_unit(y)
+    verdicts = []
+    for cost, ref_weights, ref_how in targets:
+        for other in others:
+            head = f"{reference} vs {other} at {format_cost(cost)} {x.unit}".rstrip()
+            if ref_weights is None:
+                line = f"{head}: no comparison ({ref_how})"
+                verdicts.append(Verdict(reference, other, cost, float("nan"), line))
+                continue
+            ref_value = float(ref_weights @ means)
+            weights, how = curves.read_at(other, cost)
+            if weights is None:
+                line = f"{head}: no comparison ({how})"
+                verdicts.append(Verdict(reference, other, cost, ref_value, line))
+                continue
+            diff_weights = ref_weights - weights
+            used = [p.n for p, w in zip(points, diff_weights, strict=True) if abs(w) > 1e-12]
+            other_value = float(weights @ means)
+            diff = ref_value - other_value
+            ci = None
+            if min(used) >= 2:
+                ci = interval(replicates @ diff_weights)
+            floor = None
+            if eval_size and y.unit == "%":
+                floor = 100 * noise_floor(min(max(ref_value / 100, 0.0), 1.0), eval_size)
+            line = _verdict_line(head, diff, ci, sum(n < 2 for n in used), len(used), unit)
+            verdicts.append(
+                Verdict(
+                    reference=reference,
+                    other=other,
+                    at=cost,
+                    reference_value=ref_value,
+                    other_value=other_value,
+                    via=how,
+                    difference=diff,
+                    ci=None if ci is None else [float(ci[0]), float(ci[1])],
+                    significant=None if ci is None else bool(ci[0] > 0 or ci[1] < 0),
+                    n_min=min(used),
+                    noise_floor=floor,
+                    line=line,
+                )
+            )
+    return verdicts
