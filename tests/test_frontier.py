@@ -166,10 +166,10 @@ def test_paper_table2_gives_a_monotone_fit():
         ("effnet_b0_r2", "resolution"),
         ("effnet_b0_phi2", "compound"),
         ("effnet_b0_d2_w1p4", "mixed"),
-        ("tf_efficientnet_b3.ns_jft_in1k", "tf_efficientnet"),
+        ("tf_efficientnet_b3.ns_jft_in1k", "tf_efficientnet.ns_jft_in1k"),
         ("efficientnet-b0", "efficientnet"),
         ("tf_efficientnetv2_s", "tf_efficientnetv2"),
-        ("resnet50", "other"),
+        ("resnet50", "resnet"),
     ],
 )
 def test_method_of_a_model_name(model, method):
@@ -218,7 +218,7 @@ def test_our_names_group_by_method_share_the_baseline_and_give_verdict_lines(tmp
         "frontier.svg",
     }
     pattern = re.compile(
-        r"^compound vs (depth|width|resolution) at \d\.\d+ GMACs: "
+        r"^compound φ=\d vs (depth|width|resolution) at \d\.\d+ GMACs: "
         r"\+\d\.\d pts, 95% CI \[\d\.\d, \d\.\d\]$"
     )
     lines = [v.line for v in fr.verdicts]
@@ -234,7 +234,7 @@ def test_no_difference_says_so_and_n1_claims_nothing():
     assert "no significant difference" in verdict.line and verdict.significant is False
     fr = frontier.analyse(linear_rows(rng, same, seeds=1, noise=0.5), draws=500)
     (verdict,) = fr.verdicts
-    assert verdict.line.endswith("n=1 per model: no interval, no claim")
+    assert verdict.line.endswith("n=1 per point: no interval, no claim")
     assert verdict.ci is None and verdict.significant is None
     assert any("n=1" in note for note in fr.notes)
 
@@ -278,11 +278,12 @@ def test_timm_style_csv_with_infer_gmacs(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((out / "frontier.json").read_text())
     (g,) = data["groups"]
-    assert g["name"] == "tf_efficientnet"
+    assert g["name"] == "tf_efficientnet.ns_jft_in1k"
     raw = pd.DataFrame(TIMM_STYLE)
     reg = stats.linregress(np.log10(raw.infer_gmacs), raw.top1)
     assert g["fit"]["per_doubling"] == pytest.approx(reg.slope * math.log10(2))
     assert [p["label"] for p in data["points"]] == ["b0", "b1", "b2", "b3", "b4", "b5"]
+    assert [p["img_size"] for p in data["points"]] == [224, 240, 260, 300, 380, 456]
     assert (out / "frontier.png").stat().st_size > 10000
     assert "<svg" in (out / "frontier.svg").read_text()[:500]
     assert "| MACs (GMACs) |" in (out / "frontier.md").read_text()
@@ -406,3 +407,281 @@ def test_frontier_imports_neither_torch_nor_timm(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------ timm's results and benchmarks
+
+TIMM_DATA = REPO / "tests" / "data" / "timm"
+RESULTS = TIMM_DATA / "results-imagenet.csv"
+BENCHMARK = TIMM_DATA / "benchmark-infer-amp-nchw-pt291-cu128-4090.csv"
+IMAGENET = REPO / "analysis" / "imagenet"
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "without_tag"),
+    [
+        ("tf_efficientnet_b3.in1k", "tf_efficientnet.in1k", "tf_efficientnet"),
+        ("resnet50.tv_in1k", "resnet.tv_in1k", "resnet"),
+        ("regnety_016.pycls_in1k", "regnety.pycls_in1k", "regnety"),
+        ("convnext_tiny.fb_in1k", "convnext.fb_in1k", "convnext"),
+        ("edgenext_xx_small.in1k", "edgenext.in1k", "edgenext"),
+        ("resnext101_32x8d.tv_in1k", "resnext.tv_in1k", "resnext"),
+        ("vit_base_patch16_224.augreg_in1k", "vit_patch16.augreg_in1k", "vit_patch16"),
+        ("tf_efficientnetv2_b3.in1k", "tf_efficientnetv2.in1k", "tf_efficientnetv2"),
+        ("inception_v3.tv_in1k", "inception_v3.tv_in1k", "inception_v3"),
+        ("efficientnet-b0", "efficientnet", "efficientnet"),
+    ],
+)
+def test_family_of_timm_names(name, family, without_tag):
+    assert frontier.family_of(name) == family
+    assert frontier.family_of(name, tag=False) == without_tag
+    assert frontier.method_of(name) == family
+
+
+# Names whose family still holds what looks like a size: a generation (eva02), a name that is a
+# size word (tiny_vit), or a size that no rule of thumb reads (dla102x2, swinv2's windows).
+FAMILY_EXCEPTIONS = {
+    "dla102x2",
+    "eva02_patch14",
+    "tiny_vit",
+    "swinv2_window12to_192to256",
+    "swinv2_window12to_192to384",
+}
+LOOKS_SIZED = re.compile(
+    r"(?:^|_)(?:x*(?:tiny|small|base|medium|large|huge|giant|nano|pico|femto|atto)|\d+)(?:_|$)"
+    r"|[a-uw-z]\d{2,}(?!\d)"
+)
+
+
+def test_family_of_every_name_in_timms_results():
+    names = pd.read_csv(IMAGENET / "results-imagenet.csv")["model"]
+    families = {name: frontier.family_of(name, tag=False) for name in names}
+    sized = {
+        family
+        for family in families.values()
+        if LOOKS_SIZED.search(
+            "_".join(t for t in family.split("_") if not re.match(r"(patch|window)\d", t))
+        )
+    }
+    assert sized == FAMILY_EXCEPTIONS
+    # The tag is kept as it is, and sizes of one family meet in one group.
+    assert frontier.family_of("convnext_tiny.fb_in1k") == frontier.family_of(
+        "convnext_xxlarge.fb_in1k"
+    )
+    assert len(set(families.values())) < len(set(names.str.split(".").str[0])) / 2
+
+
+def test_join_takes_each_rows_cost_from_its_architecture_and_size():
+    rows, warnings = frontier.read_results([RESULTS, BENCHMARK], "gmacs", "top1")
+    bench = pd.read_csv(BENCHMARK).set_index(["model", "infer_img_size"])
+    for _, row in rows.iterrows():
+        expected = bench.loc[(row["model"].split(".")[0], row["img_size"])]
+        assert row["gmacs"] == expected["infer_gmacs"]
+        assert row["macts"] == expected["infer_macts"]
+    # convnext_tiny at 224 and 288: two costs, two points, labelled by size
+    fr = frontier.analyse(rows, draws=100)
+    tiny = [p for p in fr.points if p.model == "convnext_tiny.fb_in1k"]
+    assert [(p.label, p.img_size, p.n) for p in tiny] == [
+        ("tiny@224", 224, 1),
+        ("tiny@288", 288, 1),
+    ]
+    assert tiny[0].x == bench.loc[("convnext_tiny", 224), "infer_gmacs"]
+    assert tiny[1].x == bench.loc[("convnext_tiny", 288), "infer_gmacs"]
+    assert tiny[1].name == "convnext_tiny.fb_in1k@288"
+    b3 = next(p for p in fr.points if p.model == "tf_efficientnet_b3.in1k")
+    assert (b3.label, b3.name) == ("b3", "tf_efficientnet_b3.in1k")  # one size: no @
+
+
+def test_rows_without_a_cost_are_left_out_with_one_warning_and_their_count(tmp_path):
+    result = runner.invoke(
+        app,
+        ["frontier", str(RESULTS), str(BENCHMARK), "--out", str(tmp_path), "--bootstrap", "100"],
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "no gmacs in the cost tables" in x]
+    total = len(pd.read_csv(RESULTS))
+    assert f"2 of {total} rows" in line and "--measure-missing" in line
+    assert "convnext_small.fb_in1k@288" in line and "densenet121.tv_in1k@224" in line
+    data = json.loads((tmp_path / "frontier.json").read_text())
+    assert len(data["points"]) == total - 2
+    assert all(p["img_size"] for p in data["points"])
+
+
+def test_cost_tables_alone_and_disagreeing_cost_tables(tmp_path):
+    line = one_line_error(runner.invoke(app, ["frontier", str(BENCHMARK)]), 3)
+    assert "cost table(s) only" in line and BENCHMARK.name in line
+    other = pd.read_csv(BENCHMARK)
+    other.loc[other.model == "resnet50", "infer_gmacs"] *= 1.5  # another GPU's run, say
+    other_path = write_csv(tmp_path / "benchmark-other.csv", other.to_dict("records"))
+    rows, warnings = frontier.read_results([RESULTS, BENCHMARK, other_path], "gmacs", "top1")
+    (warning,) = [w for w in warnings if "disagree" in w]
+    assert "1 (architecture, image size) pair(s) (resnet50@224)" in warning
+    resnet50 = rows.loc[rows.model == "resnet50.tv_in1k", "gmacs"].item()
+    assert resnet50 == pd.read_csv(BENCHMARK).set_index("model").loc["resnet50", "infer_gmacs"]
+
+
+def test_cost_table_without_image_size_joins_on_architecture_only_where_unique(tmp_path):
+    bench = pd.read_csv(BENCHMARK).drop(columns="infer_img_size")
+    one_size = bench[~bench.model.isin(["convnext_tiny", "edgenext_xx_small"])]
+    path = write_csv(tmp_path / "costs.csv", one_size.to_dict("records"))
+    results = pd.read_csv(RESULTS)
+    single = results[~results.model.str.startswith(("convnext_tiny", "edgenext"))]
+    acc = write_csv(tmp_path / "results.csv", single.to_dict("records"))
+    rows, _ = frontier.read_results([acc, path], "gmacs", "top1")
+    assert rows.set_index("model").loc["resnet50.tv_in1k", "gmacs"] == 4.11
+    write_csv(tmp_path / "costs.csv", bench.to_dict("records"))
+    line = one_line_error(runner.invoke(app, ["frontier", str(acc), str(path)]), 3)
+    assert "no infer_img_size" in line and "convnext_tiny" in line
+
+
+def test_models_picks_the_analysed_points_and_the_rest_are_context(tmp_path):
+    args = ["frontier", str(RESULTS), str(BENCHMARK), "--out", str(tmp_path), "--bootstrap", "100"]
+    picked = ["--models", "tf_efficientnet_b?.in1k", "--models", "resnet*.tv_in1k"]
+    result = runner.invoke(app, [*args, *picked, "--reference", "tf_efficientnet.in1k"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "frontier.json").read_text())
+    assert {g["name"] for g in data["groups"]} == {"tf_efficientnet.in1k", "resnet.tv_in1k"}
+    assert len(data["points"]) == 11
+    assert "convnext_tiny.fb_in1k@224" in data["unselected"]
+    assert {v["other"] for v in data["verdicts"]} == {"resnet.tv_in1k"}
+    line = one_line_error(runner.invoke(app, [*args, "--models", "tf_efficientnet_b9*"]), 2)
+    assert "matches no model" in line and "close names: tf_efficientnet_b" in line
+
+
+def test_n1_verdict_interval_from_evaluation_noise_by_hand():
+    # b3 and resnet34 at their published top-1, put at one cost so the comparison is direct.
+    results = pd.read_csv(RESULTS).set_index("model")
+    b3, r34 = (
+        results.loc["tf_efficientnet_b3.in1k", "top1"],
+        results.loc["resnet34.tv_in1k", "top1"],
+    )
+    rows = pd.DataFrame(
+        dict(
+            model=["tf_efficientnet_b3.in1k", "resnet34.tv_in1k"], gmacs=[1.0, 1.0], top1=[b3, r34]
+        )
+    )
+    fr = frontier.analyse(rows, reference="tf_efficientnet.in1k", eval_size=50000, draws=100)
+    (verdict,) = fr.verdicts
+    # Var of a difference of two independent accuracies on 50,000 images each, in points:
+    se = 100 * math.sqrt((0.80878 * 0.19122 + 0.73298 * 0.26702) / 50000)
+    assert (b3, r34) == (80.878, 73.298)
+    assert verdict.difference == pytest.approx(7.58)
+    assert verdict.ci == pytest.approx([7.58 - 1.959964 * se, 7.58 + 1.959964 * se], abs=1e-5)
+    assert verdict.interval_from == "evaluation noise" and verdict.significant
+    assert "evaluation noise only; the spread between training runs is unknown" in verdict.line
+    fr = frontier.analyse(rows, reference="tf_efficientnet.in1k", draws=100)
+    assert fr.verdicts[0].ci is None and "no claim" in fr.verdicts[0].line
+
+
+# ------------------------------------------------------------------- configurations (ours)
+
+
+def settings_rows() -> list[dict]:
+    rows = []
+    for model, cost, top1 in (("effnet_b0", 0.39, 80.0), ("effnet_b0_w2", 1.5, 84.0)):
+        for seed in (0, 1):
+            base = dict(model=model, gmacs=cost, img_size=32, dataset="digits", recipe="digits")
+            rows.append(dict(base, epochs=3, seed=seed, top1=top1 + seed))
+    return rows
+
+
+def test_rows_of_one_model_in_two_settings_are_refused_and_where_picks_one(tmp_path):
+    rows = settings_rows() + [dict(settings_rows()[0], epochs=1, top1=15.6)]
+    path = write_csv(tmp_path / "report.csv", rows)
+    line = one_line_error(runner.invoke(app, ["frontier", str(path)]), 3)
+    assert "effnet_b0 differ in epochs (1, 3)" in line
+    assert "--where epochs=3" in line and "--group epochs" in line
+    result = runner.invoke(app, ["frontier", str(path), "--where", "epochs=3", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    b0 = next(p for p in json.loads(result.output)["points"] if p["model"] == "effnet_b0")
+    assert (b0["n"], b0["y"]) == (2, 80.5)  # the two seeds, not the 1-epoch run
+    result = runner.invoke(app, ["frontier", str(path), "--where", "epochs=9"])
+    assert "matches no row" in one_line_error(result, 2)
+
+
+def test_a_run_written_twice_is_one_run_the_last_kept(tmp_path):
+    rows = settings_rows()
+    rows.append(dict(rows[0], top1=81.0))  # seed 0 of effnet_b0 again
+    path = write_csv(tmp_path / "report.csv", rows)
+    fr, _ = frontier.run([path], draws=100)
+    b0 = next(p for p in fr.points if p.model == "effnet_b0")
+    assert sorted(b0.runs) == [81.0, 81.0] and b0.n == 2
+    (warning,) = fr.warnings
+    assert warning.startswith("1 row(s) repeat another") and "effnet_b0" in warning
+
+
+def test_synthetic_data_gives_no_verdict_and_says_why(tmp_path):
+    rows = [dict(r, dataset="synthetic", top1=10.0 + r["seed"]) for r in settings_rows()]
+    rows += [dict(r, model="effnet_b0_phi1", gmacs=0.7) for r in rows[:2]]
+    fr, _ = frontier.run([write_csv(tmp_path / "report.csv", rows)], draws=100)
+    assert fr.verdicts == []
+    assert any("synthetic" in n and "chance" in n for n in fr.notes)
+
+
+@pytest.mark.parametrize("slope", [0.0, -0.5])  # flat, or falling accuracy (error rising)
+def test_power_law_at_its_bound_is_no_power_law(slope):
+    costs = np.geomspace(0.4, 10, 9)
+    flat = pd.DataFrame(
+        [
+            dict(model=f"w{k}", method="width", gmacs=c, top1=56.0 + slope * math.log(c), seed=s)
+            for k, c in enumerate(costs)
+            for s in (0, 1)
+        ]
+    )
+    (g,) = frontier.analyse(flat, draws=100).groups
+    assert g.power_law is None
+    assert g.power_law_note == "no power law: error does not fall with cost here"
+
+
+def test_bad_reference_and_bad_x_are_bad_options_and_a_folder_is_a_folder(tmp_path):
+    path = write_csv(tmp_path / "r.csv", TIMM_STYLE)
+    line = one_line_error(runner.invoke(app, ["frontier", str(path), "--reference", "compund"]), 2)
+    assert "'compund' is not a group" in line and "tf_efficientnet.ns_jft_in1k" in line
+    line = one_line_error(runner.invoke(app, ["frontier", str(path), "--x", "nonsense"]), 2)
+    assert "--x 'nonsense'" in line and "infer_img_size" not in line and "gmacs" in line
+    line = one_line_error(runner.invoke(app, ["frontier", str(tmp_path)]), 3)
+    assert "is a folder" in line
+
+
+@pytest.mark.slow
+def test_the_whole_of_timms_results_is_readable(tmp_path):
+    files = [str(IMAGENET / "results-imagenet.csv"), *map(str, IMAGENET.glob("benchmark-*.csv"))]
+    result = runner.invoke(app, ["frontier", *files, "--out", str(tmp_path), "--bootstrap", "100"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) < 300
+    hint = " ".join(lines[-6:])
+    assert "points in 508 groups" in hint and "--models" in hint and "--all" in hint
+    data = json.loads((tmp_path / "frontier.json").read_text())
+    assert len(data["points"]) == len(pd.read_csv(files[0]))  # every row matched; none merged
+    assert (tmp_path / "frontier.png").stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_measure_missing_profiles_the_rows_the_cost_tables_lack(tmp_path):
+    acc = write_csv(tmp_path / "report.csv", [dict(model="effnet_b0", img_size=224, top1=77.0)])
+    rows, warnings = frontier.read_results([acc, BENCHMARK], "gmacs", "top1", measure_missing=True)
+    from timm_scaling.profile import measure_cost
+
+    assert warnings == []
+    assert rows["gmacs"].item() == pytest.approx(measure_cost("effnet_b0", 224)["gmacs"])
+    assert 0.38 < rows["gmacs"].item() < 0.41
+
+
+def test_labels_placed_never_overlap():
+    from timm_scaling.frontier.plot import LABEL_SIZE, place_labels
+
+    anchors = np.array([[100.0 + 3 * k, 100.0 + 2 * (k % 3)] for k in range(12)])  # crowded
+    texts = [f"label{k}" for k in range(12)]
+    offsets = place_labels(anchors, texts)
+    boxes = []
+    for (x, y), text, offset in zip(anchors, texts, offsets, strict=True):
+        if offset is None:
+            continue
+        width = 0.55 * LABEL_SIZE * len(text)
+        left = x + offset[0] if offset[0] >= 0 else x + offset[0] - width
+        boxes.append((left, y + offset[1], left + width, y + offset[1] + 1.1 * LABEL_SIZE))
+    assert len(boxes) >= 6  # most are placed ...
+    for i, a in enumerate(boxes):  # ... and none overprints another
+        for b in boxes[:i]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])

@@ -67,56 +67,107 @@ def list_cmd() -> None:
 def frontier_cmd(
     csv: Annotated[
         list[Path],
-        typer.Argument(help="report.csv files, or timm results CSVs (infer_gmacs etc.); merged."),
+        typer.Argument(
+            help="report.csv files, or timm's results CSVs with their benchmark (cost) CSVs: "
+            "accuracy rows take their cost by (architecture, image size)."
+        ),
     ],
     x: Annotated[
         str, typer.Option("--x", help="Cost column: gmacs, gflops, param_count, macts, ...")
     ] = "gmacs",
     y: Annotated[str, typer.Option("--y", help="Accuracy column.")] = "top1",
     group: Annotated[
-        str, typer.Option("--group", help="Column to group by; method is read from model names.")
+        str,
+        typer.Option(
+            "--group",
+            help="Column to group by; method: ours by scaling method, timm's by family and "
+            "pretrained tag (resnet.tv_in1k); family: without the tag.",
+        ),
     ] = "method",
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help="Analyse only these models (repeatable; fnmatch on the full name with its "
+            "tag: 'tf_efficientnet_b?.in1k'); the rest are grey in the plot.",
+        ),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", help="Keep rows with COLUMN=VALUE (repeatable): epochs=8."),
+    ] = None,
     at: Annotated[
         list[float] | None,
         typer.Option(
-            "--at", help="Compare at this cost (repeatable); default: each compound point."
+            "--at", help="Compare at this cost (repeatable); default: each reference point."
         ),
     ] = None,
     reference: Annotated[
-        str, typer.Option("--reference", help="The group every other group is compared with.")
-    ] = "compound",
+        str | None,
+        typer.Option(
+            "--reference",
+            help="The group every other group is compared with.  [default: compound]",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder; default: beside the first CSV.")
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="What to print: table, json or markdown.")
     ] = "table",
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Print every point and group, however many.")
+    ] = False,
     eval_size: Annotated[
         int | None,
         typer.Option(
-            "--eval-size", help="Evaluation set size N, for the noise floor sqrt(p(1-p)/N)."
+            "--eval-size",
+            help="Evaluation set size N (ImageNet val 50000): the noise floor sqrt(p(1-p)/N), "
+            "and with one run per point the verdicts' intervals from it alone.",
         ),
     ] = None,
+    measure_missing: Annotated[
+        bool,
+        typer.Option(
+            "--measure-missing",
+            help="Measure the cost of rows the cost tables lack (our profile; imports torch).",
+        ),
+    ] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap draws.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap RNG seed.")] = 0,
 ) -> None:
-    """Accuracy against cost per scaling method: Pareto front, fits, verdict, plot.
+    """Accuracy against cost per scaling method or model family: Pareto front, fits, verdict,
+    plot.
 
     Writes frontier.json, frontier.md, frontier.png and frontier.svg into --out.
 
     Exit codes: 0 done; 2 bad option; 3 bad input (a missing or empty file,
-    missing columns, or no usable row). Rows with non-numeric values are dropped,
-    with a warning on stderr.
+    missing columns, or no usable row). Rows with non-numeric values, or with no
+    cost in the cost tables, are dropped with a warning on stderr.
     """
     from timm_scaling import frontier
 
     frontier.check_options(at or (), eval_size, bootstrap, fmt)
     result, written = frontier.run(
-        csv, x, y, group, at or (), reference, eval_size, bootstrap, seed, out
+        csv,
+        x,
+        y,
+        group,
+        at or (),
+        reference,
+        eval_size,
+        bootstrap,
+        seed,
+        out,
+        models=models or (),
+        conditions=where or (),
+        measure_missing=measure_missing,
+        everything=show_all,
     )
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    frontier.show(result, fmt)
+    frontier.show(result, fmt, everything=show_all)
     if fmt == "table":
         typer.echo(f"wrote {', '.join(str(path) for path in written)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -21,6 +22,16 @@ from timm_scaling.frontier.results import (
     group_order,
 )
 from timm_scaling.report import Metric
+
+# The exponent b of err = c + a x^-b lies in B_BOUNDS. A fit at the lower bound, or one whose
+# error falls by less than MIN_FALL points over the group's costs, is no power law at all.
+B_BOUNDS = (1e-3, 5.0)
+# c is shared by at most this many groups: one nonlinear fit over hundreds of unrelated
+# families (timm's whole results file) takes minutes and means nothing.
+MAX_SHARED_GROUPS = 10
+B_FLAT = 2e-3
+MIN_FALL = 0.01
+NO_FALL = "no power law: error does not fall with cost here"
 
 
 def pareto_front(
@@ -106,9 +117,9 @@ def fit_power_law(
     else:
         x0 = [min(max(start.c, 0.0), 0.99 * c_hi)]
         for a, b in zip(start.a, start.b, strict=True):
-            x0 += [math.log(a / scale**b), min(max(b, 1e-3), 5.0)]
-    lower = [0.0] + [-np.inf, 1e-3] * len(curves)
-    upper = [c_hi] + [np.inf, 5.0] * len(curves)
+            x0 += [math.log(a / scale**b), min(max(b, B_BOUNDS[0]), B_BOUNDS[1])]
+    lower = [0.0] + [-np.inf, B_BOUNDS[0]] * len(curves)
+    upper = [c_hi] + [np.inf, B_BOUNDS[1]] * len(curves)
     p = least_squares(residuals, np.asarray(x0), jac=jacobian, bounds=(lower, upper)).x
     b = tuple(float(v) for v in p[2::2])
     a = tuple(float(math.exp(la) * scale**bg) for la, bg in zip(p[1::2], b, strict=True))
@@ -138,6 +149,18 @@ def interval(samples: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.percentile(samples, [tail, 100 - tail], axis=axis)
 
 
+def binomial_interval(
+    diff: float, weights: np.ndarray, accuracies: np.ndarray, runs: np.ndarray, eval_size: int
+) -> np.ndarray:
+    """The CONFIDENCE normal interval of ``diff`` = weights @ accuracies (in %) from the
+    evaluation's binomial noise alone: each accuracy p, a mean of ``runs`` evaluations on
+    ``eval_size`` samples, has variance p(1-p)/(eval_size * runs)."""
+    p = np.clip(np.asarray(accuracies, float) / 100, 0.0, 1.0)
+    variance = np.sum(weights**2 * p * (1 - p) / (eval_size * np.asarray(runs, float)))
+    half = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2) * 100 * math.sqrt(variance)
+    return np.array([diff - half, diff + half])
+
+
 def noise_floor(p: float, n: int) -> float:
     """The binomial standard error sqrt(p(1-p)/N) of an accuracy p (a fraction) on N samples."""
     return math.sqrt(p * (1 - p) / n)
@@ -153,12 +176,14 @@ class Curves:
     def __init__(self, points: list[Point], cost: str):
         self.points = points
         self.log_x = np.log10([p.costs[cost] for p in points])
-        names = sorted({p.group for p in points}, key=group_order)
-        self.members = {}
-        for name in names:
-            own = [i for i, p in enumerate(points) if p.group == name]
-            shared = [i for i, p in enumerate(points) if p.group == SHARED_GROUP]
-            self.members[name] = own if name == SHARED_GROUP else own + shared
+        own: dict[str, list[int]] = {}
+        for i, p in enumerate(points):
+            own.setdefault(p.group, []).append(i)
+        shared = own.get(SHARED_GROUP, [])
+        self.members = {
+            name: own[name] if name == SHARED_GROUP else own[name] + shared
+            for name in sorted(own, key=group_order)
+        }
 
     def distinct(self, name: str) -> np.ndarray:
         return np.unique(self.log_x[self.members[name]])
@@ -241,7 +266,7 @@ def power_laws(
         return {n: (None, why) for n in curves.members}
     eligible = [n for n in names if len(curves.distinct(n)) >= MIN_FIT_COSTS]
     total = sum(len(curves.members[n]) for n in eligible)
-    if len(eligible) >= 2 and total >= MIN_POWER_COSTS:
+    if 2 <= len(eligible) <= MAX_SHARED_GROUPS and total >= MIN_POWER_COSTS:
         fitted, shared = eligible, True
     else:
         fitted = [n for n in eligible if len(curves.distinct(n)) >= MIN_POWER_COSTS]
@@ -252,8 +277,8 @@ def power_laws(
             result[name] = (
                 None,
                 f"no power law: {len(curves.distinct(name))} distinct cost(s); it needs "
-                f"{MIN_POWER_COSTS}, or {MIN_FIT_COSTS} with c shared by 2+ groups (with 4-6 "
-                "points its intervals are useless)",
+                f"{MIN_POWER_COSTS}, or {MIN_FIT_COSTS} with c shared by 2-{MAX_SHARED_GROUPS} "
+                "groups (with 4-6 points its intervals are useless)",
             )
     sets = [fitted] if shared else [[n] for n in fitted]
     for names_in_fit in sets:
@@ -284,5 +309,9 @@ def power_laws(
             note = "c shared across " + ", ".join(names_in_fit) if shared else "fitted alone"
             if ci is None:
                 note += "; n=1 for some of its models: no intervals"
+            a, b, x = best.a[g], best.b[g], xs[g]
+            if b <= B_FLAT or a * (x.min() ** -b - x.max() ** -b) < MIN_FALL:
+                result[name] = (None, NO_FALL)
+                continue
             result[name] = (PowerFit(best.c, best.a[g], best.b[g], shared, ci), note)
     return result

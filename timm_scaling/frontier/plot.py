@@ -1,4 +1,6 @@
-"""The plot: accuracy against each cost column, groups coloured, fits and the Pareto front."""
+"""The plot: accuracy against each cost column; the reference and the largest groups coloured
+(at most MAX_COLOURED), every other point grey; fits, the Pareto front, labels that do not
+overprint, and a title with the data set, epochs and runs per point."""
 
 from __future__ import annotations
 
@@ -21,7 +23,26 @@ from timm_scaling.frontier.results import (
     OTHER_COLOURS,
     SHARED_GROUP,
     Frontier,
+    Point,
 )
+
+MAX_COLOURED = 10
+GREY = "0.72"
+FRONT_COLOUR = "0.2"
+LABEL_SIZE = 7  # points
+# Where a label may go, in points from its marker: right-below first, then around.
+LABEL_OFFSETS = ((5, -10), (5, 3), (-5, 3), (-5, -10), (5, -19), (5, 12), (-5, 12), (-5, -19))
+
+
+def coloured_groups(fr: Frontier) -> list[str]:
+    """The groups drawn in colour: the reference, then the largest, MAX_COLOURED at most."""
+    names = [g.name for g in fr.groups]
+    if len(names) <= MAX_COLOURED:
+        return names
+    by_size = sorted(fr.groups, key=lambda g: -len(g.models))
+    chosen = [fr.reference] if fr.reference in names else []
+    chosen += [g.name for g in by_size if g.name not in chosen][: MAX_COLOURED - len(chosen)]
+    return [n for n in names if n in chosen]
 
 
 def _colours(names: Sequence[str]) -> dict[str, str]:
@@ -72,55 +93,132 @@ def _draw_group(ax, fr: Frontier, curves: Curves, column: str, name: str, colour
         )
 
 
-def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> None:
+def _grey(ax, points: Sequence[Point], column: str, size: float) -> None:
+    xs = [p.costs.get(column, math.nan) for p in points]
+    ax.scatter(xs, [p.y for p in points], s=size, color=GREY, linewidths=0, zorder=1)
+
+
+def _overlaps(box: tuple[float, float, float, float], boxes: list) -> bool:
+    x0, y0, x1, y1 = box
+    return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
+
+
+def place_labels(anchors: np.ndarray, texts: Sequence[str]) -> list[tuple[float, float] | None]:
+    """An offset (points) per label from LABEL_OFFSETS that overlaps no label placed before it,
+    or None (the label is left out rather than printed over another); ``anchors`` in points."""
+    width = 0.55 * LABEL_SIZE  # per character, in points
+    height = 1.1 * LABEL_SIZE
+    boxes: list[tuple[float, float, float, float]] = []
+    offsets: list[tuple[float, float] | None] = []
+    for (ax_, ay), text in zip(anchors, texts, strict=True):
+        chosen = None
+        for dx, dy in LABEL_OFFSETS:
+            left = ax_ + dx if dx >= 0 else ax_ + dx - width * len(text)
+            box = (left, ay + dy, left + width * len(text), ay + dy + height)
+            if not _overlaps(box, boxes):
+                chosen = (dx, dy)
+                boxes.append(box)
+                break
+        offsets.append(chosen)
+    return offsets
+
+
+def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str, str]) -> None:
+    points = fr.points
+    shown = [
+        i
+        for i, p in enumerate(points)
+        if front[i]
+        or (p.group in colours and (len(points) <= MAX_LABELLED or p.group == fr.reference))
+    ]
+    # The front first, then the reference group: they keep their places when labels crowd.
+    shown.sort(
+        key=lambda i: (not front[i], points[i].group != fr.reference, points[i].costs[column])
+    )
+    scale = 72 / ax.figure.dpi
+    anchors = ax.transData.transform([(points[i].costs[column], points[i].y) for i in shown])
+    # A grey point's label names its model: its size token alone would not say which.
+    texts = [
+        points[i].label if points[i].group in colours else points[i].name.split(".")[0]
+        for i in shown
+    ]
+    offsets = place_labels(anchors * scale, texts)
+    for i, text, offset in zip(shown, texts, offsets, strict=True):
+        if offset is None:
+            continue
+        ax.annotate(
+            text,
+            (points[i].costs[column], points[i].y),
+            xytext=offset,
+            textcoords="offset points",
+            ha="left" if offset[0] >= 0 else "right",
+            fontsize=LABEL_SIZE,
+            color=colours.get(points[i].group, FRONT_COLOUR),
+            zorder=5,
+        )
+
+
+def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> np.ndarray:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     cost = metric(column)
+    ax.set_xscale("log")
+    _grey(ax, [p for p in fr.points if p.group not in colours], column, 9)
     curves = Curves(fr.points, column)
     for name in curves.members:
-        _draw_group(ax, fr, curves, column, name, colours[name])
+        if name in colours:
+            _draw_group(ax, fr, curves, column, name, colours[name])
     xs = np.array([p.costs[column] for p in fr.points])
     means = np.array([p.y for p in fr.points])
     front = pareto_front(xs, means, not cost.higher_is_better, fr.y.higher_is_better)
     order = np.argsort(xs[front])
     ax.step(
-        xs[front][order], means[front][order], where="post", color="0.75", linewidth=0.9, zorder=1
+        xs[front][order],
+        means[front][order],
+        where="post",
+        color=FRONT_COLOUR,
+        linewidth=1.3,
+        linestyle=(0, (4, 2)),
+        zorder=2,
     )
-    for i, point in enumerate(fr.points):
-        if len(fr.points) <= MAX_LABELLED or front[i]:
-            ax.annotate(
-                point.label,
-                (xs[i], means[i]),
-                xytext=(5, -10),
-                textcoords="offset points",
-                fontsize=7,
-                color=colours[point.group],
-                zorder=5,
-            )
-    ax.set_xscale("log")
     decades = math.log10(xs.max() / xs.min())
-    # Labelled ticks: 1-2-5 over more than a decade; denser over less, but never crowded.
+    # Labelled ticks: decades over more than three, 1-2-5 over more than one; denser over less.
     subs = (
-        (1.0, 2.0, 5.0) if decades > 1 else (1.0, 2.0, 3.0, 5.0) if decades > 0.5 else range(1, 10)
+        (1.0,)
+        if decades > 3
+        else (1.0, 2.0, 5.0)
+        if decades > 1
+        else (1.0, 2.0, 3.0, 5.0)
+        if decades > 0.5
+        else range(1, 10)
     )
     ax.xaxis.set_major_locator(LogLocator(subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.1, y=0.08)
+    ax.autoscale_view()
+    # Models left out by --models: grey context within the selected points' limits.
+    limits = ax.get_xlim(), ax.get_ylim()
+    _grey(ax, fr.unselected, column, 4)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
     ax.set_xlabel(axis_label(cost, log=True))
     ax.grid(True, which="major", linewidth=0.5, alpha=0.35)
     ax.spines[["top", "right"]].set_visible(False)
+    return front
 
 
 def _legend(fig, ax, fr: Frontier) -> None:
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
-    extra = {"Pareto front": Line2D([], [], color="0.75", linewidth=0.9)}
+    extra = {"Pareto front": Line2D([], [], color=FRONT_COLOUR, linewidth=1.3, linestyle="--")}
     if any(g.fit for g in fr.groups):
         extra["fit: a + b log10 x"] = Line2D([], [], color="0.3", linewidth=1.4)
     if any(g.power_law and g.distinct_costs >= MIN_POWER_COSTS for g in fr.groups):
         extra["power law of the error"] = Line2D([], [], color="0.3", linestyle="--")
+    if fr.unselected or len(coloured_groups(fr)) < len(fr.groups):
+        extra["other models"] = Line2D([], [], color=GREY, marker="o", linestyle="none")
     fig.legend(
         handles + list(extra.values()),
         labels + list(extra),
@@ -130,20 +228,34 @@ def _legend(fig, ax, fr: Frontier) -> None:
     )
 
 
+def title(fr: Frontier) -> str:
+    """Data set, epochs and runs per point: ``digits, 3 epochs, n=3 per point``."""
+    parts = [fr.settings.get("dataset") or ", ".join(Path(s).name for s in fr.sources[:2])]
+    if "epochs" in fr.settings:
+        parts.append(f"{fr.settings['epochs']} epochs")
+    if "recipe" in fr.settings:
+        parts.append(f"recipe {fr.settings['recipe']}")
+    ns = sorted({p.n for p in fr.points})
+    parts.append(f"n={ns[0]} per point" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]} per point")
+    return ", ".join(p for p in parts if p)
+
+
 def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
     """frontier.png and frontier.svg in ``out``: one panel per cost column the rows carry."""
     from matplotlib.figure import Figure
 
     out = Path(out)
     panels = fr.panels
-    fig = Figure(figsize=(4.4 * len(panels) + 1.4, 4.0), layout="constrained")
+    fig = Figure(figsize=(4.4 * len(panels) + 1.4, 4.3), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    colours = _colours([g.name for g in fr.groups])
-    for ax, column in zip(axes, panels, strict=True):
-        _draw_panel(ax, fr, column, colours)
+    colours = _colours(coloured_groups(fr))
+    fronts = [_draw_panel(ax, fr, column, colours) for ax, column in zip(axes, panels, strict=True)]
     axes[0].set_ylabel(axis_label(fr.y))
-    if len(fr.groups) <= 12:
-        _legend(fig, axes[0], fr)
+    fig.suptitle(title(fr), fontsize=10)
+    _legend(fig, axes[0], fr)
+    fig.draw_without_rendering()  # limits and layout final, so data -> points is right
+    for ax, column, front in zip(axes, panels, fronts, strict=True):
+        _labels(ax, fr, column, front, colours)
     written = []
     for suffix in ("png", "svg"):
         target = out / f"frontier.{suffix}"

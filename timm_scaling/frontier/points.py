@@ -1,35 +1,153 @@
-"""Rows -> points: one point per configuration, its runs averaged."""
+"""Rows -> points. A point is a configuration: a model at one image size and, in our report.csv,
+one dataset, recipe and epochs; only rows that differ in their seed alone are repeats to
+average. Rows equal in all of that and in the seed too are one run written twice (a run
+retrained after its folder was deleted): the last is kept, with a warning."""
 
 from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from timm_scaling.frontier.names import label_of
+from timm_scaling.errors import InputError, UserError
+from timm_scaling.frontier.names import MULTIPLIER_COLUMNS, label_of
 from timm_scaling.frontier.results import PANEL_COLUMNS, Point, group_order
+
+SETTING_COLUMNS = ("dataset", "recipe", "epochs")
+HIDDEN = ("source", "line")
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Cells as text, numbers without a trailing ``.0`` (epochs 8.0 reads 8)."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    whole = numeric.notna() & (numeric == numeric.round())
+    text = values.astype("string").str.strip()
+    return text.where(~whole, numeric.round().astype("Int64").astype("string")).fillna("")
+
+
+def where(rows: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
+    """Rows matching every ``COLUMN=VALUE`` of ``conditions`` (``--where epochs=8``)."""
+    for condition in conditions:
+        column, sep, value = condition.partition("=")
+        column, value = column.strip(), value.strip()
+        if not sep or not column:
+            raise UserError(f"--where takes COLUMN=VALUE (e.g. epochs=8); got {condition!r}")
+        if column not in rows.columns or column in HIDDEN:
+            shown = ", ".join(c for c in rows.columns if c not in HIDDEN)
+            raise UserError(f"--where {condition}: no column {column!r}; the input has: {shown}")
+        cells = _text(rows[column])
+        match = cells == _text(pd.Series([value]))[0]
+        if not match.any():
+            values = ", ".join(sorted(set(cells))[:10])
+            raise UserError(f"--where {condition} matches no row; {column} has: {values}")
+        rows = rows[match]
+    return rows
+
+
+def select_models(models: pd.Series, patterns: Sequence[str]) -> pd.Series:
+    """A mask of the rows whose model matches one of ``patterns`` (fnmatch on the full name)."""
+    names = sorted(set(models))
+    mask = pd.Series(False, index=models.index)
+    for pattern in patterns:
+        matched = set(fnmatch.filter(names, pattern))
+        if not matched:
+            close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.5)
+            hint = f"close names: {', '.join(close)}" if close else "no name is close"
+            raise UserError(
+                f"--models {pattern!r} matches no model ({len(names)} in the input; fnmatch on "
+                f"the full name with its tag, e.g. 'tf_efficientnet_b?.in1k'); {hint}"
+            )
+        mask |= models.isin(matched)
+    return mask
+
+
+def settings(rows: pd.DataFrame, group: str) -> list[str]:
+    """The setting columns present, and refuse rows of one model in several settings."""
+    present = [c for c in SETTING_COLUMNS if c in rows.columns]
+    config = ["model", *(["img_size"] if "img_size" in rows.columns else [])]
+    for column in present:
+        if column == group:
+            continue
+        text = _text(rows[column])
+        counts = text.groupby([rows[c] for c in config], dropna=False).nunique()
+        mixed = counts[counts > 1]
+        if not mixed.empty:
+            key = mixed.index[0]
+            model = key[0] if isinstance(key, tuple) else key
+            values = sorted(set(text[rows["model"] == model]))
+            raise InputError(
+                f"rows of {model} differ in {column} ({', '.join(values)}): one analysis "
+                f"compares one {column}; pick one with --where {column}={values[-1]}, or "
+                f"compare them with --group {column}"
+            )
+    return present
+
+
+def drop_repeats(rows: pd.DataFrame, present: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The last of rows equal in configuration and seed (or, without a seed column, in every
+    column); a warning with their count."""
+    if "seed" in rows.columns:
+        key = ["model", *(["img_size"] if "img_size" in rows.columns else []), *present, "seed"]
+        what = "model, image size, setting and seed"
+    else:
+        key = [c for c in rows.columns if c not in HIDDEN]
+        what = "every column"
+    repeated = rows.duplicated([c for c in key if c in rows.columns], keep="last")
+    if not repeated.any():
+        return rows, []
+    names = ", ".join(dict.fromkeys(rows.loc[repeated, "model"].astype(str)))
+    return rows[~repeated], [
+        f"{int(repeated.sum())} row(s) repeat another in {what} (a run written twice, say "
+        f"retrained after its folder was deleted): the last of each is kept ({names})"
+    ]
 
 
 def aggregate(rows: pd.DataFrame, x: str, y: str, groups: pd.Series) -> list[Point]:
-    """One point per (group, model): the mean of its runs' costs and accuracy."""
+    """One point per configuration (group, model, image size, setting): the mean of its runs."""
     panels = [x] + [c for c in PANEL_COLUMNS if c != x and c in rows.columns]
-    points = []
     ys = rows[y].to_numpy(dtype=float)
     numeric = {c: pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in panels}
-    keys = [groups.to_numpy(), rows["model"].to_numpy()]
-    for (group, model), where in pd.DataFrame(keys).T.groupby([0, 1], sort=False).indices.items():
-        values = ys[where]
-        costs = {c: float(np.mean(numeric[c][where])) for c in panels}
+    sizes = (
+        pd.to_numeric(rows["img_size"], errors="coerce").round().astype("Int64")
+        if "img_size" in rows.columns
+        else pd.Series(pd.NA, index=rows.index, dtype="Int64")
+    )
+    several = sizes.groupby(rows["model"]).nunique() > 1
+    multipliers = {c: rows[c].to_numpy() for c in MULTIPLIER_COLUMNS if c in rows.columns}
+    keys = pd.DataFrame(
+        {
+            "group": groups.to_numpy(),
+            "model": rows["model"].to_numpy(),
+            "size": sizes.to_numpy(),
+            **{c: _text(rows[c]).to_numpy() for c in SETTING_COLUMNS if c in rows.columns},
+        }
+    )
+    points = []
+    for key, where_ in keys.groupby(list(keys.columns), sort=False, dropna=False).indices.items():
+        group, model, size = str(key[0]), str(key[1]), key[2]
+        size = None if pd.isna(size) else int(size)
+        values = ys[where_]
+        costs = {c: float(np.mean(numeric[c][where_])) for c in panels}
+        label = label_of(model, {c: multipliers[c][where_[0]] for c in multipliers})
+        name = model
+        if size is not None and several.get(model, False):
+            label, name = f"{label}@{size}", f"{model}@{size}"
         points.append(
             Point(
-                model=str(model),
-                group=str(group),
-                label=label_of(str(model), rows.iloc[where[0]]),
+                model=model,
+                group=group,
+                label=label,
                 x=costs[x],
                 y=float(values.mean()),
                 std=float(values.std(ddof=1)) if len(values) > 1 else None,
                 n=len(values),
                 runs=[float(v) for v in values],
                 costs=costs,
+                img_size=size,
+                name=name,
             )
         )
     points.sort(key=lambda p: (group_order(p.group), p.x, p.model))

@@ -1,8 +1,10 @@
-"""Output as text: the terminal table, markdown for reports, JSON."""
+"""Output as text: the terminal table, markdown for reports, JSON. Readable at any size: with
+many points or groups, the Pareto front, the largest groups and a hint (``--all``: all)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from timm_scaling.frontier.results import (
     CONFIDENCE,
@@ -10,9 +12,13 @@ from timm_scaling.frontier.results import (
     Frontier,
     Group,
     Point,
+    Verdict,
     format_cost,
 )
 from timm_scaling.report import Metric
+
+MAX_GROUPS_SHOWN = 12  # more groups than this: only the largest LARGEST_GROUPS are listed
+LARGEST_GROUPS = 8
 
 
 def axis_label(m: Metric, log: bool = False) -> str:
@@ -55,40 +61,83 @@ def _value_text(point: Point) -> str:
     return f"{point.y:.2f} ± {point.std:.2f} (n={point.n})"
 
 
-def _shown_points(fr: Frontier) -> list[Point]:
-    return fr.points if len(fr.points) <= MAX_LABELLED else [p for p in fr.points if p.on_front]
+@dataclass
+class View:
+    """What the text outputs show: everything, or (for many points or groups, without
+    ``--all``) the Pareto front, the largest groups and the verdicts that compare."""
+
+    points: list[Point]
+    groups: list[Group]
+    verdicts: list[Verdict]
+    hint: str | None
 
 
-def _table_rows(fr: Frontier) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+def view(fr: Frontier, everything: bool = False) -> View:
+    if everything or (len(fr.points) <= MAX_LABELLED and len(fr.groups) <= MAX_GROUPS_SHOWN):
+        return View(fr.points, fr.groups, fr.verdicts, None)
+    front = sorted((p for p in fr.points if p.on_front), key=lambda p: p.x)
+    largest = sorted(fr.groups, key=lambda g: (g.name != fr.reference, -len(g.models)))
+    shown = {g.name for g in largest[:LARGEST_GROUPS]}
+    groups = [g for g in fr.groups if g.name in shown]
+    verdicts = [v for v in fr.verdicts if v.difference is not None]
+    hint = (
+        f"{len(fr.points)} points in {len(fr.groups)} groups: shown are the {len(front)} on the "
+        f"Pareto front and the {len(groups)} largest groups"
+        + (f" and the {len(verdicts)} verdicts that compare" if fr.verdicts else "")
+        + "; pick groups with --models GLOB (repeatable, e.g. --models 'tf_efficientnet_b?.in1k' "
+        "--models 'resnet*.tv_in1k'), or print everything with --all"
+    )
+    return View(front, groups, verdicts, hint)
+
+
+Rows = list[list[str]]
+
+
+def _table_rows(v: View, fr: Frontier) -> tuple[list[str], Rows, list[str], Rows]:
+    """Point and group tables; for a compact view (a hint), only the columns that fit a
+    terminal: the front's model, size, cost and accuracy, and each group's fit."""
     cost = axis_label(fr.x)
-    point_header = ["group", "model", "label", cost, f"{axis_label(fr.y)} mean ± std", "Pareto"]
-    point_rows = [
-        [p.group, p.model, p.label, format_cost(p.x), _value_text(p), "yes" if p.on_front else ""]
-        for p in _shown_points(fr)
-    ]
-    fit_header = [
-        "group",
-        "models",
-        f"{cost} range",
-        f"fit y = a + b log10 x; per doubling [{CONFIDENCE:.0%} CI]",
-        "power law of the error",
-    ]
-    fit_rows = [
-        [
-            g.name,
-            str(len(g.models)),
-            f"{format_cost(g.cost_range[0])}-{format_cost(g.cost_range[1])}",
-            _fit_text(g),
-            _power_text(g),
-        ]
-        for g in fr.groups
-    ]
-    return point_header, point_rows, fit_header, fit_rows
+    sized = any(p.img_size is not None for p in v.points)
+    point_columns = {
+        "group": lambda p: p.group,
+        "model": lambda p: p.model,
+        "img size": lambda p: str(p.img_size or ""),
+        "label": lambda p: p.label,
+        cost: lambda p: format_cost(p.x),
+        f"{axis_label(fr.y)} mean ± std": _value_text,
+        "Pareto": lambda p: "yes" if p.on_front else "",
+    }
+    if not sized:
+        del point_columns["img size"]
+    if v.hint:
+        for column in ("group", "label", "Pareto"):
+            del point_columns[column]
+    group_columns = {
+        "group": lambda g: g.name,
+        "points": lambda g: str(len(g.models)),
+        f"{cost} range": lambda g: f"{format_cost(g.cost_range[0])}-{format_cost(g.cost_range[1])}",
+        f"fit y = a + b log10 x; per doubling [{CONFIDENCE:.0%} CI]": _fit_text,
+        "power law of the error": _power_text,
+    }
+    if v.hint:
+        del group_columns["power law of the error"]
+    return (
+        list(point_columns),
+        [[cell(p) for cell in point_columns.values()] for p in v.points],
+        list(group_columns),
+        [[cell(g) for cell in group_columns.values()] for g in v.groups],
+    )
 
 
-def to_markdown(fr: Frontier) -> str:
+def _floor_text(v: Verdict) -> str:
+    shown = v.noise_floor and v.interval_from != "evaluation noise"  # the interval holds it
+    return f" (binomial noise floor ±{v.noise_floor:.2f} pts)" if shown else ""
+
+
+def to_markdown(fr: Frontier, everything: bool = False) -> str:
     """Tables and verdict lines for analysis/REPORT.md."""
-    point_header, point_rows, fit_header, fit_rows = _table_rows(fr)
+    v = view(fr, everything)
+    point_header, point_rows, fit_header, fit_rows = _table_rows(v, fr)
 
     def table(header: list[str], rows: list[list[str]]) -> list[str]:
         cells = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
@@ -96,11 +145,9 @@ def to_markdown(fr: Frontier) -> str:
         return lines + ["| " + " | ".join(row) + " |" for row in cells[1:]]
 
     lines = [*table(point_header, point_rows), "", *table(fit_header, fit_rows), ""]
-    if len(point_rows) < len(fr.points):
-        lines += [f"(the {len(point_rows)} models on the Pareto front of {len(fr.points)})", ""]
-    for v in fr.verdicts:
-        floor = f" (binomial noise floor ±{v.noise_floor:.2f} pts)" if v.noise_floor else ""
-        lines.append(f"- {v.line}{floor}")
+    if v.hint:
+        lines += [f"({v.hint})", ""]
+    lines += [f"- {verdict.line}{_floor_text(verdict)}" for verdict in v.verdicts]
     lines += [f"- note: {note}" for note in fr.notes]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -109,8 +156,9 @@ def to_json(fr: Frontier) -> str:
     return json.dumps(fr.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def show(fr: Frontier, fmt: str = "table", console=None) -> None:
-    """Print the frontier to the terminal in ``fmt`` (table, json or markdown)."""
+def show(fr: Frontier, fmt: str = "table", console=None, everything: bool = False) -> None:
+    """Print the frontier to the terminal in ``fmt`` (table, json or markdown); ``everything``
+    (``--all``): every point, group and verdict however many."""
     from rich.console import Console
     from rich.table import Table
 
@@ -119,12 +167,16 @@ def show(fr: Frontier, fmt: str = "table", console=None) -> None:
         console.out(to_json(fr), end="", highlight=False)
         return
     if fmt == "markdown":
-        console.out(to_markdown(fr), end="", highlight=False)
+        console.out(to_markdown(fr, everything), end="", highlight=False)
         return
-    point_header, point_rows, fit_header, fit_rows = _table_rows(fr)
+    v = view(fr, everything)
+    point_header, point_rows, fit_header, fit_rows = _table_rows(v, fr)
+    point_title = f"{fr.y.label} against {fr.x.label}, by {fr.group_by}"
+    if v.hint:
+        point_title += ": the Pareto front"
     for title, header, rows in (
-        (f"{fr.y.label} against {fr.x.label}, by {fr.group_by}", point_header, point_rows),
-        ("Fits per group (model means)", fit_header, fit_rows),
+        (point_title, point_header, point_rows),
+        ("Fits per group (point means)", fit_header, fit_rows),
     ):
         table = Table(title=title)
         for column in header:
@@ -132,8 +184,9 @@ def show(fr: Frontier, fmt: str = "table", console=None) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
-    for v in fr.verdicts:
-        floor = f"  (binomial noise floor ±{v.noise_floor:.2f} pts)" if v.noise_floor else ""
-        console.print(v.line + floor, highlight=False, markup=False)
+    for verdict in v.verdicts:
+        console.print(verdict.line + _floor_text(verdict), highlight=False, markup=False)
     for note in fr.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
+    if v.hint:
+        console.print(v.hint, highlight=False, markup=False)

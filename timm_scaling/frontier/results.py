@@ -28,7 +28,18 @@ METHOD_COLOURS = {
     "compound": "#D55E00",
     "mixed": "#CC79A7",
 }
-OTHER_COLOURS = ("#56B4E9", "#882255", "#44AA99", "#999933", "#AA4499", "#332288", "#117733")
+OTHER_COLOURS = (
+    "#56B4E9",
+    "#882255",
+    "#44AA99",
+    "#999933",
+    "#AA4499",
+    "#332288",
+    "#117733",
+    "#E41A1C",
+    "#FF7F00",
+    "#6A3D9A",
+)
 # Keep a group name and its points' labels readable: beyond this many points only the front is
 # labelled, and the terminal lists only the front.
 MAX_LABELLED = 40
@@ -45,7 +56,12 @@ class Point:
     n: int
     runs: list[float]
     costs: dict[str, float]  # every panel column's mean, --x included
+    img_size: int | None = None
+    name: str = ""  # the model, with @img_size where the input has it at several sizes
     on_front: bool = False
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.model
 
 
 @dataclass
@@ -93,6 +109,7 @@ class Verdict:
     significant: bool | None = None
     n_min: int | None = None
     noise_floor: float | None = None
+    interval_from: str | None = None  # "runs" (bootstrap) or "evaluation noise" (--eval-size)
 
 
 @dataclass
@@ -112,9 +129,12 @@ class Frontier:
     seed: int = 0
     eval_size: int | None = None
     panels: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # dataset, epochs, recipe shared
+    unselected: list[Point] = field(default_factory=list)  # left out by --models: grey context
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["unselected"] = [p.name for p in self.unselected]
         data["x"] = self.x._asdict()
         data["y"] = self.y._asdict()
         return _finite(data)

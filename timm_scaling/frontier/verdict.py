@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from timm_scaling.frontier.fit import Curves, interval, noise_floor
+from timm_scaling.frontier.fit import Curves, binomial_interval, interval, noise_floor
 from timm_scaling.frontier.results import (
     CONFIDENCE,
     SHARED_GROUP,
@@ -16,14 +16,18 @@ from timm_scaling.frontier.results import (
 )
 from timm_scaling.report import Metric
 
+EVALUATION_ONLY = "evaluation noise only; the spread between training runs is unknown"
+
 
 def _verdict_line(
-    head: str, diff: float, ci: np.ndarray | None, n1: int, models: int, unit: str
+    head: str, diff: float, ci: np.ndarray | None, n1: int, models: int, unit: str, source: str
 ) -> str:
     if ci is None:
-        who = "per model" if n1 == models else f"for {n1} of {models} models"
+        who = "per point" if n1 == models else f"for {n1} of {models} points"
         return f"{head}: {diff:+.1f} {unit}, n=1 {who}: no interval, no claim"
     text = f"{diff:+.1f} {unit}, {CONFIDENCE:.0%} CI [{ci[0]:.1f}, {ci[1]:.1f}]"
+    if source == "evaluation noise":
+        text += f" ({EVALUATION_ONLY})"
     if ci[0] > 0 or ci[1] < 0:
         return f"{head}: {text}"
     return f"{head}: no significant difference ({text})"
@@ -48,13 +52,15 @@ def compare_groups(
             if point.group == reference:
                 weights = np.zeros(len(points))
                 weights[i] = 1.0
-                targets.append((point.x, weights, "observed"))
+                targets.append((point.x, weights, point.label))
     others = [g for g in curves.members if g not in (reference, SHARED_GROUP)]
     unit = difference_unit(y)
     verdicts = []
+    ns = np.array([p.n for p in points])
     for cost, ref_weights, ref_how in targets:
         for other in others:
-            head = f"{reference} vs {other} at {format_cost(cost)} {x.unit}".rstrip()
+            what = f"{reference} {ref_how}" if not at else reference
+            head = f"{what} vs {other} at {format_cost(cost)} {x.unit}".rstrip()
             if ref_weights is None:
                 line = f"{head}: no comparison ({ref_how})"
                 verdicts.append(Verdict(reference, other, cost, float("nan"), line))
@@ -69,13 +75,16 @@ def compare_groups(
             used = [p.n for p, w in zip(points, diff_weights, strict=True) if abs(w) > 1e-12]
             other_value = float(weights @ means)
             diff = ref_value - other_value
-            ci = None
+            ci, source = None, None
             if min(used) >= 2:
-                ci = interval(replicates @ diff_weights)
+                ci, source = interval(replicates @ diff_weights), "runs"
+            elif eval_size and y.unit == "%":
+                ci = binomial_interval(diff, diff_weights, means, ns, eval_size)
+                source = "evaluation noise"
             floor = None
             if eval_size and y.unit == "%":
                 floor = 100 * noise_floor(min(max(ref_value / 100, 0.0), 1.0), eval_size)
-            line = _verdict_line(head, diff, ci, sum(n < 2 for n in used), len(used), unit)
+            line = _verdict_line(head, diff, ci, sum(n < 2 for n in used), len(used), unit, source)
             verdicts.append(
                 Verdict(
                     reference=reference,
@@ -89,6 +98,7 @@ def compare_groups(
                     significant=None if ci is None else bool(ci[0] > 0 or ci[1] < 0),
                     n_min=min(used),
                     noise_floor=floor,
+                    interval_from=source,
                     line=line,
                 )
             )
