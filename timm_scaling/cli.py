@@ -204,7 +204,7 @@ def profile_cmd(
 def train_cmd(
     recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
@@ -281,7 +281,7 @@ def sweep_cmd(
     ],
     seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of every run.")] = None,

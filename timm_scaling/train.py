@@ -258,7 +258,7 @@ class Trainer:
     def _build(self) -> None:
         recipe, accelerator = self.recipe, self.accelerator
         set_seed(recipe.seed)  # before the data split and the model's initialisation
-        self.num_classes = data.num_classes(recipe.dataset, recipe.data_dir)
+        self.num_classes = data.recipe_classes(recipe)
         # Measured first: an image size the network cannot take fails before any training.
         self.cost = cost_columns(recipe, self.num_classes)
         model = timm.create_model(
@@ -310,9 +310,7 @@ class Trainer:
             ("train", True, per_process, recipe.limit_train),
             ("val", False, recipe.eval_batch_size, recipe.limit_val),
         ):
-            images = data.load_images(
-                recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
-            )
+            images = self._images(split, limit)
             batches.append(
                 data.DeviceBatches(
                     images,
@@ -330,6 +328,26 @@ class Trainer:
                 )
             )
         return batches
+
+    def _images(self, split: str, limit: int | None) -> data.ImageSet:
+        recipe = self.recipe
+        if recipe.dataset != data.SYNTHETIC:
+            return data.load_images(
+                recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
+            )
+        if recipe.data_dir is not None and split == "train":
+            logger.warning(
+                f"dataset synthetic makes random images: data_dir {recipe.data_dir} is not used"
+            )
+        size = recipe.synthetic_train_size if split == "train" else recipe.synthetic_val_size
+        return data.synthetic(
+            min(size, limit or size),
+            recipe.image_size,
+            recipe.synthetic_classes,
+            recipe.seed,
+            split,
+            self.accelerator.device,
+        )
 
     def _folder_data(self, cfg: dict[str, Any], per_process: int):
         recipe, accelerator = self.recipe, self.accelerator
