@@ -11,6 +11,7 @@ share of the batch, so the update's gradient is the mean over the batch whatever
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -374,6 +375,11 @@ class Trainer:
         accelerator.even_batches = True
         return train, val
 
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The model evaluated each epoch: the EMA of the weights where the recipe has one."""
+        return self.ema.module if self.ema is not None else self.unwrapped
+
     # -- training -----------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
@@ -387,8 +393,7 @@ class Trainer:
             stats = self.train_epoch(epoch)
             if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
                 distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
-            model = self.ema.module if self.ema is not None else self.unwrapped
-            stats.update(evaluate(model, self.val_batches, accelerator))
+            stats.update(evaluate(self.evaluated_model, self.val_batches, accelerator))
             stats["epoch_s"] = time.perf_counter() - started
             history.append(stats)
             logger.info(
@@ -399,21 +404,28 @@ class Trainer:
             self._save_checkpoint(history)
         return self._finish(history)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(
+        self, epoch: int, max_updates: int | None = None, seconds: float | None = None
+    ) -> dict[str, float]:
+        """One epoch of updates, or its first ``max_updates``, or those begun within ``seconds``
+        (a plan's measurement: one process only, where no other process must keep step)."""
         self.model.train()
         self.train_batches.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.accelerator.device)
         images_seen = 0
         started = time.perf_counter()
         bar = tqdm(
-            self.train_batches,
+            itertools.islice(self.train_batches, max_updates),
             desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+            total=min(len(self.train_batches), max_updates or len(self.train_batches)),
             leave=False,
             disable=not self.progress,
         )
         for images, labels in bar:
             loss_sum += self._update(images, labels)
             images_seen += len(labels)
+            if seconds is not None and time.perf_counter() - started >= seconds:
+                break
         totals = torch.stack([loss_sum, torch.tensor(float(images_seen), device=loss_sum.device)])
         loss, count = self.accelerator.reduce(totals, reduction="sum").tolist()
         seconds = time.perf_counter() - started
