@@ -364,6 +364,8 @@ def sweep_cmd(
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    if gpus is not None:
+        sweeps.select_gpus(gpus)
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     if dry_run:
