@@ -101,7 +101,8 @@ def test_measure_projects_the_epochs_of_the_real_loop(tmp_path):
     assert list(got) == list(COLUMNS)
     assert got["updates_measured"] == 1  # the deadline passed after the first timed update
     assert (got["measured_on"], got["device"], got["micro_batches"]) == ("digits", "cpu", 1)
-    assert got["images_per_s"] > 0 and got["peak_mem_mb"] > 0
+    assert got["images_per_s"] > 0
+    assert got["peak_mem_mb"] is None or got["peak_mem_mb"] > 0  # measured where it means much
     assert got["epoch_s"] == pytest.approx(got["train_epoch_s"] + got["eval_epoch_s"])
     assert got["run_s"] == pytest.approx(3 * got["epoch_s"])
     # 64 images in 2 updates an epoch: one timed update of 32 images is half an epoch.
@@ -152,3 +153,20 @@ def test_sweep_plan_measures_every_run_in_jobs_on_the_gpus(tmp_path, monkeypatch
     rows = planning.read_plan(output / "pair" / PLAN_FILE)
     assert [r["model"] for r in rows] == ["effnet_b0", "effnet_b0_d2"]
     assert "total: 2 run(s)" in outcome.output and "wall time with --jobs 2" in outcome.output
+
+
+def test_render_is_one_aligned_line_per_run():
+    rows = [row(images_per_s=1234.5, train_epoch_s=40.0, eval_epoch_s=3.0, epochs=35)]
+    rows.append(
+        row(
+            model="effnet_b0_phi1",
+            micro_batches=None,
+            images_per_s=None,
+            run_s=None,
+            peak_mem_mb=None,
+        )
+    )
+    lines = planning.render(rows).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("model") and set(lines[1]) == {"-", " "}
+    assert lines[2].split()[:3] == ["effnet_b0", "baseline", "0"] and "1234" in lines[2]
+    assert "OOM" in lines[3].split() and lines[3].index("OOM") < lines[2].index("1234")

@@ -57,17 +57,9 @@ PLAN_SECONDS_HELP = (
 
 def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) -> None:
     """The plan's table and summary lines, then where it was written."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     from timm_scaling import plan
 
-    headers, cells = plan.table(rows)
-    table = Table(*headers, title="Plan (projected from a brief measurement)", box=box.SIMPLE_HEAD)
-    for row in cells:
-        table.add_row(*row)
-    Console().print(table)
+    typer.echo(plan.render(rows))
     for line in plan.summary(rows, jobs):
         typer.echo(line)
     typer.echo(f"wrote {path} (measured in {plan.duration(seconds)})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import heapq
 import io
 import os
@@ -107,6 +108,8 @@ def measure(recipe: Recipe, seconds: float | None = None, cpu: bool = False) -> 
     from timm_scaling.train import Trainer, device_name, evaluate, is_out_of_memory, peak_memory_mb
 
     measured, measured_on = stand_in(recipe)
+    if recipe.compile:  # each model compiles afresh, not against the previous runs' guards
+        torch._dynamo.reset()
     with tempfile.TemporaryDirectory(prefix="timm-scaling-plan-") as folder:
         trainer = Trainer(measured, folder, progress=False, cpu=cpu)
         accelerator = trainer.accelerator
@@ -141,6 +144,7 @@ def measure(recipe: Recipe, seconds: float | None = None, cpu: bool = False) -> 
         accelerator.end_training()
         accelerator.free_memory()
         del trainer
+        gc.collect()  # the next run's peak must not hold this one's tensors
         if cuda:
             torch.cuda.empty_cache()
     return {column: row.get(column) for column in COLUMNS}
@@ -240,7 +244,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]
                 str(row["batch_size"]),
                 str(row["micro_batches"] or "OOM"),
                 number(row["images_per_s"]) if row["images_per_s"] else "-",
-                number(row["peak_mem_mb"]),
+                number(row["peak_mem_mb"]) if row["peak_mem_mb"] else "-",
                 duration(row["train_epoch_s"]),
                 duration(row["eval_epoch_s"]),
                 str(row["epochs"]),
@@ -248,6 +252,21 @@ def table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]
             ]
         )
     return headers, cells
+
+
+def render(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table as aligned plain text: whole in a log or a narrow terminal (numbers right)."""
+    headers, cells = table(rows)
+    widths = [max(len(text) for text in column) for column in zip(headers, *cells, strict=True)]
+    lines = []
+    for line in (headers, *cells):
+        parts = [
+            text.ljust(width) if i < 2 else text.rjust(width)
+            for i, (text, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
 
 
 def summary(rows: Sequence[Mapping[str, Any]], jobs: int | None = None) -> list[str]:
