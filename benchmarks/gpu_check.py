@@ -27,6 +27,7 @@ The project runs from this checkout (put on PYTHONPATH for the steps); nothing i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import importlib.metadata
@@ -122,6 +123,18 @@ class Check:
             "environment": {},
             "steps": {},
         }
+        self.running: subprocess.Popen | None = None
+        signal.signal(signal.SIGTERM, self._stopped)
+
+    def _stopped(self, signum, frame) -> None:
+        """Stopped from outside (SIGTERM, e.g. `timeout`): end the step's processes, record it."""
+        if self.running is not None:
+            kill_group(self.running)
+        for step in self.record["steps"].values():
+            if step["status"] == "running":
+                step["status"] = "failed: gpu_check was stopped (SIGTERM) during this step"
+        self.save()
+        sys.exit(1)
 
     # -- running steps ----------------------------------------------------------------------
 
@@ -171,14 +184,16 @@ class Check:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            self.running = process
             try:
                 code = process.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                kill_group(process)
                 raise StepFailed(
                     f"killed after {limit:.0f} s (its time limit); see {path}"
                 ) from None
+            finally:
+                self.running = None
         seconds = time.monotonic() - started
         text = path.read_text(errors="replace")
         if code != 0:
@@ -198,6 +213,13 @@ class Check:
         self.record["updated"] = now()
         atomic_write(self.out / "gpu_check.json", json.dumps(self.record, indent=1) + "\n")
         atomic_write(self.out / "gpu_check.md", render(self.record))
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill a step's process and everything it started (a sweep's workers)."""
+    with contextlib.suppress(ProcessLookupError):  # it ended by itself meanwhile
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class StepFailed(Exception):
@@ -220,15 +242,28 @@ def environment(device: str) -> dict[str, Any]:
     env["cuda"] = torch.version.cuda
     env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        env["device_name"] = props.name
-        env["device_memory_mb"] = round(props.total_memory / 2**20)
-        env["device_count"] = torch.cuda.device_count()
-        env["capability"] = f"{props.major}.{props.minor}"
+        env.update(gpu_properties())
     else:
         env["device_name"] = cpu_name()
         env["cpu_count"] = os.cpu_count()
     return env
+
+
+GPU_PROPERTIES = """
+import json, torch
+p = torch.cuda.get_device_properties(0)
+print(json.dumps({"device_name": p.name, "device_memory_mb": round(p.total_memory / 2**20),
+    "device_count": torch.cuda.device_count(), "capability": f"{p.major}.{p.minor}"}))
+"""
+
+
+def gpu_properties() -> dict[str, Any]:
+    """The GPU's name and memory, asked in a child process: in this one, CUDA would keep a
+    context (hundreds of MB of the card) for the whole check."""
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_PROPERTIES], capture_output=True, text=True, timeout=120
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def cpu_name() -> str:
