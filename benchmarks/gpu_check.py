@@ -523,7 +523,7 @@ def render(record: dict[str, Any]) -> str:
     lines.append("")
     for name, step in steps.items():
         body = SECTIONS.get(name)
-        if body is None or "status" not in step or step["status"].startswith("not run"):
+        if body is None or step["status"] == "running" or step["status"].startswith("not run"):
             continue
         lines += [f"## {name}: {step['title']}", ""]
         try:
@@ -553,8 +553,8 @@ def render_throughput(step: dict[str, Any]) -> list[str]:
     )
     return [
         f"{step['model']} at {step['img_size']} px, batch {step['batch_size']}, "
-        f"{step['mixed_precision']}, compile {step.get('compile_mode') or 'no'}, optimizer "
-        f"step {step['optimizer_step']}, warm-up {step['warm_up_s']:.1f} s:",
+        f"precision {step['mixed_precision']}, compile {step.get('compile_mode') or 'no'}, "
+        f"optimizer step {step['optimizer_step']}, warm-up {step['warm_up_s']:.1f} s:",
         "",
         f"limit {fmt(step.get('limit'))} images/s, loop {fmt(step['loop'])}, plain "
         f"{fmt(step.get('plain'))}: {ratio} (goals: loop/limit >= 0.9, loop/plain >= 2)",
