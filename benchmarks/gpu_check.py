@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         on a CPU, whatever the budget has left."""
         return seconds if cuda else budget
 
-    check.step("a", "pytest -m cuda", cap(170), tests)
+    check.step("a", "pytest -m cuda", cap(200), tests)
     check.step("b1", "train_throughput, eager", cap(45), throughput, "throughput-eager")
     if cuda:  # compiling on a CPU takes minutes and shows nothing about CUDA graphs
         graphs = ("throughput-graphs", "--compile-mode", "reduce-overhead")
