@@ -69,10 +69,15 @@ class LossNotFinite(UserError):
     exit_code = 3
 
 
+# How an allocation failure reads when a library other than torch's allocator hits it.
+OUT_OF_MEMORY = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or a RuntimeError that says so (cuDNN, CPU allocators)."""
+    """CUDA's OutOfMemoryError, or a RuntimeError that says so (cuBLAS, cuDNN, CPU allocators)."""
+    text = str(err).lower()
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+        isinstance(err, RuntimeError) and any(marker in text for marker in OUT_OF_MEMORY)
     )
 
 
@@ -321,6 +326,8 @@ class Trainer:
         )
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.unwrapped = accelerator.unwrap_model(self.model)
+        # The timm model itself under torch.compile too (EMA, checksums and hooks want it).
+        self.unwrapped = getattr(self.unwrapped, "_orig_mod", self.unwrapped)
         self.train_batches, self.val_batches = self._data(model.pretrained_cfg)
         updates_per_epoch = len(self.train_batches)
         self.scheduler = StepLRScheduler(
