@@ -44,6 +44,12 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+LOG_WITH_HELP = (
+    "Experiment trackers (Accelerate's names, comma separated): tensorboard, wandb, mlflow, "
+    "comet_ml, aim, clearml or all; they log into each run folder."
+)
+
+
 @app.command("list")
 @user_errors
 def list_cmd() -> None:
@@ -119,6 +125,39 @@ def frontier_cmd(
     frontier.show(result, fmt)
     if fmt == "table":
         typer.echo(f"wrote {', '.join(str(path) for path in written)}")
+
+
+@app.command("curves")
+@user_errors
+def curves_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders, folders of run folders (a --output), or a sweep's report folder."
+        ),
+    ],
+    x: Annotated[str, typer.Option("--x", help="The x axis: epoch, images or compute.")] = "epoch",
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Add a panel of this metrics.jsonl key (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder; default: the PATH (several: their folder)."),
+    ] = None,
+) -> None:
+    """Training curves: validation top-1, training loss and learning rate per model.
+
+    One line per model, coloured by scaling method, its seeds as a band (mean +- std). Writes
+    curves.png and curves.svg into --out. Exit codes: 0 done; 2 bad option; 3 bad input (no run
+    folders, nothing to draw).
+    """
+    from timm_scaling import curves
+
+    drawn, written = curves.run(paths, x, metric or (), out)
+    for warning in drawn.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"{len(drawn.runs)} run(s) drawn; wrote {', '.join(map(str, written))}")
 
 
 @app.command("profile")
@@ -223,6 +262,7 @@ def train_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
     ] = None,
+    log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
 ) -> None:
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
     import logging
@@ -232,7 +272,7 @@ def train_cmd(
     from timm_scaling.runs import finished
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
-    options.update(batch_size=batch_size, lr=lr, seed=seed)
+    options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     resolved = load_recipe(recipe, overrides)
     done = finished(output, resolved)
@@ -296,6 +336,7 @@ def sweep_cmd(
         int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
     ] = 1,
     dry_run: Annotated[bool, typer.Option(help="Print the runs and train nothing.")] = False,
+    log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
 ) -> None:
     """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
     frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
@@ -309,7 +350,7 @@ def sweep_cmd(
     from timm_scaling import sweep as sweeps
     from timm_scaling.runs import finished, run_folder
 
-    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
+    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
@@ -319,12 +360,25 @@ def sweep_cmd(
         for recipe, state in zip(runs, states, strict=True):
             typer.echo(f"{run_folder(output, recipe)}  {state}")
         return
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    bar = tqdm(total=len(runs), desc=sweep, unit="run", position=0, dynamic_ncols=True)
+    # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.
+    terminal = sys.stderr.isatty()
+    logging.basicConfig(level=logging.WARNING if terminal else logging.INFO, format="%(message)s")
+    bar = tqdm(
+        total=len(runs),
+        desc=sweep,
+        unit="run",
+        position=0,
+        dynamic_ncols=True,
+        disable=not terminal,
+    )
 
     def progress(i: int, total: int, recipe, done: bool) -> None:
         bar.n = i
         bar.set_postfix_str(f"{recipe.model} s{recipe.seed}{' (finished)' if done else ''}")
+        if not terminal:
+            state = "finished before" if done else "training" if jobs == 1 else "trained"
+            line = f"{sweep}: {i}/{total} done; {recipe.model} s{recipe.seed} {state}"
+            typer.echo(line, err=True)
 
     try:
         result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs)

@@ -957,7 +957,8 @@ def show(fr: Frontier, fmt: str = "table", console=None) -> None:
 # ------------------------------------------------------------------------------------ plot
 
 
-def _colours(names: Sequence[str]) -> dict[str, str]:
+def colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per group: the method's own (one palette for every plot), others in turn."""
     others = iter(OTHER_COLOURS * (1 + len(names) // len(OTHER_COLOURS)))
     return {n: METHOD_COLOURS.get(n) or next(others) for n in names}
 
@@ -1071,15 +1072,21 @@ def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
     panels = fr.panels
     fig = Figure(figsize=(4.4 * len(panels) + 1.4, 4.0), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    colours = _colours([g.name for g in fr.groups])
+    colours_ = colours([g.name for g in fr.groups])
     for ax, column in zip(axes, panels, strict=True):
-        _draw_panel(ax, fr, column, colours)
+        _draw_panel(ax, fr, column, colours_)
     axes[0].set_ylabel(axis_label(fr.y))
     if len(fr.groups) <= 12:
         _legend(fig, axes[0], fr)
+    return save_figure(fig, out, "frontier")
+
+
+def save_figure(fig, out: str | os.PathLike, stem: str) -> list[Path]:
+    """``<stem>.png`` and ``<stem>.svg`` of ``fig`` in ``out``, each written atomically."""
+    out = Path(out)
     written = []
     for suffix in ("png", "svg"):
-        target = out / f"frontier.{suffix}"
+        target = out / f"{stem}.{suffix}"
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         try:
