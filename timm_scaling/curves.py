@@ -131,8 +131,9 @@ def find_run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
-    """The JSON object lines of ``path``; a cut or broken line is skipped with a warning."""
+def read_jsonl(path: Path, warnings: list[str], needs: Sequence[str] = ("epoch",)) -> list[dict]:
+    """The lines of ``path`` that are JSON objects with a number for each key of ``needs``; a
+    cut or broken line is skipped with a warning."""
     if not path.is_file():
         return []
     rows, bad = [], []
@@ -143,13 +144,13 @@ def read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
             row = json.loads(line)
         except ValueError:
             row = None
-        if isinstance(row, dict):
+        if isinstance(row, dict) and all(isinstance(row.get(k), int | float) for k in needs):
             rows.append(row)
         else:
             bad.append(number)
     if bad:
         warnings.append(
-            f"{path}: line {bad[0]} is cut or not JSON (a run killed while writing?); "
+            f"{path}: line {bad[0]} is cut or not a history line (a run killed while writing?); "
             f"used its {len(rows)} readable line(s)"
         )
     return rows
@@ -182,7 +183,7 @@ def read_run(folder: Path, warnings: list[str]) -> Run | None:
         model=str(model),
         seed=recipe.get("seed", result.get("seed")),
         epochs=epochs,
-        steps=read_jsonl(folder / STEPS_FILE, warnings),
+        steps=read_jsonl(folder / STEPS_FILE, warnings, ("epoch", "images")),
         gmacs=float(gmacs) if isinstance(gmacs, int | float) else None,
     )
 
