@@ -174,8 +174,9 @@ def test_sweep_trains_by_shard_then_reports_and_resumes(tiny_sweep, tmp_path):
     planned = plan(load_sweep(str(tiny_sweep)))
     assert sorted(r["model"] for r in rows) == sorted(r.model for r in planned)
     assert {r["method"] for r in rows} == {"baseline", "depth", "width", "compound"}
-    for name in ("frontier.json", "frontier.png", "frontier.md"):
+    for name in ("frontier.json", "frontier.png", "frontier.md", "curves.png", "curves.svg"):
         assert (runs / "tiny" / name).stat().st_size > 0
+    assert f"wrote {runs / 'tiny' / 'curves.png'}" in second.output
     result = json.loads((runs / "tiny" / "frontier.json").read_text())
     assert len(result["points"]) == 4
     assert f"report: {report}" in second.output

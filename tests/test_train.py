@@ -25,7 +25,15 @@ from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import COLUMNS, read_rows
-from timm_scaling.runs import CHECKPOINTS, LATEST, METRICS_FILE, RESULT_FILE, finished, run_folder
+from timm_scaling.runs import (
+    CHECKPOINTS,
+    LATEST,
+    METRICS_FILE,
+    RESULT_FILE,
+    STEPS_FILE,
+    finished,
+    run_folder,
+)
 from timm_scaling.train import NUM_PROCESSES_ENV, LossNotFinite, Trainer, evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +204,7 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path):
         interrupted.fit()
     folder = run_folder(tmp_path / "resumed", recipe)
     assert not (folder / RESULT_FILE).exists() and len(history(folder)) == 1
+    assert len((folder / STEPS_FILE).read_text().splitlines()) == UPDATES_PER_EPOCH
     AcceleratorState._reset_state(reset_partial_state=True)
 
     without_resume = runner.invoke(
@@ -213,6 +222,10 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path):
 
     resumed = train(recipe, tmp_path / "resumed", resume=True)
     assert history(folder) == history(run_folder(tmp_path / "straight", recipe))
+    # The finer history of epoch 1 came back with the checkpoint: one point an update here.
+    straight_steps = (run_folder(tmp_path / "straight", recipe) / STEPS_FILE).read_text()
+    assert (folder / STEPS_FILE).read_text() == straight_steps
+    assert len(straight_steps.splitlines()) == 2 * UPDATES_PER_EPOCH
     assert resumed["replica_checksums"] == straight["replica_checksums"]
     assert (resumed["top1"], resumed["top5"]) == (straight["top1"], straight["top5"])
 

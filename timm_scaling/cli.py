@@ -45,6 +45,12 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+LOG_WITH_HELP = (
+    "Experiment trackers (Accelerate's names, comma separated): tensorboard, wandb, mlflow, "
+    "comet_ml, aim, clearml or all; they log into each run folder."
+)
+
+
 PLAN_HELP = (
     "Train nothing: measure each run briefly on this machine (the real loop, the recipe's "
     "settings; synthetic data of the same shape where the data set is absent) and write its "
@@ -193,6 +199,39 @@ def frontier_cmd(
         typer.echo(f"wrote {', '.join(str(path) for path in written)}")
 
 
+@app.command("curves")
+@user_errors
+def curves_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders, folders of run folders (a --output), or a sweep's report folder."
+        ),
+    ],
+    x: Annotated[str, typer.Option("--x", help="The x axis: epoch, images or compute.")] = "epoch",
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Add a panel of this metrics.jsonl key (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder; default: the PATH (several: their folder)."),
+    ] = None,
+) -> None:
+    """Training curves: validation top-1, training loss and learning rate per model.
+
+    One line per model, coloured by scaling method, its seeds as a band (mean +- std). Writes
+    curves.png and curves.svg into --out. Exit codes: 0 done; 2 bad option; 3 bad input (no run
+    folders, nothing to draw).
+    """
+    from timm_scaling import curves
+
+    drawn, written = curves.run(paths, x, metric or (), out)
+    for warning in drawn.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"{len(drawn.runs)} run(s) drawn; wrote {', '.join(map(str, written))}")
+
+
 @app.command("profile")
 @user_errors
 def profile_cmd(
@@ -295,6 +334,7 @@ def train_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
     ] = None,
+    log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
     plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
 ) -> None:
@@ -306,7 +346,7 @@ def train_cmd(
     from timm_scaling.runs import finished
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
-    options.update(batch_size=batch_size, lr=lr, seed=seed)
+    options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     resolved = load_recipe(recipe, overrides)
     if plan:
@@ -388,6 +428,7 @@ def sweep_cmd(
         typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the runs and train nothing.")] = False,
+    log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
     plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
 ) -> None:
@@ -403,7 +444,7 @@ def sweep_cmd(
     from timm_scaling import sweep as sweeps
     from timm_scaling.runs import finished, run_folder
 
-    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
+    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
@@ -415,13 +456,21 @@ def sweep_cmd(
         for recipe, state in zip(runs, states, strict=True):
             typer.echo(f"{run_folder(output, recipe)}  {state}")
         return
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.
+    terminal = sys.stderr.isatty()
+    logging.basicConfig(level=logging.WARNING if terminal else logging.INFO, format="%(message)s")
     if plan:
         from timm_scaling.plan import budget
 
         budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
         started = time.perf_counter()
-        with tqdm(total=len(runs), desc=f"{sweep} plan", unit="run", dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(runs),
+            desc=f"{sweep} plan",
+            unit="run",
+            dynamic_ncols=True,
+            disable=not terminal,
+        ) as bar:
 
             def measured(i: int, total: int, recipe) -> None:
                 bar.n = i
@@ -434,11 +483,22 @@ def sweep_cmd(
             bar.n = len(runs)
         _show_plan(rows, path, time.perf_counter() - started, jobs)
         return
-    bar = tqdm(total=len(runs), desc=sweep, unit="run", position=0, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(runs),
+        desc=sweep,
+        unit="run",
+        position=0,
+        dynamic_ncols=True,
+        disable=not terminal,
+    )
 
     def progress(i: int, total: int, recipe, done: bool) -> None:
         bar.n = i
         bar.set_postfix_str(f"{recipe.model} s{recipe.seed}{' (finished)' if done else ''}")
+        if not terminal:
+            state = "finished before" if done else "training" if jobs == 1 else "trained"
+            line = f"{sweep}: {i}/{total} done; {recipe.model} s{recipe.seed} {state}"
+            typer.echo(line, err=True)
 
     try:
         result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs, gpus)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 import timm_scaling
+from timm_scaling import trackers
 from timm_scaling.errors import UserError
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import parse_name
@@ -120,12 +121,16 @@ class Recipe:
     # use only the first N training / validation images (tests, quick runs); None: all
     limit_train: int | None = None
     limit_val: int | None = None
+    # experiment trackers (Accelerate's names, comma separated): tensorboard, wandb, mlflow,
+    # comet_ml, aim, clearml or all; None: none (metrics.jsonl is the record either way)
+    log_with: str | None = None
 
     def __post_init__(self) -> None:
         try:
             parse_name(self.model)
         except UserError as err:
             raise UserError(f"model: {err}") from None
+        trackers.parse(self.log_with)
         for keys, ok, allowed in _BOUNDS:
             for key in keys:
                 value = getattr(self, key)

@@ -6,6 +6,7 @@ Imports no torch: ``timm-scaling collect`` starts fast.
 
     recipe.yaml          the resolved recipe
     metrics.jsonl        one line per finished epoch: loss, lr, top1, top5, seconds, samples/s
+    steps.jsonl          the finer history: lr and training loss about 20 times an epoch
     checkpoints/         Accelerate ``save_state`` of the last finished epoch; ``latest`` names it
     result.json          the report row and the run's details; written last: the run is finished
 
@@ -24,6 +25,7 @@ from timm_scaling.recipes import load_recipe
 from timm_scaling.report import COLUMNS, write_rows
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
+STEPS_FILE = "steps.jsonl"
 CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
 REPORT_FILE = "report.csv"
 
@@ -33,13 +35,19 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
     return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}"
 
 
+# Recipe keys that do not change what a run computes: a run may resume or count as finished
+# with other values of them.
+INCIDENTAL_KEYS = ("name", "log_with")
+
+
 def changed_keys(folder: Path, recipe) -> list[str]:
-    """The recipe keys (but the name) whose values differ from the recipe saved in ``folder``."""
+    """The recipe keys (but the incidental ones) whose values differ from the recipe saved in
+    ``folder``."""
     saved = folder / RECIPE_FILE
     if not saved.exists():
         return []
     before, now = load_recipe(str(saved)).to_dict(), recipe.to_dict()
-    return sorted(k for k in now if k != "name" and before.get(k) != now[k])
+    return sorted(k for k in now if k not in INCIDENTAL_KEYS and before.get(k) != now[k])
 
 
 def finished(output: str | os.PathLike, recipe) -> Path | None:

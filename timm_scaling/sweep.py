@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from timm_scaling import trackers
 from timm_scaling.errors import UserError
 from timm_scaling.plan import PLAN_FILE, fitting_per_gpu, measure, read_plan, write
 from timm_scaling.recipes import Recipe, find_file, load_recipe, recipe_dirs
@@ -133,6 +134,8 @@ def plan(
     duplicates = sorted({f for f in folders if folders.count(f) > 1})
     if duplicates:
         raise UserError(f"sweep {sweep.name} lists the same run twice: {duplicates[0]}")
+    for log_with in dict.fromkeys(r.log_with for r in recipes):
+        trackers.require(log_with)  # a tracker not installed: one line, nothing trained
     if shard is not None:
         k, n = shard
         recipes = recipes[k - 1 :: n]
@@ -146,7 +149,7 @@ class SweepResult:
     pending: int  # runs of the whole sweep (all shards) not finished yet
     report: Path | None  # <output>/<sweep>/report.csv, once every run of the sweep is finished
     frontier: Any = None  # the frontier.Frontier of the report
-    written: list[Path] = field(default_factory=list)  # the frontier's files
+    written: list[Path] = field(default_factory=list)  # the frontier's and curves' files
 
 
 def device_count() -> int:
@@ -235,7 +238,9 @@ def _in_pool(
             raise
 
 
-def _train_resuming(recipe: Recipe, output: str | os.PathLike, progress: bool = True) -> None:
+def _train_resuming(
+    recipe: Recipe, output: str | os.PathLike, progress: bool | None = None
+) -> None:
     from timm_scaling.train import train
 
     train(recipe, output, resume=True, progress=progress)
@@ -279,7 +284,7 @@ def run_sweep(
 ) -> SweepResult:
     """Train every unfinished run of this shard into ``output`` (a run interrupted mid-way
     resumes from its checkpoint), then, when the whole sweep is finished, write its runs' rows
-    to ``output/<sweep>/report.csv`` and run the frontier there.
+    to ``output/<sweep>/report.csv`` and run the frontier there, with the runs' training curves.
 
     ``jobs`` > 1 trains that many runs at once, each in its own process with an equal share of
     the CPU threads: small models on a CPU use one core about as well as two, so two jobs on
@@ -290,7 +295,7 @@ def run_sweep(
 
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
     trained once; each sweep's report holds its own runs only."""
-    from timm_scaling import frontier
+    from timm_scaling import curves, frontier
 
     check_jobs(jobs)
     sweep = load_sweep(name_or_path)
@@ -330,7 +335,8 @@ def run_sweep(
     }
     eval_size = eval_sizes.pop() if len(eval_sizes) == 1 else None
     fr, written = frontier.run([report], eval_size=eval_size, out=folder)
-    return SweepResult(trained, skipped, 0, report, fr, written)
+    _, drawn = curves.run([run_folder(output, r) for r in everything], out=folder)
+    return SweepResult(trained, skipped, 0, report, fr, written + drawn)
 
 
 def plan_sweep(

@@ -36,7 +36,7 @@ from timm.scheduler import StepLRScheduler
 from timm.utils import ModelEmaV3, distribute_bn
 
 import timm_scaling
-from timm_scaling import data
+from timm_scaling import data, trackers
 from timm_scaling.errors import UserError
 from timm_scaling.models import scaling_of
 from timm_scaling.recipes import Recipe
@@ -49,6 +49,7 @@ from timm_scaling.runs import (
     REPORT_FILE,
     RESULT_FILE,
     STATE_FILE,
+    STEPS_FILE,
     changed_keys,
     finished,
     run_folder,
@@ -59,6 +60,11 @@ log = logging.getLogger(__name__)  # before an Accelerator exists
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
+# The finer history (steps.jsonl): lr and training loss about this many times an epoch.
+HISTORY_POINTS = 20
+# Without progress bars (stderr not a terminal): a log line every this many updates in epochs
+# longer than that (timm's train.py default), besides the line of each epoch.
+LOG_INTERVAL = 50
 # torch.compile modes that replay CUDA graphs on a GPU.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
@@ -195,18 +201,53 @@ def launch(args: Sequence[str], num_processes: int) -> int:
     return subprocess.run(command, env=env, check=False).returncode
 
 
+class _Window:
+    """The updates of one epoch since the last point of the finer history: their loss summed
+    on the device (no host sync per update) and their images."""
+
+    def __init__(self, epoch: int, updates: int, like: torch.Tensor) -> None:
+        self.epoch, self.updates = epoch, updates
+        self.stride = max(1, updates // HISTORY_POINTS)
+        self.loss, self.images = torch.zeros_like(like), 0
+        self.done = self.logged = self.epoch_images = 0  # updates, and images over processes
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, images: int) -> bool:
+        """Count one update; True when a point of the history is due."""
+        self.done += 1
+        self.loss += loss
+        self.images += images
+        return self.done % self.stride == 0 or self.done == self.updates
+
+    def restart(self, images_over_processes: int) -> None:
+        self.loss, self.images = torch.zeros_like(self.loss), 0
+        self.epoch_images += images_over_processes
+
+    def log_due(self) -> bool:
+        """A log line every LOG_INTERVAL updates of a longer epoch, but at its end (the
+        epoch's own line)."""
+        if self.done == self.updates or self.done - self.logged < LOG_INTERVAL:
+            return False
+        self.logged = self.done
+        return True
+
+    def rate(self) -> float:
+        return self.epoch_images / (time.perf_counter() - self.started)
+
+
 def train(
     recipe: Recipe,
     output: str | os.PathLike = "runs",
     resume: bool = False,
     num_processes: int | None = None,
     cpu: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train ``recipe`` into its run folder under ``output``; returns result.json's content.
 
-    A finished run folder (result.json exists) is not trained again. ``progress=False`` hides
-    the per-epoch progress bar (a sweep's parallel jobs would draw over each other).
+    A finished run folder (result.json exists) is not trained again. ``progress``: a progress
+    bar per epoch; None: when stderr is a terminal (elsewhere, log lines that a file can hold);
+    False also for a sweep's parallel jobs, whose bars would draw over each other.
     """
     done = finished(output, recipe)
     if done is not None:
@@ -239,17 +280,20 @@ class Trainer:
         resume: bool = False,
         num_processes: int | None = None,
         cpu: bool = False,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> None:
         self.recipe, self.output, self.resume = recipe, Path(output), resume
-        self.progress = progress
+        self.progress = sys.stderr.isatty() if progress is None else progress
         self.folder = run_folder(output, recipe)
+        self.trackers = trackers.require(recipe.log_with)  # before anything is built
         self.accelerator = Accelerator(
             cpu=cpu,
             mixed_precision=_mixed_precision(recipe, cpu),
             dynamo_plugin=TorchDynamoPlugin(
                 backend="inductor" if recipe.compile else "no", mode=recipe.compile_mode
             ),
+            log_with=self.trackers or None,
+            project_dir=self.folder,
         )
         self._check_processes(num_processes)
         self._check_folder()
@@ -344,6 +388,7 @@ class Trainer:
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         self.micro_batches = recipe.grad_accum
         self.num_updates = 0
+        self.steps: list[dict[str, float]] = []  # the finer history
         self.cuda_graphs = (
             recipe.compile and recipe.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
         )
@@ -437,6 +482,11 @@ class Trainer:
         history = self._load_checkpoint() if self.resume else []
         if accelerator.is_main_process:
             recipe.write(self.folder / RECIPE_FILE)
+        accelerator.init_trackers(
+            trackers.PROJECT,
+            config=trackers.hparams(recipe.to_dict()),
+            init_kwargs=trackers.init_kwargs(self.trackers, self.folder.name),
+        )
         for epoch in range(len(history), recipe.epochs):
             started = time.perf_counter()
             if accelerator.device.type == "cuda":
@@ -452,6 +502,17 @@ class Trainer:
                 f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
                 f"top1 {stats['top1']:.2f} top5 {stats['top5']:.2f} "
                 f"({stats['samples_per_s']:.0f} images/s)"
+            )
+            accelerator.log(
+                {
+                    "epoch": epoch + 1,
+                    "val/top1": stats["top1"],
+                    "val/top5": stats["top5"],
+                    "epoch/loss": stats["loss"],
+                    "epoch/lr": stats["lr"],
+                    "epoch/images_per_s": stats["samples_per_s"],
+                },
+                step=self.num_updates,
             )
             self._save_checkpoint(history)
         return self._finish(history)
@@ -473,9 +534,14 @@ class Trainer:
             leave=False,
             disable=not self.progress,
         )
+        window = _Window(epoch, len(self.train_batches), loss_sum)
         for images, labels in bar:
-            loss_sum += self._update(images, labels)
+            lr = self.optimizer.param_groups[0]["lr"]  # this update's
+            loss = self._update(images, labels)
+            loss_sum += loss
             images_seen += len(labels)
+            if window.add(loss, len(labels)):
+                self._history_point(window, lr)
             if seconds is not None and time.perf_counter() - started >= seconds:
                 break
         totals = torch.stack([loss_sum, torch.tensor(float(images_seen), device=loss_sum.device)])
@@ -491,6 +557,29 @@ class Trainer:
             "train_s": seconds,
             "samples_per_s": count / seconds,
         }
+
+    def _history_point(self, window: _Window, lr: float) -> None:
+        """One point of the finer history: the mean loss of the updates since the last point,
+        over every process (the only host sync in an epoch's updates), and this update's lr."""
+        images = torch.tensor(float(window.images), device=window.loss.device)
+        loss, images = self.accelerator.reduce(torch.stack([window.loss, images]), "sum").tolist()
+        before = self.steps[-1]["images"] if self.steps else 0
+        point = {
+            "update": self.num_updates,
+            "epoch": window.epoch + window.done / window.updates,
+            "images": before + int(images),
+            "lr": lr,
+            "loss": loss / images,
+        }
+        self.steps.append(point)
+        self.accelerator.log({"train/loss": point["loss"], "train/lr": lr}, step=self.num_updates)
+        window.restart(int(images))
+        if not self.progress and window.log_due():
+            logger.info(
+                f"epoch {window.epoch + 1}/{self.recipe.epochs} "
+                f"[{window.done}/{window.updates} updates]: loss {point['loss']:.4f} "
+                f"lr {lr:.3g} ({window.rate():.0f} images/s)"
+            )
 
     def _peak_memory(self) -> float | None:
         """This epoch's peak memory (training and evaluation) of the busiest process."""
@@ -588,11 +677,12 @@ class Trainer:
                 "num_updates": self.num_updates,
                 "micro_batches": self.micro_batches,
                 "history": history,
+                "steps": self.steps,
             }
             atomic_write(root / name / STATE_FILE, json.dumps(state, indent=1))
             atomic_write(root / LATEST, name + "\n")
-            lines = "".join(json.dumps(row) + "\n" for row in history)
-            atomic_write(self.folder / METRICS_FILE, lines)
+            for path, rows in ((METRICS_FILE, history), (STEPS_FILE, self.steps)):
+                atomic_write(self.folder / path, "".join(json.dumps(r) + "\n" for r in rows))
             for old in root.glob("epoch-*"):
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
@@ -608,6 +698,7 @@ class Trainer:
         state = json.loads((path / STATE_FILE).read_text())
         self.num_updates = state["num_updates"]
         self.micro_batches = state["micro_batches"]
+        self.steps = state.get("steps", [])  # absent in checkpoints of earlier versions
         self.scheduler.step_update(num_updates=self.num_updates)
         logger.info(f"resumed {self.folder} after epoch {state['epoch']}")
         return state["history"]
@@ -651,6 +742,7 @@ class Trainer:
             }
             atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
             append_row(self.output / REPORT_FILE, row)
+            accelerator.log(trackers.scalars(row, "final/"), step=self.num_updates)
             logger.info(f"finished {self.folder}: top1 {row['top1']:.2f}; row in {REPORT_FILE}")
         accelerator.wait_for_everyone()
         accelerator.end_training()

@@ -65,7 +65,7 @@ from timm_scaling.frontier.fit import (
     per_doubling,
 )
 from timm_scaling.frontier.names import assign_groups, family_of, label_of, method_of
-from timm_scaling.frontier.plot import plot
+from timm_scaling.frontier.plot import colours, plot, save_figure
 from timm_scaling.frontier.points import aggregate
 from timm_scaling.frontier.read import canonical_column, metric, read_results
 from timm_scaling.frontier.render import axis_label, show, to_json, to_markdown
@@ -80,6 +80,7 @@ from timm_scaling.frontier.results import (
     PowerFit,
     Verdict,
     format_cost,
+    group_order,
 )
 
 __all__ = [
@@ -100,10 +101,12 @@ __all__ = [
     "bootstrap_means",
     "canonical_column",
     "check_options",
+    "colours",
     "family_of",
     "fit_log_linear",
     "fit_power_law",
     "format_cost",
+    "group_order",
     "interval",
     "label_of",
     "log_linear_design",
@@ -115,6 +118,7 @@ __all__ = [
     "plot",
     "read_results",
     "run",
+    "save_figure",
     "show",
     "to_json",
     "to_markdown",

@@ -45,7 +45,8 @@ def coloured_groups(fr: Frontier) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def _colours(names: Sequence[str]) -> dict[str, str]:
+def colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per group: the method's own (one palette for every plot), others in turn."""
     others = iter(OTHER_COLOURS * (1 + len(names) // len(OTHER_COLOURS)))
     return {n: METHOD_COLOURS.get(n) or next(others) for n in names}
 
@@ -248,17 +249,23 @@ def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
     panels = fr.panels
     fig = Figure(figsize=(4.4 * len(panels) + 1.4, 4.3), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    colours = _colours(coloured_groups(fr))
-    fronts = [_draw_panel(ax, fr, column, colours) for ax, column in zip(axes, panels, strict=True)]
+    palette = colours(coloured_groups(fr))
+    fronts = [_draw_panel(ax, fr, column, palette) for ax, column in zip(axes, panels, strict=True)]
     axes[0].set_ylabel(axis_label(fr.y))
     fig.suptitle(title(fr), fontsize=10)
     _legend(fig, axes[0], fr)
     fig.draw_without_rendering()  # limits and layout final, so data -> points is right
     for ax, column, front in zip(axes, panels, fronts, strict=True):
-        _labels(ax, fr, column, front, colours)
+        _labels(ax, fr, column, front, palette)
+    return save_figure(fig, out, "frontier")
+
+
+def save_figure(fig, out: str | os.PathLike, stem: str) -> list[Path]:
+    """``<stem>.png`` and ``<stem>.svg`` of ``fig`` in ``out``, each written atomically."""
+    out = Path(out)
     written = []
     for suffix in ("png", "svg"):
-        target = out / f"frontier.{suffix}"
+        target = out / f"{stem}.{suffix}"
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         try:
