@@ -25,8 +25,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from timm_scaling import __version__
+
+        typer.echo(f"timm-scaling {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Scaled EfficientNet-B0 variants as timm models: list, profile, train, compare."""
 
 
@@ -42,6 +57,18 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(err.exit_code) from None
 
     return wrapper
+
+
+def recipe_overrides(options: dict[str, object], set_: list[str] | None) -> list[str]:
+    """A command's recipe options (``--epochs 3``) and ``--set`` texts as recipe overrides; an
+    error about one quotes it as it was typed."""
+    from timm_scaling.recipes import Override
+
+    return [
+        Override(f"{key}={value}", f"--{key.replace('_', '-')} {value}")
+        for key, value in options.items()
+        if value is not None
+    ] + list(set_ or [])
 
 
 @app.command("list")
@@ -148,7 +175,7 @@ def profile_cmd(
         bool, typer.Option("--paper", help="Our cost beside the paper's Tables 2 and 7.")
     ] = False,
     markdown: Annotated[
-        Path | None, typer.Option(help="With --paper: write the tables as Markdown here.")
+        Path | None, typer.Option(help="Also write the table(s) as Markdown here.")
     ] = None,
     match_gmacs: Annotated[
         float | None,
@@ -187,6 +214,8 @@ def profile_cmd(
         raise UserError("name at least one model (or a glob), or pass --paper or --match-gmacs")
     if csv_path and not paper:
         atomic_write(csv_path, profile.to_csv(rows))
+    if markdown and not paper:
+        atomic_write(markdown, profile.to_markdown(rows))
     if as_json:
         typer.echo(json.dumps(tables if paper else rows, indent=1))
         return
@@ -229,12 +258,15 @@ def train_cmd(
     import os
 
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import finished
+    from timm_scaling.runs import check_output, finished, run_folder
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     options.update(batch_size=batch_size, lr=lr, seed=seed)
-    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
+    overrides = recipe_overrides(options, set_)
     resolved = load_recipe(recipe, overrides)
+    check_output(output)
+    if num_processes:  # before any process starts
+        resolved.check_processes(num_processes)
     done = finished(output, resolved)
     if done is not None:
         typer.echo(f"{done} is finished (its result.json exists): not retraining it")
@@ -242,32 +274,44 @@ def train_cmd(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from timm_scaling import train
 
-    if (num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
-        args += [arg for text in overrides for arg in ("--set", text)]
-        code = train.launch(args, num_processes)
-        if code:
-            raise typer.Exit(code)
-        return
+    launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
     try:
+        if (num_processes or 1) > 1 and launcher:
+            args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
+            args += [arg for text in overrides for arg in ("--set", text)]
+            code = train.launch(args, num_processes)
+            if code:
+                raise typer.Exit(code)
+            return
         train.train(resolved, output, resume=resume, num_processes=num_processes)
     except UserError as err:
         if os.environ.get("RANK", "0") != "0":  # the main process says it, once
             raise typer.Exit(err.exit_code) from None
         raise
+    except KeyboardInterrupt:
+        if launcher:
+            typer.echo(
+                f"interrupted: {run_folder(output, resolved)} keeps its last finished epoch; "
+                "run the same command with --resume to continue it",
+                err=True,
+            )
+        raise typer.Exit(130) from None
 
 
 @app.command("collect")
 @user_errors
 def collect_cmd(
     runs: Annotated[Path, typer.Argument(help="The --output folder of `timm-scaling train`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")] = Path(
-        "report.csv"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The CSV to write [default: RUNS/report.csv]."),
+    ] = None,
 ) -> None:
-    """Rebuild a report.csv from the result.json of every finished run folder under RUNS."""
-    from timm_scaling.runs import collect
+    """Rebuild a report.csv from the result.json of every finished run folder under RUNS: one
+    row per run folder that exists (rows of deleted folders go)."""
+    from timm_scaling.runs import REPORT_FILE, collect
 
+    output = output or runs / REPORT_FILE
     rows = collect(runs, output)
     typer.echo(f"{rows} run(s) from {runs} -> {output}")
 
@@ -307,10 +351,11 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
-    from timm_scaling.runs import finished, run_folder
+    from timm_scaling.runs import check_output, finished, run_folder
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
-    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
+    overrides = recipe_overrides(options, set_)
+    check_output(output)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
     # So is a run folder trained with other settings (finished() refuses it).
@@ -330,6 +375,16 @@ def sweep_cmd(
         result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs)
         bar.n = len(runs)
         bar.refresh()
+    except KeyboardInterrupt:
+        bar.close()
+        now = [finished(output, recipe) is not None for recipe in runs]
+        newly = sum(done and state != "finished" for done, state in zip(now, states, strict=True))
+        typer.echo(
+            f"interrupted: trained {newly} run(s), {now.count(False)} not finished (each resumes "
+            "from its last finished epoch); run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     finally:
         bar.close()
     typer.echo(f"trained {len(result.trained)} run(s), {len(result.skipped)} already finished")

@@ -33,6 +33,15 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
     return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}"
 
 
+def check_output(output: str | os.PathLike) -> None:
+    """``--output`` must be a folder (or not exist yet)."""
+    if Path(output).exists() and not Path(output).is_dir():
+        raise UserError(
+            f"--output {output} is a file: pass a folder (it holds the run folders and "
+            f"{REPORT_FILE})"
+        )
+
+
 def changed_keys(folder: Path, recipe) -> list[str]:
     """The recipe keys (but the name) whose values differ from the recipe saved in ``folder``."""
     saved = folder / RECIPE_FILE

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -146,10 +148,25 @@ class SweepResult:
 
 
 def _start_worker(threads: int) -> None:
-    """A ``--jobs`` worker process: ``threads`` CPU threads."""
+    """A ``--jobs`` worker process: ``threads`` CPU threads. It ignores Ctrl-C (a terminal sends
+    it to the whole process group): the sweep stops every job itself, and none starts a new run
+    on the way out."""
     import torch
+    from tqdm import tqdm
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now (what Python 3.14's
+    ``terminate_workers`` does). A run stopped mid-epoch resumes from its last checkpoint: every
+    file it writes is replaced atomically, and ``latest`` moves only after a checkpoint is whole."""
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
+    pool.shutdown(cancel_futures=True)  # the pool, broken now, frees its queues
 
 
 def _train_resuming(recipe: Recipe, output: str | os.PathLike, progress: bool = True) -> None:
@@ -209,6 +226,9 @@ def run_sweep(
                 for i, future in enumerate(as_completed(futures), start=len(skipped) + 1):
                     future.result()
                     notify(i, len(mine), futures[future], False)
+            except KeyboardInterrupt:
+                _stop_workers(pool)
+                raise
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
