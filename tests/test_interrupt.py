@@ -66,6 +66,17 @@ def epochs_done(folder: Path) -> int:
     return len(metrics.read_text().splitlines()) if metrics.exists() else 0
 
 
+def dry_run(command: list[str]) -> list[str]:
+    """The state `sweep --dry-run` lists for each run."""
+    out = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *command, "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line.split("  ", 1)[1] for line in out.stdout.splitlines()]
+
+
 def interrupt(process: subprocess.Popen, whole_group: bool) -> tuple[str, str]:
     if whole_group:
         os.killpg(process.pid, signal.SIGINT)
@@ -98,6 +109,13 @@ def test_ctrl_c_stops_every_job_of_a_sweep_and_the_sweep_resumes(tmp_path, env):
     assert "run the same command again to resume" in err
     assert err.strip().splitlines()[-1].startswith("interrupted:")
     done = [epochs_done(f) for f in folders]
+    # --dry-run lists each run's state, a folder trained with other settings among them.
+    states = [f"resumable from epoch {k}" if k else "to train" for k in done]
+    assert dry_run(command) == states
+    assert dry_run([*command, "--epochs", "5"]) == [
+        "conflicting (epochs differ; delete it or use another --output)" if k else "to train"
+        for k in done
+    ]
 
     # 2. Run it again; SIGINT to the whole process group (a terminal's Ctrl-C) once it resumed.
     process = start(command, env)
@@ -106,11 +124,16 @@ def test_ctrl_c_stops_every_job_of_a_sweep_and_the_sweep_resumes(tmp_path, env):
     now = sum((f / "result.json").exists() for f in folders)
     assert f"trained {now - finished} run(s), {3 - now} not finished" in err
 
+    before = {f.name for f in folders if (f / "result.json").exists()}
     # 3. Run it again to the end: every run resumed where it stopped, each epoch trained once.
     final = subprocess.run(
         [sys.executable, "-m", "timm_scaling", *command], env=env, capture_output=True, text=True
     )
     assert final.returncode == 0, final.stderr
+    for folder in folders:  # each run's top-1 is printed as it lands
+        top1 = json.loads((folder / "result.json").read_text())["top1"]
+        assert (f"{folder}: top1 {top1:.2f}" in final.stdout) == (folder.name not in before)
+    assert dry_run(command) == ["finished"] * 3
     for folder in folders:
         epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()]
         assert epochs == [1, 2, 3, 4], folder

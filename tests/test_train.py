@@ -336,11 +336,20 @@ def test_a_run_trained_again_has_one_row_and_its_files_are_readable(finished_run
 
 
 @pytest.mark.slow
-def test_a_warm_up_longer_than_the_run_is_warned(tmp_path, caplog):
-    caplog.set_level("WARNING")
+def test_log_lines_one_per_checkpoint_and_a_warm_up_longer_than_the_run(tmp_path, caplog):
+    """One process: no [RANK 0] prefix, one line per checkpoint (not Accelerate's four or
+    five), and a warning when the warm-up is longer than the run."""
+    caplog.set_level("INFO")
+    train(tiny(warmup_epochs=2, epochs=2), tmp_path / "two")
+    messages = [r.getMessage() for r in caplog.records]
+    checkpoints = [m for m in messages if "checkpoint" in m or "state" in m.lower()]
+    folder = tmp_path / "two" / "digits-effnet_b0-s0"
+    assert checkpoints == [f"checkpoint {folder / CHECKPOINTS / f'epoch-{k:04d}'}" for k in (1, 2)]
+    assert not [m for m in messages if "RANK" in m]
+    caplog.clear()
     train(tiny(warmup_epochs=2), tmp_path)  # 1 epoch
     (message,) = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
-    assert "warm-up (2 epochs) is longer than the run (1 epoch)" in message
+    assert message.startswith("warm-up (2 epochs) is longer than the run (1 epoch)")
     end = float(message.split("the lr ends at ")[1].split(",")[0])
     (last,) = history(tmp_path / "digits-effnet_b0-s0", keys=("lr",))
     assert end == pytest.approx(last["lr"], rel=0.01) and end < tiny().lr / 1.9

@@ -71,22 +71,48 @@ def recipe_overrides(options: dict[str, object], set_: list[str] | None) -> list
     ] + list(set_ or [])
 
 
+LIST_COLUMNS = ("model", "method", "depth", "width", "resolution", "input", "params_m", "blocks")
+
+
 @app.command("list")
 @user_errors
-def list_cmd() -> None:
-    """Every registered variant: multipliers, input size, params, blocks, nominal FLOP factor."""
-    from rich.console import Console
-    from rich.table import Table
+def list_cmd(
+    as_csv: Annotated[bool, typer.Option("--csv", help="Every column, as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Every column, as JSON.")] = False,
+) -> None:
+    """Every registered variant: multipliers, input size, params (M), real blocks. --csv and
+    --json add the blocks per stage, the nominal blocks and the nominal FLOP factor."""
+    import csv
+    import io
+    import json
 
     from timm_scaling.models import variant_table
 
-    table = Table(title="timm-scaling variants (EfficientNet-B0 through timm's builder)")
+    if as_csv and as_json:
+        raise UserError("--csv and --json: pick one")
     rows = variant_table()
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column in ("model", "method") else "right")
-    for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
-    Console().print(table)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+    elif as_csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    else:  # plain aligned columns: narrow enough for 80, never cut in a pipe
+        cells = [LIST_COLUMNS] + [tuple(_list_cell(row, c) for c in LIST_COLUMNS) for row in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(LIST_COLUMNS))]
+        align = [str.ljust] * 2 + [str.rjust] * (len(LIST_COLUMNS) - 2)  # text, then numbers
+        for line in cells:
+            text = (pad(c, w) for pad, c, w in zip(align, line, widths, strict=True))
+            typer.echo("  ".join(text).rstrip())
+
+
+def _list_cell(row: dict[str, object], column: str) -> str:
+    value = row[column]
+    if column == "params_m":
+        return f"{value:.2f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @app.command("frontier")
@@ -339,7 +365,13 @@ def sweep_cmd(
     jobs: Annotated[
         int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
     ] = 1,
-    dry_run: Annotated[bool, typer.Option(help="Print the runs and train nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="List every run with its state (finished, resumable from epoch K, to train, "
+            "conflicting) and train nothing."
+        ),
+    ] = False,
 ) -> None:
     """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
     frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
@@ -351,19 +383,19 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
-    from timm_scaling.runs import check_output, finished, run_folder
+    from timm_scaling.runs import check_output, finished, run_folder, run_state
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     overrides = recipe_overrides(options, set_)
     check_output(output)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    if dry_run:
+        for recipe in runs:
+            typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
+        return
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
-    if dry_run:
-        for recipe, state in zip(runs, states, strict=True):
-            typer.echo(f"{run_folder(output, recipe)}  {state}")
-        return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     bar = tqdm(total=len(runs), desc=sweep, unit="run", position=0, dynamic_ncols=True)
 
@@ -371,8 +403,11 @@ def sweep_cmd(
         bar.n = i
         bar.set_postfix_str(f"{recipe.model} s{recipe.seed}{' (finished)' if done else ''}")
 
+    def landed(recipe, result: dict) -> None:
+        bar.write(f"{run_folder(output, recipe)}: top1 {result['top1']:.2f}")
+
     try:
-        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs)
+        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs, landed)
         bar.n = len(runs)
         bar.refresh()
     except KeyboardInterrupt:

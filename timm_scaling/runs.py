@@ -68,6 +68,23 @@ def finished(output: str | os.PathLike, recipe) -> Path | None:
     return folder
 
 
+def run_state(output: str | os.PathLike, recipe) -> str:
+    """What a sweep would do with ``recipe``'s run folder: ``finished``, ``resumable from epoch
+    K`` (K finished epochs), ``to train``, or ``conflicting (keys)`` where the folder was
+    trained with other settings."""
+    folder = run_folder(output, recipe)
+    changed = changed_keys(folder, recipe)
+    if changed:
+        return f"conflicting ({', '.join(changed)} differ; delete it or use another --output)"
+    if (folder / RESULT_FILE).exists():
+        return "finished"
+    latest = folder / CHECKPOINTS / LATEST
+    if latest.exists():
+        state = json.loads((latest.parent / latest.read_text().strip() / STATE_FILE).read_text())
+        return f"resumable from epoch {state['epoch']}"
+    return "to train"
+
+
 def collect(
     runs: str | os.PathLike, output: str | os.PathLike, recipes: Iterable | None = None
 ) -> int:

@@ -169,10 +169,10 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(cancel_futures=True)  # the pool, broken now, frees its queues
 
 
-def _train_resuming(recipe: Recipe, output: str | os.PathLike, progress: bool = True) -> None:
+def _train_resuming(recipe: Recipe, output: str | os.PathLike, progress: bool = True) -> dict:
     from timm_scaling.train import train
 
-    train(recipe, output, resume=True, progress=progress)
+    return train(recipe, output, resume=True, progress=progress)
 
 
 def run_sweep(
@@ -183,6 +183,7 @@ def run_sweep(
     output: str | os.PathLike = "runs",
     on_run: Callable[[int, int, Recipe, bool], None] | None = None,
     jobs: int = 1,
+    on_result: Callable[[Recipe, dict], None] | None = None,
 ) -> SweepResult:
     """Train every unfinished run of this shard into ``output`` (a run interrupted mid-way
     resumes from its checkpoint), then, when the whole sweep is finished, write its runs' rows
@@ -191,7 +192,8 @@ def run_sweep(
     ``jobs`` > 1 trains that many runs at once, each in its own process with an equal share of
     the CPU threads: small models on a CPU use one core about as well as two, so two jobs on
     two cores finish a sweep nearly twice as fast. ``on_run(done, total, recipe, skipped)`` is
-    called as each run starts (one job) or ends (several).
+    called as each run starts (one job) or ends (several); ``on_result(recipe, result)`` as each
+    run trained here finishes, with its result.json.
 
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
     trained once; each sweep's report holds its own runs only."""
@@ -211,12 +213,13 @@ def run_sweep(
     skipped = [r for r, d in zip(mine, done, strict=True) if d]
     trained = [r for r, d in zip(mine, done, strict=True) if not d]
     notify = on_run or (lambda *_: None)
+    landed = on_result or (lambda *_: None)
     for i, recipe in enumerate(skipped):
         notify(i, len(mine), recipe, True)
     if jobs == 1:
         for i, recipe in enumerate(trained, start=len(skipped)):
             notify(i, len(mine), recipe, False)
-            _train_resuming(recipe, output)
+            landed(recipe, _train_resuming(recipe, output))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")  # no forked torch or Accelerate state
@@ -224,7 +227,7 @@ def run_sweep(
             futures = {pool.submit(_train_resuming, r, output, False): r for r in trained}
             try:
                 for i, future in enumerate(as_completed(futures), start=len(skipped) + 1):
-                    future.result()
+                    landed(futures[future], future.result())
                     notify(i, len(mine), futures[future], False)
             except KeyboardInterrupt:
                 _stop_workers(pool)

@@ -29,7 +29,8 @@ from typing import Any
 import timm
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
+from accelerate.logging import MultiProcessAdapter
+from accelerate.state import PartialState
 from accelerate.utils import gather_object, set_seed, tqdm
 from timm.optim import create_optimizer_v2
 from timm.scheduler import StepLRScheduler
@@ -54,8 +55,22 @@ from timm_scaling.runs import (
     run_folder,
 )
 
-logger = get_logger(__name__)  # Accelerate's: the main process only, by default
+
+class _ProcessLog(MultiProcessAdapter):
+    """Accelerate's logger (the main process only, by default), with its ``[RANK k]`` prefix
+    only where there are several processes."""
+
+    def process(self, msg, kwargs):
+        if PartialState().num_processes > 1:
+            return super().process(msg, kwargs)
+        return msg, {"stacklevel": 2, **kwargs}
+
+
+logger = _ProcessLog(logging.getLogger(__name__), {})
 log = logging.getLogger(__name__)  # before an Accelerator exists
+# Accelerate logs four or five lines per save_state or load_state; the trainer logs one.
+for _name in ("accelerate.accelerator", "accelerate.checkpointing"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
@@ -493,6 +508,7 @@ class Trainer:
         root = self.folder / CHECKPOINTS
         name = f"epoch-{len(history):04d}"
         accelerator.save_state(str(root / name))
+        logger.info(f"checkpoint {root / name}")
         if accelerator.is_main_process:
             umask_mode(root / name)
             state = {
