@@ -57,7 +57,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask_022, monkeypatch):
     pd.DataFrame(points).to_csv(tmp_path / "points.csv", index=False)
     out = tmp_path / "frontier"
     outcome = runner.invoke(
-        app, ["frontier", str(tmp_path / "points.csv"), "--out", str(out), "--bootstrap", "50"]
+        app, ["frontier", str(tmp_path / "points.csv"), "--out", str(out), "--bootstrap", "100"]
     )
     assert outcome.exit_code == 0, outcome.output
     monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path / "cache"))
