@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +73,26 @@ def recipe_overrides(options: dict[str, object], set_: list[str] | None) -> list
 
 
 LIST_COLUMNS = ("model", "method", "depth", "width", "resolution", "input", "params_m", "blocks")
+
+
+PLAN_HELP = (
+    "Train nothing: measure each run briefly on this machine (the real loop, the recipe's "
+    "settings; synthetic data of the same shape where the data set is absent) and write its "
+    "projected time and peak memory to plan.csv."
+)
+PLAN_SECONDS_HELP = (
+    "With --plan: seconds of timed updates per run [default: 20 on a GPU, 5 on a CPU]."
+)
+
+
+def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) -> None:
+    """The plan's table and summary lines, then where it was written."""
+    from timm_scaling import plan
+
+    typer.echo(plan.render(rows))
+    for line in plan.summary(rows, jobs):
+        typer.echo(line)
+    typer.echo(f"wrote {path} (measured in {plan.duration(seconds)})")
 
 
 @app.command("list")
@@ -259,7 +280,7 @@ def profile_cmd(
 def train_cmd(
     recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
@@ -278,6 +299,8 @@ def train_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
     ] = None,
+    plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
+    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
 ) -> None:
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
     import logging
@@ -293,6 +316,20 @@ def train_cmd(
     check_output(output)
     if num_processes:  # before any process starts
         resolved.check_processes(num_processes)
+    if plan:
+        from timm_scaling import plan as planning
+
+        if resume:
+            raise UserError("--plan measures a run without training it: drop --resume")
+        if (num_processes or 1) > 1:
+            raise UserError("--plan measures the run in one process: drop --num-processes")
+        planning.budget(False, plan_seconds)  # a bad --plan-seconds fails before the model
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        started = time.perf_counter()
+        row = planning.measure(resolved, plan_seconds)
+        path = planning.write(output / planning.PLAN_FILE, [row])
+        _show_plan([row], path, time.perf_counter() - started)
+        return
     done = finished(output, resolved)
     if done is not None:
         typer.echo(f"{done} is finished (its result.json exists): not retraining it")
@@ -351,7 +388,7 @@ def sweep_cmd(
     ],
     seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of every run.")] = None,
@@ -365,6 +402,10 @@ def sweep_cmd(
     jobs: Annotated[
         int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
     ] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -372,6 +413,8 @@ def sweep_cmd(
             "conflicting) and train nothing."
         ),
     ] = False,
+    plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
+    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
 ) -> None:
     """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
     frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
@@ -394,9 +437,29 @@ def sweep_cmd(
         for recipe in runs:
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
         return
+    if gpus is not None:
+        sweeps.select_gpus(gpus)
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if plan:
+        from timm_scaling.plan import budget
+
+        budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
+        started = time.perf_counter()
+        with tqdm(total=len(runs), desc=f"{sweep} plan", unit="run", dynamic_ncols=True) as bar:
+
+            def measured(i: int, total: int, recipe) -> None:
+                bar.n = i
+                bar.set_postfix_str(f"{recipe.model} s{recipe.seed}")
+                bar.refresh()
+
+            rows, path = sweeps.plan_sweep(
+                sweep, seeds, overrides, shard, output, measured, jobs, gpus, plan_seconds
+            )
+            bar.n = len(runs)
+        _show_plan(rows, path, time.perf_counter() - started, jobs)
+        return
     bar = tqdm(total=len(runs), desc=sweep, unit="run", position=0, dynamic_ncols=True)
 
     def progress(i: int, total: int, recipe, done: bool) -> None:
@@ -407,7 +470,9 @@ def sweep_cmd(
         bar.write(f"{run_folder(output, recipe)}: top1 {result['top1']:.2f}")
 
     try:
-        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs, landed)
+        result = sweeps.run_sweep(
+            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed
+        )
         bar.n = len(runs)
         bar.refresh()
     except KeyboardInterrupt:
