@@ -49,7 +49,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from timm_scaling.errors import InputError, UserError
-from timm_scaling.report import ALIASES, METRICS, Metric, atomic_write
+from timm_scaling.report import ALIASES, METRICS, Metric, atomic_file, atomic_write
 from timm_scaling.scaling import is_model_name, parse_name
 
 REFERENCE = "compound"
@@ -1087,14 +1086,8 @@ def save_figure(fig, out: str | os.PathLike, stem: str) -> list[Path]:
     written = []
     for suffix in ("png", "svg"):
         target = out / f"{stem}.{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(target) as tmp:
             fig.savefig(tmp, format=suffix, dpi=200)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(target)
     return written
 
