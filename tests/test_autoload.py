@@ -1,5 +1,7 @@
-"""The start-up hook, tested as users meet it: a plain (non-editable) install in a fresh venv."""
+"""The start-up hook and the wheel, tested as users meet them: a plain (non-editable) install in
+a fresh venv."""
 
+import json
 import os
 import site
 import subprocess
@@ -124,3 +126,24 @@ def test_a_broken_plugin_never_breaks_python_or_timm(fresh_env, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1000"
     assert "could not register its models" in out.stderr and "simulated breakage" in out.stderr
+
+
+@pytest.mark.slow
+def test_profile_paper_runs_from_the_installed_wheel(fresh_env, tmp_path):
+    """--paper reads the paper's tables from inside the installed package, not a checkout."""
+    python, purelib, root = fresh_env
+    assert (purelib / "timm_scaling" / "reference" / "README.md").is_file()
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environ["TIMM_SCALING_CACHE"] = str(tmp_path / "cache")
+    out = subprocess.run(
+        [str(python), "-m", "timm_scaling", "profile", "--paper", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=environ,
+    )
+    assert out.returncode == 0, out.stderr
+    tables = list(json.loads(out.stdout).values())
+    assert [row["paper_model"] for row in tables[0]][::7] == ["efficientnet-b0", "efficientnet-b7"]
+    compound = next(row for row in tables[1] if row["method"] == "compound")
+    assert compound["model"] == "effnet_b0_phi2" and compound["paper_gmacs"] == 1.8

@@ -1,8 +1,13 @@
 """The command line: fast help, the variant table, one-line errors."""
 
+import csv
+import io
+import json
+import math
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from timm_scaling.cli import app
@@ -26,12 +31,85 @@ def test_help_imports_no_heavy_module():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_list_prints_every_variant_with_real_blocks():
-    result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    for scaling in BUILTIN_SCALINGS:
-        assert any(f" {scaling.name} " in line for line in lines), scaling.name
-    phi1 = next(line for line in lines if " effnet_b0_phi1 " in line)
-    # nominal 16 * 1.2 = 19.2 blocks; timm builds 23 (stages rounded up)
-    assert "19.2" in phi1 and " 23 " in phi1
+@pytest.mark.slow
+def test_list_fits_80_columns_and_gives_every_column_as_csv_and_json(tmp_path, monkeypatch):
+    from timm_scaling import models
+
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path))
+    command = [sys.executable, "-m", "timm_scaling", "list"]  # its stdout a pipe
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    lines = output.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in output
+    assert lines[0].split() == ["model", "method", "depth", "width", "resolution", "input",
+                                "params_m", "blocks"]  # fmt: skip
+    builtins = [s.name for s in BUILTIN_SCALINGS]  # first; then any registered since
+    assert [line.split()[0] for line in lines[1 : 1 + len(builtins)]] == builtins
+    phi1 = next(line.split() for line in lines if line.startswith("effnet_b0_phi1 "))
+    assert phi1[-1] == "23"  # timm's rounded-up stages, not the nominal 16 * 1.2 = 19.2
+    b0 = models.architecture("effnet_b0").param_count
+    assert lines[1].split()[-2] == f"{b0 / 1e6:.2f}"
+
+    # Every column, from the cache now: no model is built.
+    monkeypatch.setattr(models, "architecture", None)
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["list", "--csv"]).output)))
+    phi1 = next(row for row in rows if row["model"] == "effnet_b0_phi1")
+    assert phi1["nominal_blocks"] == "19.2" and phi1["per_stage"].split() == [
+        str(math.ceil(blocks * 1.2))
+        for blocks in (1, 2, 2, 3, 3, 4, 1)  # B0's stages, d=1.2
+    ]
+    assert json.loads(runner.invoke(app, ["list", "--json"]).output) == [
+        {
+            **row,
+            **{
+                k: json.loads(v)
+                for k, v in row.items()
+                if k not in ("model", "method", "per_stage")
+            },
+        }
+        for row in rows
+    ]
+
+
+def test_version():
+    from timm_scaling import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"timm-scaling {__version__}\n"
+
+
+def one_line_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+    return result.output
+
+
+def test_errors_quote_what_was_typed(tmp_path):
+    out = ["--output", str(tmp_path)]
+    message = one_line_error(["train", "digits", "--dataset", "cifar", *out])
+    assert message.startswith("error: --dataset cifar: dataset must be one of cifar10")
+    message = one_line_error(["train", "digits", "--epochs", "0", *out])
+    assert message == "error: --epochs 0: epochs must be 1 or more, got 0\n"
+    message = one_line_error(["sweep", "demo", "--epochs", "-1", *out])
+    assert message == "error: --epochs -1: epochs must be 1 or more, got -1\n"
+    message = one_line_error(["train", "digits", "--set", "lr=0", *out])
+    assert message == "error: --set lr=0: lr must be above 0, got 0.0\n"
+    message = one_line_error(["train", "digits", "--set", "grad_accum=3", *out])
+    assert message.startswith("error: digits --set grad_accum=3: batch_size must be a multiple")
+
+
+def test_bad_batch_split_and_output_file_are_caught_before_training(tmp_path):
+    message = one_line_error(
+        ["train", "digits", "--batch-size", "33", "--num-processes", "2", "--output", str(tmp_path)]
+    )
+    assert message == (
+        "error: batch_size 33 does not split over 2 processes; --batch-size a multiple of 2\n"
+    )
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for command in ("train", "sweep"):
+        message = one_line_error([command, "digits", "--output", str(afile)])
+        assert message == (
+            f"error: --output {afile} is a file: pass a folder (it holds the run folders and "
+            "report.csv)\n"
+        )

@@ -151,14 +151,12 @@ def test_bad_input_is_one_line(tmp_path, args, code, message):
 
 
 def test_a_sweep_report_folder_finds_its_runs(tmp_path):
-    from timm_scaling.report import append_row
+    from timm_scaling.report import put_row
 
     write_run(tmp_path / "digits-effnet_b0-s0", "effnet_b0", [epoch(1)])
     write_run(tmp_path / "digits-effnet_b0_d2-s0", "effnet_b0_d2", [epoch(1)])
     for model in ("effnet_b0", "effnet_b0_d2"):
-        append_row(
-            tmp_path / "study" / "report.csv", {"model": model, "recipe": "digits", "seed": 0}
-        )
+        put_row(tmp_path / "study" / "report.csv", {"model": model, "recipe": "digits", "seed": 0})
     drawn = curves.read([tmp_path / "study"])
     assert sorted(r.model for r in drawn.runs) == ["effnet_b0", "effnet_b0_d2"]
 

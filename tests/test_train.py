@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -343,3 +344,55 @@ def test_a_run_finished_with_other_settings_is_an_error_not_a_result(finished_ru
         train(tiny(epochs=2), output)
     with pytest.raises(UserError, match=r"other settings \(epochs, lr\)"):
         finished(output, tiny(epochs=2, lr=0.1))
+
+
+@pytest.mark.slow
+def test_a_run_trained_again_has_one_row_and_its_files_are_readable(finished_run, tmp_path):
+    """Delete a run's folder (the advice for one trained with other settings) and train it
+    again: its row is replaced, not added; `collect` keeps only the folders that exist. Under
+    umask 0022 every file of the run (checkpoint included) is 0644, as `open` would make it."""
+    output, _ = finished_run
+    runs = tmp_path / "runs"
+    shutil.copytree(output, runs)
+    shutil.rmtree(run_folder(runs, tiny()))
+    old = os.umask(0o022)
+    try:
+        train(tiny(lr=0.001), runs)
+    finally:
+        os.umask(old)
+    (row,) = read_rows(runs / "report.csv")
+    folder = run_folder(runs, tiny())
+    assert float(row["top1"]) == json.loads((folder / RESULT_FILE).read_text())["top1"]
+    files = [p for p in runs.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert "model.safetensors" in {p.name for p in files}
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in files} == {
+        str(p): "0o644" for p in files
+    }
+    shutil.rmtree(folder)
+    outcome = runner.invoke(app, ["collect", str(runs)])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"0 run(s) from {runs} -> {runs / 'report.csv'}" in outcome.output
+    assert read_rows(runs / "report.csv") == []
+
+
+@pytest.mark.slow
+def test_log_lines_one_per_checkpoint_and_a_warm_up_longer_than_the_run(tmp_path, caplog):
+    """One process: no [RANK 0] prefix, one line per checkpoint (not Accelerate's four or
+    five), and a warning when the warm-up is longer than the run."""
+    caplog.set_level("INFO")
+    train(tiny(warmup_epochs=2, epochs=2), tmp_path / "two")
+    messages = [r.getMessage() for r in caplog.records]
+    checkpoints = [m for m in messages if "checkpoint" in m or "state" in m.lower()]
+    folder = tmp_path / "two" / "digits-effnet_b0-s0"
+    assert checkpoints == [f"checkpoint {folder / CHECKPOINTS / f'epoch-{k:04d}'}" for k in (1, 2)]
+    assert not [m for m in messages if "RANK" in m]
+    caplog.clear()
+    train(tiny(warmup_epochs=2), tmp_path)  # 1 epoch
+    (message,) = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
+    assert message.startswith("warm-up (2 epochs) is longer than the run (1 epoch)")
+    end = float(message.split("the lr ends at ")[1].split(",")[0])
+    (last,) = history(tmp_path / "digits-effnet_b0-s0", keys=("lr",))
+    assert end == pytest.approx(last["lr"], rel=0.01) and end < tiny().lr / 1.9
+    caplog.clear()
+    train(tiny(warmup_epochs=1), tmp_path / "other")
+    assert not [r for r in caplog.records if "warm-up" in r.getMessage()]

@@ -26,8 +26,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from timm_scaling import __version__
+
+        typer.echo(f"timm-scaling {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Scaled EfficientNet-B0 variants as timm models: list, profile, train, compare."""
 
 
@@ -49,6 +64,21 @@ LOG_WITH_HELP = (
     "Experiment trackers (Accelerate's names, comma separated): tensorboard, wandb, mlflow, "
     "comet_ml, aim, clearml or all; they log into each run folder."
 )
+
+
+def recipe_overrides(options: dict[str, object], set_: list[str] | None) -> list[str]:
+    """A command's recipe options (``--epochs 3``) and ``--set`` texts as recipe overrides; an
+    error about one quotes it as it was typed."""
+    from timm_scaling.recipes import Override
+
+    return [
+        Override(f"{key}={value}", f"--{key.replace('_', '-')} {value}")
+        for key, value in options.items()
+        if value is not None
+    ] + list(set_ or [])
+
+
+LIST_COLUMNS = ("model", "method", "depth", "width", "resolution", "input", "params_m", "blocks")
 
 
 PLAN_HELP = (
@@ -73,20 +103,43 @@ def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) 
 
 @app.command("list")
 @user_errors
-def list_cmd() -> None:
-    """Every registered variant: multipliers, input size, params, blocks, nominal FLOP factor."""
-    from rich.console import Console
-    from rich.table import Table
+def list_cmd(
+    as_csv: Annotated[bool, typer.Option("--csv", help="Every column, as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Every column, as JSON.")] = False,
+) -> None:
+    """Every registered variant: multipliers, input size, params (M), real blocks. --csv and
+    --json add the blocks per stage, the nominal blocks and the nominal FLOP factor."""
+    import csv
+    import io
+    import json
 
     from timm_scaling.models import variant_table
 
-    table = Table(title="timm-scaling variants (EfficientNet-B0 through timm's builder)")
+    if as_csv and as_json:
+        raise UserError("--csv and --json: pick one")
     rows = variant_table()
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column in ("model", "method") else "right")
-    for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
-    Console().print(table)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+    elif as_csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    else:  # plain aligned columns: narrow enough for 80, never cut in a pipe
+        cells = [LIST_COLUMNS] + [tuple(_list_cell(row, c) for c in LIST_COLUMNS) for row in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(LIST_COLUMNS))]
+        align = [str.ljust] * 2 + [str.rjust] * (len(LIST_COLUMNS) - 2)  # text, then numbers
+        for line in cells:
+            text = (pad(c, w) for pad, c, w in zip(align, line, widths, strict=True))
+            typer.echo("  ".join(text).rstrip())
+
+
+def _list_cell(row: dict[str, object], column: str) -> str:
+    value = row[column]
+    if column == "params_m":
+        return f"{value:.2f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @app.command("frontier")
@@ -259,7 +312,7 @@ def profile_cmd(
         bool, typer.Option("--paper", help="Our cost beside the paper's Tables 2 and 7.")
     ] = False,
     markdown: Annotated[
-        Path | None, typer.Option(help="With --paper: write the tables as Markdown here.")
+        Path | None, typer.Option(help="Also write the table(s) as Markdown here.")
     ] = None,
     match_gmacs: Annotated[
         float | None,
@@ -298,6 +351,8 @@ def profile_cmd(
         raise UserError("name at least one model (or a glob), or pass --paper or --match-gmacs")
     if csv_path and not paper:
         atomic_write(csv_path, profile.to_csv(rows))
+    if markdown and not paper:
+        atomic_write(markdown, profile.to_markdown(rows))
     if as_json:
         typer.echo(json.dumps(tables if paper else rows, indent=1))
         return
@@ -343,12 +398,15 @@ def train_cmd(
     import os
 
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import finished
+    from timm_scaling.runs import check_output, finished, run_folder
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
-    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
+    overrides = recipe_overrides(options, set_)
     resolved = load_recipe(recipe, overrides)
+    check_output(output)
+    if num_processes:  # before any process starts
+        resolved.check_processes(num_processes)
     if plan:
         from timm_scaling import plan as planning
 
@@ -370,32 +428,44 @@ def train_cmd(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from timm_scaling import train
 
-    if (num_processes or 1) > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
-        args += [arg for text in overrides for arg in ("--set", text)]
-        code = train.launch(args, num_processes)
-        if code:
-            raise typer.Exit(code)
-        return
+    launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
     try:
+        if (num_processes or 1) > 1 and launcher:
+            args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
+            args += [arg for text in overrides for arg in ("--set", text)]
+            code = train.launch(args, num_processes)
+            if code:
+                raise typer.Exit(code)
+            return
         train.train(resolved, output, resume=resume, num_processes=num_processes)
     except UserError as err:
         if os.environ.get("RANK", "0") != "0":  # the main process says it, once
             raise typer.Exit(err.exit_code) from None
         raise
+    except KeyboardInterrupt:
+        if launcher:
+            typer.echo(
+                f"interrupted: {run_folder(output, resolved)} keeps its last finished epoch; "
+                "run the same command with --resume to continue it",
+                err=True,
+            )
+        raise typer.Exit(130) from None
 
 
 @app.command("collect")
 @user_errors
 def collect_cmd(
     runs: Annotated[Path, typer.Argument(help="The --output folder of `timm-scaling train`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")] = Path(
-        "report.csv"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The CSV to write [default: RUNS/report.csv]."),
+    ] = None,
 ) -> None:
-    """Rebuild a report.csv from the result.json of every finished run folder under RUNS."""
-    from timm_scaling.runs import collect
+    """Rebuild a report.csv from the result.json of every finished run folder under RUNS: one
+    row per run folder that exists (rows of deleted folders go)."""
+    from timm_scaling.runs import REPORT_FILE, collect
 
+    output = output or runs / REPORT_FILE
     rows = collect(runs, output)
     typer.echo(f"{rows} run(s) from {runs} -> {output}")
 
@@ -427,7 +497,13 @@ def sweep_cmd(
         str | None,
         typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the runs and train nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="List every run with its state (finished, resumable from epoch K, to train, "
+            "conflicting) and train nothing."
+        ),
+    ] = False,
     log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
     plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
@@ -442,20 +518,21 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
-    from timm_scaling.runs import finished, run_folder
+    from timm_scaling.runs import check_output, finished, run_folder, run_state
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
-    overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
+    overrides = recipe_overrides(options, set_)
+    check_output(output)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    if dry_run:
+        for recipe in runs:
+            typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
+        return
     if gpus is not None:
         sweeps.select_gpus(gpus)
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
-    if dry_run:
-        for recipe, state in zip(runs, states, strict=True):
-            typer.echo(f"{run_folder(output, recipe)}  {state}")
-        return
     # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.
     terminal = sys.stderr.isatty()
     logging.basicConfig(level=logging.WARNING if terminal else logging.INFO, format="%(message)s")
@@ -500,10 +577,25 @@ def sweep_cmd(
             line = f"{sweep}: {i}/{total} done; {recipe.model} s{recipe.seed} {state}"
             typer.echo(line, err=True)
 
+    def landed(recipe, result: dict) -> None:
+        bar.write(f"{run_folder(output, recipe)}: top1 {result['top1']:.2f}")
+
     try:
-        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs, gpus)
+        result = sweeps.run_sweep(
+            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed
+        )
         bar.n = len(runs)
         bar.refresh()
+    except KeyboardInterrupt:
+        bar.close()
+        now = [finished(output, recipe) is not None for recipe in runs]
+        newly = sum(done and state != "finished" for done, state in zip(now, states, strict=True))
+        typer.echo(
+            f"interrupted: trained {newly} run(s), {now.count(False)} not finished (each resumes "
+            "from its last finished epoch); run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     finally:
         bar.close()
     typer.echo(f"trained {len(result.trained)} run(s), {len(result.skipped)} already finished")

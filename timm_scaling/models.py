@@ -13,7 +13,9 @@ Importing this module registers the built-in variants. :func:`register_variant` 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -207,24 +209,51 @@ for _scaling in BUILTIN_SCALINGS:
     register_variant(_scaling)
 
 
+def cached_architectures(names: list[str]) -> dict[str, Architecture]:
+    """:func:`architecture` of each registered name, kept on disk per timm version beside the
+    cost counts (``$TIMM_SCALING_CACHE``): a model is built once, not at every `list`."""
+    from timm_scaling.profile import cache_dir
+    from timm_scaling.report import atomic_write
+
+    path = cache_dir() / "architecture" / f"timm-{timm.__version__}.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}  # absent or unreadable: build again
+    keys = {name: f"{name} {describe(_registered[name])}" for name in names}
+    missing = [name for name in names if keys[name] not in cached]
+    for name in missing:
+        cached[keys[name]] = dataclasses.asdict(architecture(name))
+    if missing:
+        atomic_write(path, json.dumps(cached, indent=0))
+    return {
+        name: Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+        for name, arch in ((name, cached[keys[name]]) for name in names)
+    }
+
+
 def variant_table() -> list[dict[str, object]]:
-    """One row per registered variant, as `timm-scaling list` prints it."""
+    """One row per registered variant, as `timm-scaling list` prints it: multipliers, default
+    input size, params (M, 1000 classes), real blocks (after timm's rounding) and per stage,
+    nominal blocks (16 x depth) and the nominal FLOP factor d*w^2*r^2."""
+    names = list(registered())
+    arches = cached_architectures(names)
     rows = []
-    for name, scaling in registered().items():
-        arch = architecture(name)
+    for name in names:
+        scaling, arch = _registered[name], arches[name]
         rows.append(
             {
                 "model": name,
                 "method": scaling.method,
-                "depth": f"{scaling.depth:.3f}",
-                "width": f"{scaling.width:.3f}",
-                "resolution": f"{scaling.resolution:.3f}",
+                "depth": round(scaling.depth, 4),
+                "width": round(scaling.width, 4),
+                "resolution": round(scaling.resolution, 4),
                 "input": scaling.image_size(divisor=8),
-                "params (M)": f"{arch.param_count / 1e6:.2f}",
-                "blocks (nominal)": f"{nominal_blocks(scaling):.1f}",
-                "blocks real": arch.blocks,
-                "per stage": " ".join(map(str, arch.blocks_per_stage)),
-                "FLOPs x (nominal)": f"{scaling.flop_factor:.2f}",
+                "params_m": round(arch.param_count / 1e6, 2),
+                "blocks": arch.blocks,
+                "per_stage": " ".join(map(str, arch.blocks_per_stage)),
+                "nominal_blocks": round(nominal_blocks(scaling), 1),
+                "flop_factor": round(scaling.flop_factor, 2),
             }
         )
     return rows

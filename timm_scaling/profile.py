@@ -32,6 +32,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import timm
@@ -363,23 +364,11 @@ def profile_rows(
 # ---------------------------------------------------------------------------- the paper
 
 
-def reference_dir() -> Path:
-    """``<repo root>/../shared/reference``: the published numbers (paper Tables 2 and 7)."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-    if not path.is_dir():
-        raise UserError(
-            f"reference numbers not found at {path}: --paper needs a source checkout with "
-            "shared/reference beside the repository"
-        )
-    return path
-
-
 def _read_reference(name: str) -> list[dict[str, str]]:
-    path = reference_dir() / name
-    if not path.is_file():
-        raise UserError(f"{path} is missing: restore it from shared/reference")
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    """A published table shipped inside the package (timm_scaling/reference/README.md names
+    its source), read as rows of strings."""
+    text = (resources.files("timm_scaling") / "reference" / name).read_text()
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def _pct(ours: float, theirs: float) -> float:

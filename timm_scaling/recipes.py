@@ -126,20 +126,21 @@ class Recipe:
     log_with: str | None = None
 
     def __post_init__(self) -> None:
-        try:
-            parse_name(self.model)
-        except UserError as err:
-            raise UserError(f"model: {err}") from None
+        for key in _FIELD_NAMES:
+            _check_value(key, getattr(self, key))
         trackers.parse(self.log_with)
-        for keys, ok, allowed in _BOUNDS:
-            for key in keys:
-                value = getattr(self, key)
-                if value is not None and not ok(value):
-                    raise UserError(f"{key} must be {allowed}, got {value!r}")
         if self.batch_size % self.grad_accum:
             raise UserError(
                 f"batch_size must be a multiple of grad_accum ({self.grad_accum}), "
                 f"got {self.batch_size}"
+            )
+
+    def check_processes(self, world: int) -> None:
+        """Each of ``world`` processes takes an equal share of the batch."""
+        if self.batch_size % world:
+            raise UserError(
+                f"batch_size {self.batch_size} does not split over {world} processes; "
+                f"--batch-size a multiple of {world}"
             )
 
     @property
@@ -159,6 +160,36 @@ class Recipe:
 
 
 _FIELDS: dict[str, Any] = typing.get_type_hints(Recipe)
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+def _check_value(key: str, value: Any) -> None:
+    """The checks of one key's value that its type alone does not make."""
+    if key == "model":
+        try:
+            parse_name(value)
+        except UserError as err:
+            raise UserError(f"model: {err}") from None
+    for keys, ok, allowed in _BOUNDS:
+        if key in keys and value is not None and not ok(value):
+            raise UserError(f"{key} must be {allowed}, got {value!r}")
+
+
+class Override(str):
+    """A ``key=value`` override that remembers how the user typed it (``--epochs 0``), so that
+    an error quotes that, not ``--set epochs=0``."""
+
+    typed: str
+
+    def __new__(cls, text: str, typed: str | None = None) -> Override:
+        self = super().__new__(cls, text)
+        self.typed = typed or f"--set {text}"
+        return self
+
+
+def typed(override: str) -> str:
+    """What the user typed for an override: its option (``--epochs 0``) or ``--set k=v``."""
+    return getattr(override, "typed", f"--set {override}")
 
 
 def _type_name(hint: Any) -> str:
@@ -205,7 +236,11 @@ def _coerce(source: str, key: str, value: Any) -> Any:
             f"{source}: {key} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})"
         )
     if hint is float or (isinstance(hint, types.UnionType) and float in hint.__args__):
-        return None if value is None else float(value)
+        value = None if value is None else float(value)
+    try:
+        _check_value(key, value)
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
     return value
 
 
@@ -294,9 +329,9 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
     values = _read(path)
     for text in overrides:
         key, value = parse_override(text)
-        values[key] = _coerce(f"--set {text}", key, value)
+        values[key] = _coerce(typed(text), key, value)
     try:
         return Recipe(**values)
-    except UserError as err:
-        where = " ".join([str(path), *(f"--set {text}" for text in overrides)])
+    except UserError as err:  # a rule across keys (batch_size and grad_accum)
+        where = " ".join([name_or_path, *map(typed, overrides)])
         raise UserError(f"{where}: {err}") from None

@@ -13,7 +13,8 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +45,9 @@ COLUMNS: tuple[str, ...] = (
     "device",
     "version",
 )
+
+# What names a run's folder (<recipe>-<model>-s<seed>): a report holds one row per run.
+RUN_KEY: tuple[str, ...] = ("recipe", "model", "seed")
 
 
 class Metric(NamedTuple):
@@ -100,20 +104,46 @@ def _row_text(row: Mapping[str, object], header: bool) -> str:
     return buffer.getvalue()
 
 
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half."""
+def file_mode() -> int:
+    """The mode a new file gets from the umask (0644 under umask 0022), as ``open`` gives it."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def umask_mode(folder: str | os.PathLike) -> None:
+    """Give every file in ``folder`` the umask's mode (safetensors writes model.safetensors
+    0600, as mkstemp does)."""
+    mode = file_mode()
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            path.chmod(mode)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write, renamed over ``path`` when the block ends
+    (deleted if it raises): readers never see half a file. It has the umask's mode, not
+    mkstemp's owner-only 0600, so collaborators can read the results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_file`), synced to disk."""
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _check_header(path: Path, text: str) -> None:
@@ -130,10 +160,12 @@ def _lock(path: Path) -> FileLock:
     return FileLock(path.with_name(f".{path.name}.lock"))
 
 
-def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
-    """Append one run's row to ``path``, atomically and under a file lock.
+def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
+    """Add one run's row to ``path``, replacing the row of the same run (its ``RUN_KEY``: the
+    run folder), atomically and under a file lock.
 
-    Two runs finishing at once both land; a crash mid-write leaves the old file intact.
+    A run trained again has one row, its last; two runs finishing at once both land; a crash
+    mid-write leaves the old file intact.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +173,10 @@ def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
         old = path.read_text() if path.exists() else ""
         if old:
             _check_header(path, old)
-            if not old.endswith("\n"):
-                old += "\n"
-        atomic_write(path, old + _row_text(row, header=not old))
+        key = [_format(row.get(column)) for column in RUN_KEY]
+        kept = [r for r in csv.DictReader(io.StringIO(old)) if [r[c] for c in RUN_KEY] != key]
+        rows = [*kept, row]
+        atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(rows)))
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> int:

@@ -40,6 +40,15 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
 INCIDENTAL_KEYS = ("name", "log_with")
 
 
+def check_output(output: str | os.PathLike) -> None:
+    """``--output`` must be a folder (or not exist yet)."""
+    if Path(output).exists() and not Path(output).is_dir():
+        raise UserError(
+            f"--output {output} is a file: pass a folder (it holds the run folders and "
+            f"{REPORT_FILE})"
+        )
+
+
 def changed_keys(folder: Path, recipe) -> list[str]:
     """The recipe keys (but the incidental ones) whose values differ from the recipe saved in
     ``folder``."""
@@ -65,6 +74,23 @@ def finished(output: str | os.PathLike, recipe) -> Path | None:
             "train into another --output, or delete that folder"
         )
     return folder
+
+
+def run_state(output: str | os.PathLike, recipe) -> str:
+    """What a sweep would do with ``recipe``'s run folder: ``finished``, ``resumable from epoch
+    K`` (K finished epochs), ``to train``, or ``conflicting (keys)`` where the folder was
+    trained with other settings."""
+    folder = run_folder(output, recipe)
+    changed = changed_keys(folder, recipe)
+    if changed:
+        return f"conflicting ({', '.join(changed)} differ; delete it or use another --output)"
+    if (folder / RESULT_FILE).exists():
+        return "finished"
+    latest = folder / CHECKPOINTS / LATEST
+    if latest.exists():
+        state = json.loads((latest.parent / latest.read_text().strip() / STATE_FILE).read_text())
+        return f"resumable from epoch {state['epoch']}"
+    return "to train"
 
 
 def collect(

@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -205,11 +207,25 @@ def job_environments(jobs: int, gpus: Sequence[str]) -> list[dict[str, str]]:
 
 def _start_worker(threads: int, environments) -> None:
     """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
-    CPU threads."""
+    CPU threads. It ignores Ctrl-C (a terminal sends it to the whole process group): the sweep
+    stops every job itself, and none starts a new run on the way out."""
     os.environ.update(environments.get())
     import torch
+    from tqdm import tqdm
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now (what Python 3.14's
+    ``terminate_workers`` does). A run stopped mid-epoch resumes from its last checkpoint: every
+    file it writes is replaced atomically, and ``latest`` moves only after a checkpoint is whole."""
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
+    pool.shutdown(cancel_futures=True)  # the pool, broken now, frees its queues
 
 
 def _in_pool(
@@ -233,6 +249,9 @@ def _in_pool(
         try:
             for i, future in enumerate(as_completed(futures), start=1):
                 on_done(i, futures[future], future.result())
+        except KeyboardInterrupt:
+            _stop_workers(pool)
+            raise
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
@@ -240,10 +259,10 @@ def _in_pool(
 
 def _train_resuming(
     recipe: Recipe, output: str | os.PathLike, progress: bool | None = None
-) -> None:
+) -> dict:
     from timm_scaling.train import train
 
-    train(recipe, output, resume=True, progress=progress)
+    return train(recipe, output, resume=True, progress=progress)
 
 
 def check_jobs(jobs: int) -> None:
@@ -281,6 +300,7 @@ def run_sweep(
     on_run: Callable[[int, int, Recipe, bool], None] | None = None,
     jobs: int = 1,
     gpus: str | None = None,
+    on_result: Callable[[Recipe, dict], None] | None = None,
 ) -> SweepResult:
     """Train every unfinished run of this shard into ``output`` (a run interrupted mid-way
     resumes from its checkpoint), then, when the whole sweep is finished, write its runs' rows
@@ -291,7 +311,8 @@ def run_sweep(
     two cores finish a sweep nearly twice as fast. On G GPUs, job i trains on GPU i mod G
     (``gpus``: ``"0,1"`` uses only those; see :func:`job_environments`), as many jobs per GPU
     as the sweep's plan.csv says fit in its memory, if there is one (:func:`packed_jobs`).
-    ``on_run(done, total, recipe, skipped)`` is called as each run starts (one job) or ends.
+    ``on_run(done, total, recipe, skipped)`` is called as each run starts (one job) or ends;
+    ``on_result(recipe, result)`` as each run trained here finishes, with its result.json.
 
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
     trained once; each sweep's report holds its own runs only."""
@@ -305,24 +326,22 @@ def run_sweep(
     skipped = [r for r, d in zip(mine, done, strict=True) if d]
     trained = [r for r, d in zip(mine, done, strict=True) if not d]
     notify = on_run or (lambda *_: None)
+    landed = on_result or (lambda *_: None)
     for i, recipe in enumerate(skipped):
         notify(i, len(mine), recipe, True)
     if jobs == 1 and gpus is None:
         for i, recipe in enumerate(trained, start=len(skipped)):
             notify(i, len(mine), recipe, False)
-            _train_resuming(recipe, output)
+            landed(recipe, _train_resuming(recipe, output))
     elif trained:
+
+        def ended(i: int, recipe: Recipe, result: dict) -> None:
+            landed(recipe, result)
+            notify(len(skipped) + i, len(mine), recipe, False)
+
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
-        _in_pool(
-            _train_resuming,
-            trained,
-            jobs,
-            devices,
-            lambda i, recipe, _: notify(len(skipped) + i, len(mine), recipe, False),
-            output,
-            False,
-        )
+        _in_pool(_train_resuming, trained, jobs, devices, ended, output, False)
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
         return SweepResult(trained, skipped, pending, None)

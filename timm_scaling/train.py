@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,8 @@ from typing import Any
 import timm
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
+from accelerate.logging import MultiProcessAdapter
+from accelerate.state import PartialState
 from accelerate.utils import TorchDynamoPlugin, gather_object, set_seed, tqdm
 from timm.optim import create_optimizer_v2, get_optimizer_class
 from timm.scheduler import StepLRScheduler
@@ -40,7 +42,7 @@ from timm_scaling import data, trackers
 from timm_scaling.errors import UserError
 from timm_scaling.models import scaling_of
 from timm_scaling.recipes import Recipe
-from timm_scaling.report import append_row, atomic_write
+from timm_scaling.report import atomic_write, put_row, umask_mode
 from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,
@@ -55,8 +57,22 @@ from timm_scaling.runs import (
     run_folder,
 )
 
-logger = get_logger(__name__)  # Accelerate's: the main process only, by default
+
+class _ProcessLog(MultiProcessAdapter):
+    """Accelerate's logger (the main process only, by default), with its ``[RANK k]`` prefix
+    only where there are several processes."""
+
+    def process(self, msg, kwargs):
+        if PartialState().num_processes > 1:
+            return super().process(msg, kwargs)
+        return msg, {"stacklevel": 2, **kwargs}
+
+
+logger = _ProcessLog(logging.getLogger(__name__), {})
 log = logging.getLogger(__name__)  # before an Accelerator exists
+# Accelerate logs four or five lines per save_state or load_state; the trainer logs one.
+for _name in ("accelerate.accelerator", "accelerate.checkpointing"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
@@ -198,7 +214,13 @@ def launch(args: Sequence[str], num_processes: int) -> int:
         *args,
     ]
     log.info(f"launching {num_processes} processes: {' '.join(command)}")
-    return subprocess.run(command, env=env, check=False).returncode
+    with subprocess.Popen(command, env=env) as launcher:
+        try:
+            return launcher.wait()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: stop the workers
+            launcher.send_signal(signal.SIGINT)
+            launcher.wait()
+            raise
 
 
 class _Window:
@@ -309,11 +331,7 @@ class Trainer:
                 f"asked for {expected} processes but found {world}; launch with "
                 "`timm-scaling train --num-processes N` or accelerate launch --multi_gpu"
             )
-        if self.recipe.batch_size % world:
-            raise UserError(
-                f"batch_size {self.recipe.batch_size} does not split over {world} processes; "
-                f"--set batch_size= a multiple of {world}"
-            )
+        self.recipe.check_processes(world)
         logger.info(
             f"world size {world} ({self.accelerator.distributed_type}), "
             f"device {self.accelerator.device}, mixed precision {self.accelerator.mixed_precision}"
@@ -382,6 +400,16 @@ class Trainer:
             warmup_lr_init=recipe.warmup_lr,
             t_in_epochs=False,
         )
+        if recipe.warmup_epochs > recipe.epochs:
+            end = recipe.warmup_lr + (recipe.lr - recipe.warmup_lr) * (
+                recipe.epochs / recipe.warmup_epochs
+            )
+            logger.warning(
+                f"warm-up ({recipe.warmup_epochs:g} epochs) is longer than the run "
+                f"({recipe.epochs} epoch{'s' * (recipe.epochs > 1)}): the lr ends at "
+                f"{end:.2g}, short of its peak {recipe.lr:g}; --set warmup_epochs= less than "
+                "the epochs"
+            )
         self.ema = ModelEmaV3(self.unwrapped, decay=recipe.ema_decay) if recipe.ema else None
         if self.ema is not None:
             accelerator.register_for_checkpointing(self.ema)
@@ -671,7 +699,9 @@ class Trainer:
         root = self.folder / CHECKPOINTS
         name = f"epoch-{len(history):04d}"
         accelerator.save_state(str(root / name))
+        logger.info(f"checkpoint {root / name}")
         if accelerator.is_main_process:
+            umask_mode(root / name)
             state = {
                 "epoch": len(history),
                 "num_updates": self.num_updates,
@@ -741,7 +771,7 @@ class Trainer:
                 "timm": timm.__version__,
             }
             atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
-            append_row(self.output / REPORT_FILE, row)
+            put_row(self.output / REPORT_FILE, row)
             accelerator.log(trackers.scalars(row, "final/"), step=self.num_updates)
             logger.info(f"finished {self.folder}: top1 {row['top1']:.2f}; row in {REPORT_FILE}")
         accelerator.wait_for_everyone()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from timm_scaling.frontier.results import (
     Frontier,
     Point,
 )
+from timm_scaling.report import atomic_file
 
 MAX_COLOURED = 10
 GREY = "0.72"
@@ -266,13 +266,7 @@ def save_figure(fig, out: str | os.PathLike, stem: str) -> list[Path]:
     written = []
     for suffix in ("png", "svg"):
         target = out / f"{stem}.{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(target) as tmp:
             fig.savefig(tmp, format=suffix, dpi=200)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(target)
     return written

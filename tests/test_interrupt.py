@@ -1,0 +1,159 @@
+"""Ctrl-C in `train` and in `sweep --jobs 2`, as a terminal sends it: real processes, real SIGINT.
+
+A terminal sends SIGINT to the whole foreground process group; `kill -INT PID` to one process.
+Either way every job stops at once, no new run starts, the counts are true, the message says how
+to resume, the exit code is 130, and running the same command again finishes every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = ["limit_train=64", "limit_val=32", "batch_size=32", "eval_batch_size=32", "epochs=4"]
+WAIT_S = 300  # a bound for a hang, not a speed target
+
+
+@pytest.fixture
+def env(tmp_path):
+    return dict(os.environ, TIMM_SCALING_CACHE=str(tmp_path / "cache"))
+
+
+def start(args, env) -> subprocess.Popen:
+    """``timm-scaling ARGS`` in a process group of its own, as a shell runs a foreground job."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "timm_scaling", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def epochs_done(folder: Path) -> int:
+    metrics = folder / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
+def dry_run(command: list[str]) -> list[str]:
+    """The state `sweep --dry-run` lists for each run."""
+    out = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *command, "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line.split("  ", 1)[1] for line in out.stdout.splitlines()]
+
+
+def interrupt(process: subprocess.Popen, whole_group: bool) -> tuple[str, str]:
+    if whole_group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)  # at once: no job trains on to its end
+    assert process.returncode == 130, (out, err)
+    deadline = time.monotonic() + 10
+    while group_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert group_members(process.pid) == [], "a job outlived the sweep"
+    return out, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_job_of_a_sweep_and_the_sweep_resumes(tmp_path, env):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(yaml.safe_dump({"recipe": "digits", "set": TINY, "models": ["effnet_b0"]}))
+    output = tmp_path / "runs"
+    folders = [output / f"digits-effnet_b0-s{seed}" for seed in range(3)]  # equally fast runs
+    command = ["sweep", str(sweep), "--seeds", "3", "--output", str(output), "--jobs", "2"]
+
+    # 1. SIGINT to the sweep process alone, once both jobs have finished an epoch.
+    process = start(command, env)
+    wait_for(lambda: all(epochs_done(f) >= 1 for f in folders[:2]), process)
+    _, err = interrupt(process, whole_group=False)
+    assert not folders[2].exists(), "a new run started after the interrupt"
+    finished = sum((f / "result.json").exists() for f in folders)
+    assert f"trained {finished} run(s), {3 - finished} not finished" in err
+    assert "run the same command again to resume" in err
+    assert err.strip().splitlines()[-1].startswith("interrupted:")
+    done = [epochs_done(f) for f in folders]
+    # --dry-run lists each run's state, a folder trained with other settings among them.
+    states = [f"resumable from epoch {k}" if k else "to train" for k in done]
+    assert dry_run(command) == states
+    assert dry_run([*command, "--epochs", "5"]) == [
+        "conflicting (epochs differ; delete it or use another --output)" if k else "to train"
+        for k in done
+    ]
+
+    # 2. Run it again; SIGINT to the whole process group (a terminal's Ctrl-C) once it resumed.
+    process = start(command, env)
+    wait_for(lambda: sum(map(epochs_done, folders)) > sum(done), process)
+    _, err = interrupt(process, whole_group=True)
+    now = sum((f / "result.json").exists() for f in folders)
+    assert f"trained {now - finished} run(s), {3 - now} not finished" in err
+
+    before = {f.name for f in folders if (f / "result.json").exists()}
+    # 3. Run it again to the end: every run resumed where it stopped, each epoch trained once.
+    final = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *command], env=env, capture_output=True, text=True
+    )
+    assert final.returncode == 0, final.stderr
+    for folder in folders:  # each run's top-1 is printed as it lands
+        top1 = json.loads((folder / "result.json").read_text())["top1"]
+        assert (f"{folder}: top1 {top1:.2f}" in final.stdout) == (folder.name not in before)
+    assert dry_run(command) == ["finished"] * 3
+    for folder in folders:
+        epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()]
+        assert epochs == [1, 2, 3, 4], folder
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_says_resume_continues_it(tmp_path, env):
+    output = tmp_path / "runs"
+    folder = output / "digits-effnet_b0-s0"
+    args = ["train", "digits", "--output", str(output), *(a for o in TINY for a in ("--set", o))]
+    process = start(args, env)
+    wait_for(lambda: epochs_done(folder) >= 1, process)
+    _, err = interrupt(process, whole_group=True)
+    assert f"interrupted: {folder} keeps its last finished epoch" in err
+    assert "--resume to continue it" in err and "Traceback" not in err
+    resumed = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *args, "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()]
+    assert epochs == [1, 2, 3, 4]

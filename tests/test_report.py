@@ -1,0 +1,69 @@
+"""report.csv rows keyed by run folder; every file the tool writes gets the umask's mode."""
+
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from timm_scaling.cli import app
+from timm_scaling.report import COLUMNS, atomic_write, put_row, read_rows
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def row(model: str, seed: int, top1: float, recipe: str = "digits") -> dict:
+    return dict(model=model, method="baseline", recipe=recipe, seed=seed, top1=top1, epochs=1)
+
+
+def test_a_run_trained_again_replaces_its_row(tmp_path):
+    report = tmp_path / "report.csv"
+    put_row(report, row("effnet_b0", 0, 50.0))
+    put_row(report, row("effnet_b0", 1, 60.0))  # another seed: another run folder
+    put_row(report, row("effnet_b0", 0, 70.0, recipe="demo"))  # another recipe: another folder
+    put_row(report, row("effnet_b0", 0, 80.0))  # the first run, trained again
+    rows = read_rows(report)
+    assert list(rows[0]) == list(COLUMNS)
+    assert [(r["recipe"], r["seed"], r["top1"]) for r in rows] == [
+        ("digits", "1", "60.0"),
+        ("demo", "0", "70.0"),
+        ("digits", "0", "80.0"),
+    ]
+
+
+@pytest.mark.slow
+def test_written_files_get_the_umask_mode(tmp_path, umask_022, monkeypatch):
+    atomic_write(tmp_path / "note.txt", "x")
+    put_row(tmp_path / "report.csv", row("effnet_b0", 0, 50.0))
+    rng = np.random.default_rng(0)
+    points = [
+        dict(model=f"{method}_{k}", method=method, gmacs=cost, top1=60 + 5 * k + rng.normal())
+        for method in ("compound", "width")
+        for k, cost in enumerate((0.1, 0.2, 0.4))
+    ]
+    pd.DataFrame(points).to_csv(tmp_path / "points.csv", index=False)
+    out = tmp_path / "frontier"
+    outcome = runner.invoke(
+        app, ["frontier", str(tmp_path / "points.csv"), "--out", str(out), "--bootstrap", "100"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path / "cache"))
+    costs = tmp_path / "cost.csv"
+    outcome = runner.invoke(app, ["profile", "effnet_b0", "--no-speed", "--csv", str(costs)])
+    assert outcome.exit_code == 0, outcome.output
+    written = [tmp_path / "note.txt", tmp_path / "report.csv", costs, *out.iterdir()]
+    assert {p.name for p in out.iterdir()} >= {"frontier.json", "frontier.md", "frontier.png"}
+    assert {p.name: oct(mode(p)) for p in written} == {p.name: "0o644" for p in written}
