@@ -7,6 +7,8 @@ Imports no torch: ``timm-scaling collect`` starts fast.
     recipe.yaml          the resolved recipe
     metrics.jsonl        one line per finished epoch: loss, lr, top1, top5, seconds, samples/s
     checkpoints/         Accelerate ``save_state`` of the last finished epoch; ``latest`` names it
+    model/               the trained (evaluated) network as timm's ``save_for_hf`` writes it:
+                         ``timm.create_model("local-dir:<run>/model", pretrained=True)``
     result.json          the report row and the run's details; written last: the run is finished
 
 and each finished run appends one row to ``<output>/report.csv``.
@@ -25,6 +27,7 @@ from timm_scaling.report import COLUMNS, write_rows
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
 CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
+MODEL_DIR = "model"
 REPORT_FILE = "report.csv"
 
 

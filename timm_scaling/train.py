@@ -37,13 +37,14 @@ from timm.utils import ModelEmaV3, distribute_bn
 import timm_scaling
 from timm_scaling import data
 from timm_scaling.errors import UserError
-from timm_scaling.models import scaling_of
+from timm_scaling.models import export, scaling_of
 from timm_scaling.recipes import Recipe
 from timm_scaling.report import append_row, atomic_write
 from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,
     METRICS_FILE,
+    MODEL_DIR,
     RECIPE_FILE,
     REPORT_FILE,
     RESULT_FILE,
@@ -356,6 +357,11 @@ class Trainer:
         accelerator.even_batches = True
         return train, val
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights evaluated each epoch and exported: the EMA's when the recipe keeps one."""
+        return self.ema.module if self.ema is not None else self.unwrapped
+
     # -- training -----------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
@@ -369,8 +375,7 @@ class Trainer:
             stats = self.train_epoch(epoch)
             if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
                 distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
-            model = self.ema.module if self.ema is not None else self.unwrapped
-            stats.update(evaluate(model, self.val_batches, accelerator))
+            stats.update(evaluate(self.evaluated, self.val_batches, accelerator))
             stats["epoch_s"] = time.perf_counter() - started
             history.append(stats)
             logger.info(
@@ -548,12 +553,24 @@ class Trainer:
                 "torch": torch.__version__,
                 "timm": timm.__version__,
             }
+            self._export(row["top1"])
             atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
             append_row(self.output / REPORT_FILE, row)
             logger.info(f"finished {self.folder}: top1 {row['top1']:.2f}; row in {REPORT_FILE}")
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return result
+
+    def _export(self, top1: float) -> None:
+        """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf)."""
+        recipe, cfg = self.recipe, self.unwrapped.pretrained_cfg
+        notes = (
+            f"trained {recipe.epochs} epochs on {recipe.dataset} at {recipe.image_size} px "
+            f"(recipe {recipe.name}, seed {recipe.seed}{', EMA weights' * recipe.ema}): "
+            f"top-1 {top1:.2f}"
+        )
+        model_dir = self.folder / MODEL_DIR
+        export(self.evaluated, model_dir, recipe.image_size, cfg["mean"], cfg["std"], notes)
 
     def _device_label(self) -> str:
         name = device_name(self.accelerator.device)
