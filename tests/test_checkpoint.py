@@ -132,3 +132,63 @@ def test_pretrained_true_loads_a_state_dict_and_refuses_nothing():
     assert model.num_classes == 4 and same_weights(model.state_dict(), source.state_dict())
     with pytest.raises(RuntimeError, match="no pretrained weights.*local-dir"):
         timm.create_model("effnet_b0_w1p4", pretrained=True)
+
+
+# ---------------------------------------------------------------------------- more epochs
+
+TINY = ["limit_train=64", "limit_val=64", "batch_size=32", "eval_batch_size=64", "base_size=32"]
+
+
+def train_cli(output: Path, *args: str):
+    from typer.testing import CliRunner
+
+    from timm_scaling.cli import app
+
+    sets = [a for o in TINY for a in ("--set", o)]
+    outcome = CliRunner().invoke(app, ["train", "digits", "--output", str(output), *sets, *args])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return outcome
+
+
+def history(folder: Path) -> list[dict]:
+    """Per epoch what must not depend on timing: loss, lr, top-1, top-5."""
+    keys = ("epoch", "loss", "lr", "top1", "top5", "eval_images")
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [{key: json.loads(line)[key] for key in keys} for line in lines]
+
+
+@pytest.mark.slow
+def test_resume_with_more_epochs_continues_a_finished_run(tmp_path):
+    from timm_scaling.report import read_rows
+
+    straight = train_cli(tmp_path / "straight", "--epochs", "2")
+    assert straight.exit_code == 0, straight.output
+    short = train_cli(tmp_path / "runs", "--epochs", "1")
+    assert short.exit_code == 0, short.output
+    refused = train_cli(tmp_path / "runs", "--epochs", "2")  # without --resume: as before
+    assert refused.exit_code == 2 and "other settings (epochs)" in refused.output
+    assert "--resume to continue it for more epochs" in refused.output
+
+    longer = train_cli(tmp_path / "runs", "--epochs", "2", "--resume")
+    assert longer.exit_code == 0, longer.output
+    recipe = load_recipe("digits", [*TINY, "epochs=2"])
+    folder, reference = (
+        run_folder(tmp_path / "runs", recipe),
+        run_folder(tmp_path / "straight", recipe),
+    )
+    # The step schedule does not depend on the epoch count: 1 + 1 epochs is the 2-epoch run.
+    assert history(folder) == history(reference) and len(history(folder)) == 2
+    result = json.loads((folder / "result.json").read_text())
+    expected = json.loads((reference / "result.json").read_text())
+    assert result["epochs"] == 2 and result["replica_checksums"] == expected["replica_checksums"]
+    assert (result["top1"], result["top5"]) == (expected["top1"], expected["top5"])
+    (row,) = read_rows(tmp_path / "runs" / "report.csv")  # the 1-epoch row is replaced
+    assert row["epochs"] == "2" and float(row["top1"]) == result["top1"]
+    config = json.loads((folder / MODEL_DIR / "config.json").read_text())
+    assert "trained 2 epochs" in config["pretrained_cfg"]["notes"][-1]
+
+    fewer = train_cli(tmp_path / "runs", "--epochs", "1", "--resume")
+    assert fewer.exit_code == 2 and "other settings (epochs)" in fewer.output
+    other = train_cli(tmp_path / "runs", "--epochs", "3", "--resume", "--lr", "0.1")
+    assert other.exit_code == 2 and "other settings (lr)" in other.output
+    assert json.loads((folder / "result.json").read_text()) == result

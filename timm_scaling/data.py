@@ -31,6 +31,7 @@ __all__ = [
     "STD",
     "DeviceBatches",
     "ImageSet",
+    "count_images",
     "folder_classes",
     "folder_loader",
     "load_images",
@@ -191,6 +192,20 @@ def load_images(
     if limit is not None:
         data = ImageSet(data.images[:limit], data.labels[:limit], data.classes)
     return ImageSet(resize(data.images, image_size), data.labels, data.classes)
+
+
+def count_images(
+    dataset: str, data_dir: str | Path | None, split: str, limit: int | None = None
+) -> int:
+    """How many images one split has (at most ``limit``), without resizing any."""
+    _check_dataset(dataset)
+    if dataset == "digits":
+        count = len(_digits(split))
+    elif dataset in IN_MEMORY:
+        count = len(_cifar(dataset, data_dir, split))
+    else:
+        count = len(folder_loader(data_dir, split, 8, 1, train=False, num_workers=0).dataset)
+    return count if limit is None else min(count, limit)
 
 
 def _seed(*parts: int) -> int:

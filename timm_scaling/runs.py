@@ -36,30 +36,40 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
     return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}"
 
 
-def changed_keys(folder: Path, recipe) -> list[str]:
-    """The recipe keys (but the name) whose values differ from the recipe saved in ``folder``."""
+def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
+    """The recipe keys (but the name) whose values differ from the recipe saved in ``folder``.
+
+    With ``resume``, more epochs than saved is no change: ``--resume`` continues the run (its
+    step schedule does not depend on the epoch count, so it goes on as if planned that long)."""
     saved = folder / RECIPE_FILE
     if not saved.exists():
         return []
     before, now = load_recipe(str(saved)).to_dict(), recipe.to_dict()
-    return sorted(k for k in now if k != "name" and before.get(k) != now[k])
+    changed = sorted(k for k in now if k != "name" and before.get(k) != now[k])
+    if resume and "epochs" in changed and now["epochs"] > before["epochs"]:
+        changed.remove("epochs")
+    return changed
 
 
-def finished(output: str | os.PathLike, recipe) -> Path | None:
+def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | None:
     """The run folder of ``recipe`` under ``output`` if it is finished (result.json exists).
 
     A folder finished with other settings (say, other epochs) is an error, never a result of
-    this recipe."""
+    this recipe; but with ``resume``, a run finished with fewer epochs is not finished: it is
+    continued to ``recipe.epochs``."""
     folder = run_folder(output, recipe)
     if not (folder / RESULT_FILE).exists():
         return None
-    changed = changed_keys(folder, recipe)
+    changed = changed_keys(folder, recipe, resume)
     if changed:
+        more = " (or --resume to continue it for more epochs)" * (
+            not resume and not changed_keys(folder, recipe, resume=True)
+        )
         raise UserError(
             f"{folder} was trained with other settings ({', '.join(changed)}); "
-            "train into another --output, or delete that folder"
+            f"train into another --output, or delete that folder{more}"
         )
-    return folder
+    return None if changed_keys(folder, recipe) else folder
 
 
 def collect(

@@ -177,7 +177,7 @@ def train(
     A finished run folder (result.json exists) is not trained again. ``progress=False`` hides
     the per-epoch progress bar (a sweep's parallel jobs would draw over each other).
     """
-    done = finished(output, recipe)
+    done = finished(output, recipe, resume)
     if done is not None:
         log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
         return json.loads((done / RESULT_FILE).read_text())
@@ -249,11 +249,12 @@ class Trainer:
                 f"{self.folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
                 "pass --resume to continue it, or delete the folder to start again"
             )
-        changed = changed_keys(self.folder, self.recipe) if self.resume else []
+        changed = changed_keys(self.folder, self.recipe, resume=True) if self.resume else []
         if changed:
             raise UserError(
                 f"--resume: the recipe differs from {self.folder / RECIPE_FILE} in "
-                f"{', '.join(changed)}; resume with the same settings, or use another --output"
+                f"{', '.join(changed)}; resume with the same settings (only more --epochs), or "
+                "use another --output"
             )
 
     def _build(self) -> None:
@@ -369,6 +370,8 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         history = self._load_checkpoint() if self.resume else []
         if accelerator.is_main_process:
+            # A finished run continued for more epochs is unfinished until it ends again.
+            (self.folder / RESULT_FILE).unlink(missing_ok=True)
             recipe.write(self.folder / RECIPE_FILE)
         for epoch in range(len(history), recipe.epochs):
             started = time.perf_counter()
