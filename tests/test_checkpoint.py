@@ -167,7 +167,7 @@ def test_resume_with_more_epochs_continues_a_finished_run(tmp_path):
     assert short.exit_code == 0, short.output
     refused = train_cli(tmp_path / "runs", "--epochs", "2")  # without --resume: as before
     assert refused.exit_code == 2 and "other settings (epochs)" in refused.output
-    assert "--resume to continue it for more epochs" in refused.output
+    assert "--resume` to continue it for more epochs" in refused.output
 
     longer = train_cli(tmp_path / "runs", "--epochs", "2", "--resume")
     assert longer.exit_code == 0, longer.output

@@ -62,7 +62,7 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
         return None
     changed = changed_keys(folder, recipe, resume)
     if changed:
-        more = " (or --resume to continue it for more epochs)" * (
+        more = " (or `timm-scaling train --resume` to continue it for more epochs)" * (
             not resume and not changed_keys(folder, recipe, resume=True)
         )
         raise UserError(
