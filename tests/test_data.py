@@ -13,15 +13,21 @@ from torchvision.transforms import functional as TF
 
 from timm_scaling.data import (
     MEAN,
+    SHAPES,
     STD,
     DeviceBatches,
     ImageSet,
+    available,
     folder_loader,
     load_images,
     num_classes,
     resize,
+    synthetic,
 )
 from timm_scaling.errors import UserError
+
+# DeviceBatches tests run on the CPU, and on the GPU too where there is one (`pytest -m cuda`).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +97,44 @@ def test_num_classes(tmp_path):
     assert num_classes("folder", tmp_path) == 3
     with pytest.raises(UserError, match="unknown dataset 'imagenet'; choose one of cifar10"):
         num_classes("imagenet")
+
+
+def test_shapes_are_the_real_data_sets(digits):
+    assert SHAPES["digits"] == (len(digits["train"]), len(digits["val"]), 10)
+    assert SHAPES["cifar10"] == (50_000, 10_000, 10)
+
+
+def test_available_never_downloads(tmp_path):
+    assert available("digits") and available("synthetic")
+    assert not available("cifar10", tmp_path) and not available("folder", tmp_path)
+    assert not any(tmp_path.iterdir())
+    (tmp_path / "train").mkdir()
+    assert available("folder", tmp_path)
+
+
+# ---- synthetic ----------------------------------------------------------------------------
+
+
+def test_synthetic_is_random_uint8_in_the_asked_shape():
+    data = synthetic(500, 12, 7, seed=0, split="train")
+    assert data.images.shape == (500, 3, 12, 12) and data.images.dtype == torch.uint8
+    assert data.labels.dtype == torch.int64 and set(data.labels.tolist()) == set(range(7))
+    assert data.classes == [str(c) for c in range(7)]
+    counts = torch.bincount(data.images.flatten().long(), minlength=256)
+    assert counts.min() > 0 and abs(data.images.float().mean().item() - 127.5) < 1
+
+
+def test_synthetic_is_fixed_by_seed_and_split():
+    first = synthetic(64, 8, 10, seed=3, split="val")
+    again = synthetic(64, 8, 10, seed=3, split="val")
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+    for other in (synthetic(64, 8, 10, seed=4, split="val"), synthetic(64, 8, 10, 3, "train")):
+        assert not torch.equal(first.images, other.images)
+
+
+def test_synthetic_is_not_loaded():
+    with pytest.raises(UserError, match="made by data.synthetic"):
+        load_images("synthetic", None, 32, "train")
 
 
 # ---- CIFAR, from a fixture in the real pickle layout ----------------------------------------
@@ -210,12 +254,13 @@ def _labels(batches):
     return torch.cat([labels for _, labels in batches]).tolist()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_eval_shards_cover_every_image_exactly_once(world_size):
+def test_eval_shards_cover_every_image_exactly_once(world_size, device):
     data = _numbered(23)
     seen = []
     for rank in range(world_size):
-        shard = DeviceBatches(data, 4, train=False, rank=rank, world_size=world_size)
+        shard = DeviceBatches(data, 4, device=device, train=False, rank=rank, world_size=world_size)
         labels = _labels(shard)
         assert len(labels) == shard.num_samples
         assert len(shard) == len(list(shard)) == math.ceil(shard.num_samples / 4)
@@ -223,13 +268,15 @@ def test_eval_shards_cover_every_image_exactly_once(world_size):
     assert sorted(seen) == list(range(23))
 
 
-def test_eval_batches_are_the_images_normalised():
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_batches_are_the_images_normalised(device):
     data = _numbered(10)
-    batches = DeviceBatches(data, 4, train=False, rank=1, world_size=2)
+    batches = DeviceBatches(data, 4, device=device, train=False, rank=1, world_size=2)
     images = torch.cat([x for x, _ in batches])
+    assert images.device.type == device
     labels = _labels(batches)
     expected = TF.normalize(data.images[labels].float() / 255, MEAN, STD)
-    torch.testing.assert_close(images, expected)
+    torch.testing.assert_close(images.cpu(), expected)
 
 
 def test_train_shards_are_equal_and_cover_every_sample():
@@ -287,13 +334,15 @@ def _crops_and_flips(image, pad):
             yield (dy, dx, True), crop.flip(-1)
 
 
-def test_augmentation_crops_and_flips_each_image():
+@pytest.mark.parametrize("device", DEVICES)
+def test_augmentation_crops_and_flips_each_image(device):
     data = _numbered(64)
-    batches = DeviceBatches(data, 64, train=True, seed=0, crop_padding=2)
+    batches = DeviceBatches(data, 64, device=device, train=True, seed=0, crop_padding=2)
     images, labels = next(iter(batches))
     assert images.shape == (64, 3, 8, 8) and images.dtype == torch.float32
+    assert images.device.type == labels.device.type == device
     found = []
-    for out, label in zip(_unnormalise(images), labels.tolist(), strict=True):
+    for out, label in zip(_unnormalise(images.cpu()), labels.tolist(), strict=True):
         matches = [
             how for how, crop in _crops_and_flips(data.images[label], 2) if torch.equal(out, crop)
         ]
@@ -310,9 +359,10 @@ def test_no_augmentation_when_switched_off():
     assert torch.equal(_unnormalise(images), data.images[labels])
 
 
-def test_channels_last_output():
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_output(device):
     data = _numbered(8)
-    images, _ = next(iter(DeviceBatches(data, 8, channels_last=True)))
+    images, _ = next(iter(DeviceBatches(data, 8, device=device, channels_last=True)))
     assert images.is_contiguous(memory_format=torch.channels_last)
 
 

@@ -101,12 +101,39 @@ def test_run_folder_and_report_row(finished_run):
     assert list(row) == list(COLUMNS)
     assert row["model"] == "effnet_b0" and row["method"] == "baseline"
     assert int(row["img_size"]) == 32 and row["dataset"] == "digits" and row["device"] == "cpu"
+    assert row["peak_mem_mb"] == ""  # CUDA memory only: a CPU's resident set is not training's
     assert 4.0 < float(row["param_count"]) < 4.1  # B0 with a 10-class head: 4.02 M
     assert float(row["gflops"]) > float(row["gmacs"]) > 0
     assert result["eval_images"] == 64 and result["world_size"] == 1
     (line,) = history(folder)
     assert line["top1"] == float(row["top1"]) and 0 <= line["top1"] <= line["top5"] <= 100
     assert load_recipe(str(folder / "recipe.yaml")) == tiny()
+
+
+@pytest.mark.slow
+def test_synthetic_data_trains_and_says_so(tmp_path, caplog):
+    """Random images in CIFAR's shape at a size of our choosing; the row says `synthetic`."""
+    recipe = load_recipe(
+        "baseline",
+        overrides(
+            dataset="synthetic",
+            data_dir=str(tmp_path / "nowhere"),
+            synthetic_train_size=48,
+            synthetic_val_size=40,
+            synthetic_classes=3,
+            limit_train="null",
+            limit_val="null",
+        ),
+    )
+    with caplog.at_level("WARNING"):
+        result = train(recipe, tmp_path)
+    assert "data_dir" in caplog.text and "is not used" in caplog.text
+    assert result["dataset"] == "synthetic" and result["eval_images"] == 40
+    (line,) = history(run_folder(tmp_path, recipe), keys=("train_images",))
+    assert line["train_images"] == 48
+    (row,) = read_rows(tmp_path / "report.csv")
+    assert row["dataset"] == "synthetic"
+    assert not (tmp_path / "nowhere").exists()
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from timm_scaling.errors import UserError
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import parse_name
 
-Dataset = Literal["cifar10", "cifar100", "digits", "folder"]
+Dataset = Literal["cifar10", "cifar100", "digits", "folder", "synthetic"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
 SUFFIXES = (".yaml", ".yml")
 
@@ -35,7 +35,16 @@ SUFFIXES = (".yaml", ".yml")
 # (keys, check, what is allowed) for values whose type alone does not make them valid.
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (
-        ("base_size", "epochs", "batch_size", "eval_batch_size", "grad_accum"),
+        (
+            "base_size",
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "grad_accum",
+            "synthetic_train_size",
+            "synthetic_val_size",
+            "synthetic_classes",
+        ),
         lambda v: v >= 1,
         "1 or more",
     ),
@@ -59,6 +68,11 @@ class Recipe:
     # model: a timm-scaling model name (timm_scaling.scaling grammar), e.g. effnet_b0_d4
     model: str = "effnet_b0"
     dataset: Dataset = "cifar10"
+    # dataset synthetic: random images and labels in this shape (CIFAR-10's by default), made
+    # on the training device, to measure speed and memory where the real data is absent
+    synthetic_train_size: int = 50_000
+    synthetic_val_size: int = 10_000
+    synthetic_classes: int = 10
     # where the data set lives (cifar: the folder holding cifar-10-batches-py; folder: the
     # folder holding train/ and val/); None: ./data
     data_dir: str | None = None
@@ -89,7 +103,12 @@ class Recipe:
     ema: bool = False
     ema_decay: float = 0.999
     compile: bool = False
+    # torch.compile's mode when compile is true: reduce-overhead replays CUDA graphs (for small
+    # 32 px models, whose steps are bound by kernel launches); max-autotune also tunes kernels
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     grad_accum: int = 1
+    # timm's set_grad_checkpointing: recompute activations in backward (less memory, slower)
+    grad_checkpointing: bool = False
     # auto: bf16 on a GPU, fp32 on a CPU
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     channels_last: bool = True
