@@ -595,7 +595,16 @@ def base_epoch_seconds(settings: SearchSettings) -> float:
 
 
 def plan(settings: SearchSettings) -> Plan:
+    """What the search will train; a rung-0 run folder trained with other settings is an
+    error here, before anything is measured or trained."""
     found = candidates(settings)
+    output, seed = Path(settings.output) / f"epochs{settings.proxy_epochs}", settings.proxy().seed
+    for candidate in found:
+        for i in range(settings.seeds):
+            model = candidate.model()
+            finished(
+                output, settings.proxy(model=model, epochs=settings.proxy_epochs, seed=seed + i)
+            )
     sizes = rung_sizes(len(found), settings.halving)
     rungs = [(n * settings.seeds, settings.proxy_epochs * 2**r) for r, n in enumerate(sizes)]
     factor = sum(c.factor for c in found) / len(found)
