@@ -17,14 +17,18 @@ from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.scaling import MAX_MULT, compound, parse_name
 from timm_scaling.search import (
+    NO_WINNER,
     Candidate,
     MeasuredCost,
     SearchSettings,
+    candidates,
     enumerate_candidates,
     ladder,
     nominal_factor,
     register_ladder,
+    rung_sizes,
     successive_halving,
+    tie,
     winner,
 )
 
@@ -130,6 +134,60 @@ def test_exact_cost_uses_measured_macs_after_rounding():
     # At 32 px, gamma 1.5 (48 px) costs 2.7x B0, not 2.25x: out of the band when measured.
     assert (1.0, 1.0, 1.5) in {(c.alpha, c.beta, c.gamma) for c in nominal}
     assert {(c.alpha, c.beta, c.gamma) for c in exact} == {(2.0, 1.0, 1.0), (1.0, 1.5, 1.0)}
+
+
+def test_grid_points_of_one_network_are_one_candidate_the_closest_kept():
+    def network(c):  # a staircase in alpha, like timm's rounded-up depths
+        return math.ceil(c.alpha * 4), c.beta, c.gamma
+
+    every = enumerate_candidates(1.75, 0.1, 0.1)
+    merged = enumerate_candidates(1.75, 0.1, 0.1, network=network)
+    assert len({network(c) for c in every}) == len(merged) < len(every)
+    for kept in merged:
+        same = [c for c in every if network(c) == network(kept)]
+        assert (kept.alpha, kept.beta, kept.gamma) == (same[0].alpha, same[0].beta, same[0].gamma)
+        assert kept.aliases == tuple(c.model() for c in same[1:])
+    assert enumerate_candidates(1.75, 0.1, 0.1, limit=3, network=network) == merged[:3]
+
+
+@pytest.mark.slow
+def test_alpha_1p4_and_1p5_build_the_same_network():
+    """The issue's case: after timm's rounding both have blocks 2 3 3 5 5 6 2."""
+    settings = SearchSettings(target=1.75, grid_step=0.1)
+    costs = MeasuredCost(settings)
+
+    def network(alpha, beta=1.1, gamma=1.0):
+        return costs.network(Candidate(alpha, beta, gamma, 0.0))
+
+    assert network(1.4) == network(1.5)
+    assert network(1.4)[0] == (2, 3, 3, 5, 5, 6, 2)
+    assert network(1.4) != network(1.6)  # 2 4 4 5 5 7 2
+    assert network(1.4) != network(1.4, beta=1.2) != network(1.4, gamma=1.1)
+    (kept,) = [c for c in candidates(settings, costs) if c.alpha in (1.4, 1.5) and c.beta == 1.1]
+    assert kept.gamma == 1.0 and "effnet_b0_phi1_a1p5b1p1g1" in kept.aliases + (kept.model(),)
+    assert {kept.model(), *kept.aliases} >= {
+        "effnet_b0_phi1_a1p4b1p1g1",
+        "effnet_b0_phi1_a1p5b1p1g1",
+    }
+
+
+def test_scores_within_binomial_noise_are_a_tie():
+    # The README's command before: 10.28 / 10 / 10 / 9.44 % on 360 images, chance 10%.
+    assert "chance" in tie([10.28, 10.0, 10.0, 9.44], 360, 10.0)
+    # 95 vs 92 on 360 images: 3 points, less than 1.96 standard errors of the difference...
+    assert "best two" in tie([95.0, 92.0, 40.0], 360, 10.0)
+    # ...but more on 4 x 360 (four seeds): distinguishable.
+    assert tie([95.0, 92.0, 40.0], 4 * 360, 10.0) is None
+    assert tie([95.0, 60.0], 360, 10.0) is None
+    assert tie([100.0, 100.0], 360, 10.0) is not None
+
+
+@pytest.mark.parametrize("halving", [True, False])
+def test_plan_rungs_are_the_schedule_rungs(halving):
+    for n in range(1, 20):
+        scorer = FakeScorer({2**r: {i: float(i) for i in range(n)} for r in range(8)})
+        rungs = successive_halving(list(range(n)), scorer, epochs=1, halving=halving)
+        assert rung_sizes(n, halving) == [len(r.scores) for r in rungs]
 
 
 # ---------------------------------------------------------------------------- the schedule
@@ -313,6 +371,11 @@ def test_two_candidate_search_shards_resumes_and_registers(tmp_path):
     )
     chosen = f"alpha={saved['alpha']:g} beta={saved['beta']:g} gamma={saved['gamma']:g}"
     assert chosen in second.output
+    assert second.output.startswith("plan: 2 candidates")
+    # 32 images each: the choice is a tie exactly when tie() says so, and then it says so.
+    tied = tie([float(r["top1_mean"]) for r in rows], 32, 10.0)
+    assert saved["tie"] == (tied is not None) and (NO_WINNER in second.output) == saved["tie"]
+    assert saved["aliases"] == best["aliases"].split()
     for row in rows:
         assert float(row["nominal"]) == pytest.approx(
             nominal_factor(float(row["alpha"]), float(row["beta"]), float(row["gamma"]))
@@ -335,3 +398,20 @@ def test_two_candidate_search_shards_resumes_and_registers(tmp_path):
     )
     assert changed.exit_code == 2
     assert one_line_error(changed.output) and "other settings (limit_train)" in changed.output
+
+
+@pytest.mark.slow
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    args = ["search", "--grid-step", "0.1", "--max-candidates", "3", "--proxy-epochs", "2"]
+    args += ["--halving", "--seeds", "2", "--dry-run", "--output", str(tmp_path / "s")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("plan: 3 candidates")
+    assert lines[1:3] == [
+        "  rung 0: 6 proxy run(s) of 2 epoch(s)",  # 3 candidates x 2 seeds
+        "  rung 1: 4 proxy run(s) of 4 epoch(s)",  # the better 2 x 2 seeds
+    ]
+    minutes = re.search(r"10 proxy runs; about (\d+) min", lines[3])
+    assert minutes is not None and "B0 epoch" in lines[3]
+    assert len(lines) == 4 and not (tmp_path / "s").exists()

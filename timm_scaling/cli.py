@@ -421,7 +421,7 @@ def train_cmd(
         path = planning.write(output / planning.PLAN_FILE, [row])
         _show_plan([row], path, time.perf_counter() - started)
         return
-    done = finished(output, resolved)
+    done = finished(output, resolved, resume)
     if done is not None:
         typer.echo(f"{done} is finished (its result.json exists): not retraining it")
         return
@@ -655,8 +655,13 @@ def search_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a proxy recipe key: key=value.")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan (candidates, proxy runs, time) and train nothing.")
+    ] = False,
 ) -> None:
-    """Find compound coefficients alpha, beta, gamma at phi=1 (the paper's step 1)."""
+    """Find compound coefficients alpha, beta, gamma at phi=1 (the paper's step 1).
+
+    Prints the plan first: candidates, proxy runs per rung and the projected time."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -687,7 +692,12 @@ def search_cmd(
             f"seed {run.seed}: {status}"
         )
 
-    result = search.run_search(settings, on_run)
+    plan = search.plan(settings)
+    for line in search.describe_plan(settings, plan):
+        typer.echo(line)
+    if dry_run:
+        return
+    result = search.run_search(settings, on_run, plan.candidates)
     headers, cells = search.table(result.rows)
     title = f"Compound coefficient search: {len(result.candidates)} candidates"
     table = Table(*headers, title=title, box=box.SIMPLE_HEAD, pad_edge=False)
@@ -701,7 +711,9 @@ def search_cmd(
             "finish"
         )
         return
-    typer.echo(str(result.chosen))
+    if result.tie:
+        typer.echo(f"{search.NO_WINNER} ({result.tie})")
+    typer.echo(f"{result.chosen}{' (a tie: not distinguishable)' if result.tie else ''}")
     if register:
         typer.echo(f"registered: {' '.join(search.register_ladder(result.chosen))}")
 

@@ -34,6 +34,7 @@ __all__ = [
     "SYNTHETIC",
     "DeviceBatches",
     "ImageSet",
+    "count_images",
     "available",
     "folder_classes",
     "folder_loader",
@@ -227,6 +228,18 @@ def load_images(
     if limit is not None:
         data = ImageSet(data.images[:limit], data.labels[:limit], data.classes)
     return ImageSet(resize(data.images, image_size), data.labels, data.classes)
+
+
+def count_images(
+    dataset: str, data_dir: str | Path | None, split: str, limit: int | None = None
+) -> int:
+    """How many images one split has (at most ``limit``), without resizing any."""
+    _check_dataset(dataset)
+    if dataset == "folder":
+        count = len(folder_loader(data_dir, split, 8, 1, train=False, num_workers=0).dataset)
+    else:  # synthetic data takes CIFAR-10's shape unless its recipe says otherwise
+        count = SHAPES.get(dataset, SHAPES["cifar10"])[SPLITS.index(split)]
+    return count if limit is None else min(count, limit)
 
 
 def _seed(*parts: int) -> int:

@@ -9,6 +9,11 @@ The default input size of a variant is 224 x its resolution multiplier, rounded 
 of 8 (``effnet_b0_r2``: 448; ``effnet_b0_phi2``: 296).
 
 Importing this module registers the built-in variants. :func:`register_variant` adds others.
+
+Weights: a variant has none of its own. ``pretrained=True`` loads what the pretrained cfg names
+(``pretrained_cfg_overlay=dict(file=...)``, a ``state_dict``, an ``hf_hub_id``), through timm's
+own loader; a finished run's ``model/`` folder (:func:`export`, timm's ``save_for_hf`` layout)
+loads with ``timm.create_model("local-dir:runs/<run>/model")``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import dataclasses
 import inspect
 import json
 import math
+import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import register_model
+from timm.models import PretrainedCfg, register_model, resolve_pretrained_cfg, save_for_hf
 from timm.models.efficientnet import _gen_efficientnet
 
 from timm_scaling.errors import UserError
@@ -51,6 +58,9 @@ BUILTIN_SCALINGS: tuple[Scaling, ...] = (
 # padding), so the last feature map is the input size ceil-divided by 2 five times.
 _DOWNSAMPLING_LAYERS = 5
 B0_BLOCKS = 16  # blocks of EfficientNet-B0 over its seven stages: 1 2 2 3 3 4 1
+# Pretrained cfg keys that locate weights for timm's loader; save_for_hf's config file.
+WEIGHT_SOURCES = ("state_dict", "file", "hf_hub_id", "url")
+HF_CONFIG = "config.json"
 
 
 def check_timm_builder() -> None:
@@ -102,19 +112,86 @@ def describe(scaling: Scaling) -> str:
 
 
 def build(name: str, scaling: Scaling, pretrained: bool = False, **kwargs: Any):
-    """Build ``scaling`` of B0 through timm's EfficientNet generator, registered as ``name``."""
+    """Build ``scaling`` of B0 through timm's EfficientNet generator, registered as ``name``.
+
+    ``pretrained=True`` loads the weights the pretrained cfg names, as timm does for its own
+    models; a weights file beside a ``save_for_hf`` config.json (a run's ``model/``) also takes
+    that config's input size, classes, mean and std (the caller's overlay wins)."""
     if pretrained:
-        raise RuntimeError(
-            f"{name} has no pretrained weights (timm-scaling variants are trained from scratch): "
-            "call timm.create_model without pretrained=True"
+        kwargs["pretrained_cfg_overlay"] = _weights_overlay(
+            name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")
         )
     return _gen_efficientnet(
         name,
         channel_multiplier=scaling.width,
         depth_multiplier=scaling.depth,
-        pretrained=False,
+        pretrained=pretrained,
         **kwargs,
     )
+
+
+def _weights_overlay(name: str, cfg: Any, overlay: dict[str, Any] | None) -> dict[str, Any]:
+    resolved = resolve_pretrained_cfg(name, cfg, overlay).to_dict()
+    if not any(resolved.get(key) for key in WEIGHT_SOURCES):
+        raise RuntimeError(
+            f"{name} has no pretrained weights (timm-scaling variants are trained from scratch): "
+            "load your own with pretrained_cfg_overlay=dict(file=PATH), "
+            "timm.create_model('local-dir:runs/<run>/model') or checkpoint_path=PATH, "
+            "or call timm.create_model without pretrained=True"
+        )
+    return {**_exported_cfg(name, resolved.get("file")), **(overlay or {})}
+
+
+def _exported_cfg(name: str, file: str | None) -> dict[str, Any]:
+    """The pretrained cfg of the ``save_for_hf`` export of ``name`` that holds ``file``, or {}."""
+    config = Path(file).parent / HF_CONFIG if file and Path(file).is_file() else None
+    if config is None or not config.is_file():
+        return {}
+    saved = json.loads(config.read_text())
+    if saved.get("architecture") != name:
+        return {}
+    known = {f.name for f in fields(PretrainedCfg)}
+    cfg = {k: v for k, v in saved.get("pretrained_cfg", {}).items() if k in known}
+    return {**cfg, "num_classes": saved.get("num_classes", cfg.get("num_classes"))}
+
+
+def export(
+    model, directory: str | Path, image_size: int, mean: Any, std: Any, notes: str = ""
+) -> Path:
+    """Save ``model`` with timm's ``save_for_hf`` into ``directory`` (replaced as a whole):
+    model.safetensors and a config.json whose pretrained cfg says how it was trained and is
+    evaluated: input ``image_size`` (resized, bilinear, no crop), ``mean``/``std``, its classes,
+    and ``notes``. ``timm.create_model("local-dir:DIRECTORY", pretrained=True)`` builds it
+    back; ``timm.models.push_to_hf_hub`` publishes it.
+    """
+    import copy
+
+    import torch
+
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    # safetensors stores contiguous tensors only; a channels_last model is copied back first.
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    name = model.pretrained_cfg["architecture"]
+    about = f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling_of(name))}"
+    data_config = dict(
+        input_size=(3, image_size, image_size),
+        interpolation="bilinear",
+        crop_pct=1.0,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    save_for_hf(
+        model,
+        str(partial),
+        model_config={"pretrained_cfg": {"notes": tuple(n for n in (about, notes) if n)}},
+        safe_serialization=True,
+        data_config=data_config,
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+    return directory
 
 
 def _entrypoint(name: str, scaling: Scaling):

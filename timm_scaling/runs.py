@@ -8,6 +8,8 @@ Imports no torch: ``timm-scaling collect`` starts fast.
     metrics.jsonl        one line per finished epoch: loss, lr, top1, top5, seconds, samples/s
     steps.jsonl          the finer history: lr and training loss about 20 times an epoch
     checkpoints/         Accelerate ``save_state`` of the last finished epoch; ``latest`` names it
+    model/               the trained (evaluated) network as timm's ``save_for_hf`` writes it:
+                         ``timm.create_model("local-dir:<run>/model", pretrained=True)``
     result.json          the report row and the run's details; written last: the run is finished
 
 and each finished run appends one row to ``<output>/report.csv``.
@@ -27,6 +29,7 @@ from timm_scaling.report import COLUMNS, write_rows
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
 STEPS_FILE = "steps.jsonl"
 CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
+MODEL_DIR = "model"
 REPORT_FILE = "report.csv"
 
 
@@ -49,31 +52,41 @@ def check_output(output: str | os.PathLike) -> None:
         )
 
 
-def changed_keys(folder: Path, recipe) -> list[str]:
+def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     """The recipe keys (but the incidental ones) whose values differ from the recipe saved in
-    ``folder``."""
+    ``folder``.
+
+    With ``resume``, more epochs than saved is no change: ``--resume`` continues the run (its
+    step schedule does not depend on the epoch count, so it goes on as if planned that long)."""
     saved = folder / RECIPE_FILE
     if not saved.exists():
         return []
     before, now = load_recipe(str(saved)).to_dict(), recipe.to_dict()
-    return sorted(k for k in now if k not in INCIDENTAL_KEYS and before.get(k) != now[k])
+    changed = sorted(k for k in now if k not in INCIDENTAL_KEYS and before.get(k) != now[k])
+    if resume and "epochs" in changed and now["epochs"] > before["epochs"]:
+        changed.remove("epochs")
+    return changed
 
 
-def finished(output: str | os.PathLike, recipe) -> Path | None:
+def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | None:
     """The run folder of ``recipe`` under ``output`` if it is finished (result.json exists).
 
     A folder finished with other settings (say, other epochs) is an error, never a result of
-    this recipe."""
+    this recipe; but with ``resume``, a run finished with fewer epochs is not finished: it is
+    continued to ``recipe.epochs``."""
     folder = run_folder(output, recipe)
     if not (folder / RESULT_FILE).exists():
         return None
-    changed = changed_keys(folder, recipe)
+    changed = changed_keys(folder, recipe, resume)
     if changed:
+        more = " (or `timm-scaling train --resume` to continue it for more epochs)" * (
+            not resume and not changed_keys(folder, recipe, resume=True)
+        )
         raise UserError(
             f"{folder} was trained with other settings ({', '.join(changed)}); "
-            "train into another --output, or delete that folder"
+            f"train into another --output, or delete that folder{more}"
         )
-    return folder
+    return None if changed_keys(folder, recipe) else folder
 
 
 def run_state(output: str | os.PathLike, recipe) -> str:

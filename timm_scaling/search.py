@@ -9,7 +9,10 @@ alpha * beta^2 * gamma^2 ~ 2, then scales B0 by alpha^phi, beta^phi, gamma^phi. 
    ``target``: the nominal alpha * beta^2 * gamma^2, or with ``exact_cost`` the measured MACs of
    the phi = 1 model (timm's rounding included: any alpha > 1 adds a block to every stage) over
    the base model's, both at the proxy recipe's image size. ``max_candidates`` keeps those
-   closest to the target; ties go to the smaller alpha, then beta, then gamma.
+   closest to the target; ties go to the smaller alpha, then beta, then gamma. Grid points
+   that build the same network at the same image size after timm's rounding (alpha 1.4 and
+   1.5 both give stages of 2 3 3 5 5 6 2 blocks) are one candidate: the closest to the target
+   is kept, the others are its ``aliases``.
 2. **Proxy training**: each candidate is ``compound(1, alpha, beta, gamma)`` (registered as e.g.
    ``effnet_b0_phi1_a1p4b1g1p2``), trained with a short proxy recipe (default ``digits``) once
    per seed; its score is the mean top-1 over seeds.
@@ -25,6 +28,11 @@ alpha * beta^2 * gamma^2 ~ 2, then scales B0 by alpha^phi, beta^phi, gamma^phi. 
    rung whose runs on other shards are not finished stops the search there ("pending"): run each
    shard again once they are, until ``search.json`` appears.
 
+5. **Noise**: the winner is a tie when its score is within the evaluation's binomial noise
+   (:func:`tie`) of the runner-up's or of chance; the result says so rather than pretend.
+
+:func:`plan` says beforehand what a search will train and about how long it takes.
+
 Output in ``<output>``: ``search.csv`` (every candidate, rewritten atomically after each
 invocation) and, when the search is complete, ``search.json`` with the chosen coefficients and
 their phi ladder's model names (``effnet_b0_phi2_a1p4b1g1p2``, ...). Those names follow the
@@ -39,11 +47,12 @@ Imports no torch: candidates and the schedule are checked before anything is tra
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -52,13 +61,15 @@ from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe, load_recipe
 from timm_scaling.report import atomic_write
 from timm_scaling.runs import RESULT_FILE, finished
-from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT, compound
+from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT, Scaling, compound
 from timm_scaling.sweep import parse_shard
 
 CSV_FILE, JSON_FILE = "search.csv", "search.json"
 LADDER = range(1, 8)  # the phis of the found coefficients' ladder, as B1..B7
 MAX_TARGET = 16.0
 MIN_STEP = 0.01
+Z = 1.96  # two-sided 95%: scores closer than Z standard errors are not told apart
+NO_WINNER = "no candidate is distinguishable: raise --proxy-epochs or --seeds"
 
 T = TypeVar("T")
 # (alpha, beta, gamma) -> the cost of compound(1, alpha, beta, gamma) as a multiple of B0's
@@ -79,6 +90,7 @@ class Candidate:
     beta: float
     gamma: float
     factor: float
+    aliases: tuple[str, ...] = ()  # model names of grid points that build the same network
 
     @property
     def nominal(self) -> float:
@@ -117,9 +129,13 @@ def enumerate_candidates(
     step: float = 0.05,
     factor: Factor = nominal_factor,
     limit: int | None = None,
+    network: Callable[[Candidate], Hashable] | None = None,
 ) -> list[Candidate]:
     """Grid points with ``target * (1 - tolerance) <= factor <= target * (1 + tolerance)``,
     closest to the target first, at most ``limit`` of them.
+
+    ``network`` (e.g. :meth:`MeasuredCost.network`) says what a point trains: points with equal
+    values are one candidate, the closest kept with the others' model names as its aliases.
 
     ``factor`` must not decrease when any coefficient grows (true of the nominal product and of
     measured MACs): each axis is walked up from 1 and left once the cost passes the band.
@@ -143,7 +159,22 @@ def enumerate_candidates(
                     found.append(Candidate(alpha, beta, gamma, cost))
     # Rounded so that float noise does not break ties between equally close points.
     found.sort(key=lambda c: (round(abs(c.factor - target), 9), c.alpha, c.beta, c.gamma))
+    if network is not None:
+        found = merge_aliases(found, network)
     return found[:limit]
+
+
+def merge_aliases(
+    candidates: Sequence[Candidate], network: Callable[[Candidate], Hashable]
+) -> list[Candidate]:
+    """One candidate per ``network`` value: the first (closest) of each, the rest its aliases."""
+    groups: dict[Hashable, list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(network(candidate), []).append(candidate)
+    return [
+        dataclasses.replace(first, aliases=tuple(c.model() for c in rest))
+        for first, *rest in groups.values()
+    ]
 
 
 @dataclass(frozen=True)
@@ -243,6 +274,7 @@ class SearchResult:
     trained: int  # runs trained by this invocation
     pending: int  # runs of the last rung waiting for other shards
     written: list[Path] = field(default_factory=list)
+    tie: str | None = None  # why the chosen candidate is not distinguishable, if it is not
 
 
 # (rung, run index in the rung, runs in the rung, recipe, "train" | "done" | "other shard")
@@ -282,6 +314,29 @@ class MeasuredCost:
         """The cost factor of ``compound(1, alpha, beta, gamma)``: its MACs over the base's."""
         return self.gmacs(alpha, beta, gamma) / self.base_gmacs
 
+    def network(self, candidate: Candidate) -> Hashable:
+        """What the candidate trains: blocks per stage, channels, image size. Depth alone sets
+        the blocks and width alone the channels (timm rounds each on its own), so a search
+        builds one model per alpha and one per beta, not one per candidate."""
+        scaling = compound(1, candidate.alpha, candidate.beta, candidate.gamma)
+        size = self.image_size(candidate.alpha, candidate.beta, candidate.gamma)
+        return _blocks(scaling.depth), _channels(scaling.width), size
+
+
+@functools.cache
+def _blocks(depth: float) -> tuple[int, ...]:
+    from timm_scaling.models import architecture, register_variant
+
+    return architecture(register_variant(Scaling(depth=depth))).blocks_per_stage
+
+
+@functools.cache
+def _channels(width: float) -> tuple[int, ...]:
+    from timm_scaling.models import architecture, register_variant
+
+    arch = architecture(register_variant(Scaling(width=width)))
+    return arch.stem_channels, *arch.channels_per_stage, arch.num_features
+
 
 def _previous_result(output: Path, recipe: Recipe) -> dict[str, Any] | None:
     """result.json of a finished run of ``recipe``; an error if it was trained otherwise."""
@@ -299,6 +354,7 @@ class _ProxyScorer:
         self.rung = 0
         self.trained = self.pending = 0
         self.top1: dict[tuple[Candidate, int], list[float | None]] = {}
+        self.images: dict[tuple[Candidate, int], int] = {}  # evaluated, summed over seeds
 
     def folder(self, epochs: int) -> Path:
         return Path(self.settings.output) / f"epochs{epochs}"
@@ -324,6 +380,9 @@ class _ProxyScorer:
                 self.trained += 1
             self.pending += result is None
             self.top1.setdefault((candidate, epochs), []).append(result and result["top1"])
+            if result:
+                key = (candidate, epochs)
+                self.images[key] = self.images.get(key, 0) + result["eval_images"]
         self.rung += 1
         scores = [self.top1[(c, epochs)] for c in candidates]
         return [None if None in s else sum(s) / len(s) for s in scores]
@@ -364,6 +423,7 @@ def _rows(
                 **{f"top1_s{scorer.base_seed + i}": top1 for i, top1 in enumerate(seeds)},
                 "top1_mean": rung.scores[c],
                 "chosen": c == chosen,
+                "aliases": " ".join(c.aliases),
             }
         )
     return rows
@@ -392,7 +452,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _summary(settings: SearchSettings, row: dict[str, Any], chosen: Candidate) -> dict[str, Any]:
+def _summary(
+    settings: SearchSettings, row: dict[str, Any], chosen: Candidate, tied: str | None
+) -> dict[str, Any]:
     options = {k: v for k, v in vars(settings).items() if k != "output"}
     options["overrides"] = list(settings.overrides)
     return {
@@ -400,38 +462,169 @@ def _summary(settings: SearchSettings, row: dict[str, Any], chosen: Candidate) -
         "beta": chosen.beta,
         "gamma": chosen.gamma,
         "model": chosen.model(),
+        "aliases": list(chosen.aliases),
+        "tie": tied is not None,
+        "note": tied and f"{NO_WINNER} ({tied})",
         "ladder": ladder(chosen),
         "result": row,
         "settings": options,
     }
 
 
-def run_search(settings: SearchSettings, on_run: OnRun | None = None) -> SearchResult:
-    """Enumerate, train, halve; write search.csv, and search.json once the search is complete."""
-    costs = MeasuredCost(settings)
+def candidates(settings: SearchSettings, costs: MeasuredCost | None = None) -> list[Candidate]:
+    """The search's candidates, one per network, closest to the target first."""
+    costs = costs or MeasuredCost(settings)
     factor = costs.ratio if settings.exact_cost else nominal_factor
-    candidates = enumerate_candidates(
-        settings.target, settings.tolerance, settings.grid_step, factor, settings.max_candidates
+    found = enumerate_candidates(
+        settings.target,
+        settings.tolerance,
+        settings.grid_step,
+        factor,
+        settings.max_candidates,
+        costs.network,
     )
-    if not candidates:
+    if not found:
         kind = "measured MACs ratio" if settings.exact_cost else "alpha*beta^2*gamma^2"
         raise UserError(
             f"no grid point (step {settings.grid_step:g}) has {kind} within "
             f"{settings.tolerance:.0%} of {settings.target:g}: widen --tolerance or use a finer "
             "--grid-step"
         )
+    return found
+
+
+def binomial_se(top1: float, images: int) -> float:
+    """The standard error, in points, of a top-1 (%) measured on ``images`` images."""
+    p = top1 / 100
+    return 100 * math.sqrt(p * (1 - p) / images)
+
+
+def tie(scores: Sequence[float], images: int, chance: float) -> str | None:
+    """Why the best of ``scores`` (top-1 %, each over ``images`` evaluated images) cannot be
+    told from the rest: within Z binomial standard errors of chance, or of the runner-up.
+    None when it can."""
+    best, *rest = sorted(scores, reverse=True)
+    if best - chance <= Z * binomial_se(chance, images):
+        return (
+            f"the best top-1, {best:.2f}%, is within the noise of chance ({chance:.3g}%) "
+            f"on {images} images"
+        )
+    if rest and best - rest[0] <= Z * math.hypot(
+        binomial_se(best, images), binomial_se(rest[0], images)
+    ):
+        return (
+            f"the best two top-1, {best:.2f}% and {rest[0]:.2f}%, differ by less than the "
+            f"noise on {images} images"
+        )
+    return None
+
+
+def run_search(
+    settings: SearchSettings, on_run: OnRun | None = None, found: list[Candidate] | None = None
+) -> SearchResult:
+    """Enumerate (or take ``found``), train, halve; write search.csv, and search.json once the
+    search is complete, marking the choice a tie when the scores cannot tell it apart."""
+    costs = MeasuredCost(settings)
+    found = found or candidates(settings, costs)
     scorer = _ProxyScorer(settings, on_run)
-    rungs = successive_halving(candidates, scorer, settings.proxy_epochs, settings.halving)
+    rungs = successive_halving(found, scorer, settings.proxy_epochs, settings.halving)
     chosen = winner(rungs)
-    rows = _rows(candidates, rungs, scorer, costs, chosen)
+    rows = _rows(found, rungs, scorer, costs, chosen)
     output = Path(settings.output)
     written = [output / CSV_FILE]
     atomic_write(written[0], _csv(rows))
+    tied = None
     if chosen is not None:
+        last = rungs[-1]
+        images = min(scorer.images[(c, last.epochs)] for c in last.scores)
+        tied = tie(list(last.scores.values()), images, 100 / costs.num_classes)
         written.append(output / JSON_FILE)
-        summary = _summary(settings, rows[0], chosen)
+        summary = _summary(settings, rows[0], chosen, tied)
         atomic_write(written[1], json.dumps(summary, indent=1, default=str) + "\n")
-    return SearchResult(candidates, rungs, rows, chosen, scorer.trained, scorer.pending, written)
+    return SearchResult(found, rungs, rows, chosen, scorer.trained, scorer.pending, written, tied)
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a search will train, before it trains: candidates, rungs, a projected time."""
+
+    candidates: list[Candidate]
+    rungs: list[tuple[int, int]]  # (proxy runs, epochs each) per rung
+    epoch_s: float  # one epoch of the base model, measured here
+    cost_factor: float  # the candidates' mean cost factor over the base
+
+    @property
+    def runs(self) -> int:
+        return sum(runs for runs, _ in self.rungs)
+
+    @property
+    def seconds(self) -> float:
+        epochs = sum(runs * epochs for runs, epochs in self.rungs)
+        return epochs * self.epoch_s * self.cost_factor
+
+
+def rung_sizes(n: int, halving: bool) -> list[int]:
+    """Candidates trained per rung: n, then with halving the better half (rounded up) until
+    one is left (that one is the winner, not trained again)."""
+    sizes = [n]
+    while halving and sizes[-1] > 1 and math.ceil(sizes[-1] / 2) > 1:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def base_epoch_seconds(settings: SearchSettings) -> float:
+    """One proxy epoch of the base model (training and evaluation), from throughput measured
+    on this machine at the proxy recipe's image size and batch size."""
+    import torch
+
+    from timm_scaling import data
+    from timm_scaling.profile import measure_speed
+
+    recipe = settings.proxy(model=settings.base_model)
+    classes = data.num_classes(recipe.dataset, recipe.data_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    speed = measure_speed(
+        recipe.model, recipe.image_size, classes, recipe.batch_size, device, warmup=2, steps=5
+    )
+    train = data.count_images(recipe.dataset, recipe.data_dir, "train", recipe.limit_train)
+    val = data.count_images(recipe.dataset, recipe.data_dir, "val", recipe.limit_val)
+    return train / speed["train_samples_per_sec"] + val / speed["infer_samples_per_sec"]
+
+
+def plan(settings: SearchSettings) -> Plan:
+    """What the search will train; a rung-0 run folder trained with other settings is an
+    error here, before anything is measured or trained."""
+    found = candidates(settings)
+    output, seed = Path(settings.output) / f"epochs{settings.proxy_epochs}", settings.proxy().seed
+    for candidate in found:
+        for i in range(settings.seeds):
+            model = candidate.model()
+            finished(
+                output, settings.proxy(model=model, epochs=settings.proxy_epochs, seed=seed + i)
+            )
+    sizes = rung_sizes(len(found), settings.halving)
+    rungs = [(n * settings.seeds, settings.proxy_epochs * 2**r) for r, n in enumerate(sizes)]
+    factor = sum(c.factor for c in found) / len(found)
+    return Plan(found, rungs, base_epoch_seconds(settings), factor)
+
+
+def describe_plan(settings: SearchSettings, plan: Plan) -> list[str]:
+    """The plan in a few lines, for the terminal."""
+    aliases = sum(len(c.aliases) for c in plan.candidates)
+    merged = f" ({aliases} more grid point(s) build the same networks)" if aliases else ""
+    kind = "measured MACs" if settings.exact_cost else "nominal cost"
+    lines = [f"plan: {len(plan.candidates)} candidates{merged}"]
+    for index, (runs, epochs) in enumerate(plan.rungs):
+        lines.append(f"  rung {index}: {runs} proxy run(s) of {epochs} epoch(s)")
+    lines.append(
+        f"  {plan.runs} proxy runs; about {plan.seconds / 60:.0f} min here "
+        f"(B0 epoch {plan.epoch_s:.1f} s x {kind} {plan.cost_factor:.2f} on average; "
+        f"finished runs under {settings.output} are not trained again)"
+    )
+    return lines
 
 
 # The terminal table's columns (header, row key), narrow enough for 80 characters; per-seed

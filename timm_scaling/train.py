@@ -40,13 +40,14 @@ from timm.utils import ModelEmaV3, distribute_bn
 import timm_scaling
 from timm_scaling import data, trackers
 from timm_scaling.errors import UserError
-from timm_scaling.models import scaling_of
+from timm_scaling.models import export, scaling_of
 from timm_scaling.recipes import Recipe
 from timm_scaling.report import atomic_write, put_row, umask_mode
 from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,
     METRICS_FILE,
+    MODEL_DIR,
     RECIPE_FILE,
     REPORT_FILE,
     RESULT_FILE,
@@ -271,7 +272,7 @@ def train(
     bar per epoch; None: when stderr is a terminal (elsewhere, log lines that a file can hold);
     False also for a sweep's parallel jobs, whose bars would draw over each other.
     """
-    done = finished(output, recipe)
+    done = finished(output, recipe, resume)
     if done is not None:
         log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
         return json.loads((done / RESULT_FILE).read_text())
@@ -344,11 +345,12 @@ class Trainer:
                 f"{self.folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
                 "pass --resume to continue it, or delete the folder to start again"
             )
-        changed = changed_keys(self.folder, self.recipe) if self.resume else []
+        changed = changed_keys(self.folder, self.recipe, resume=True) if self.resume else []
         if changed:
             raise UserError(
                 f"--resume: the recipe differs from {self.folder / RECIPE_FILE} in "
-                f"{', '.join(changed)}; resume with the same settings, or use another --output"
+                f"{', '.join(changed)}; resume with the same settings (only more --epochs), or "
+                "use another --output"
             )
 
     def _build(self) -> None:
@@ -509,6 +511,8 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         history = self._load_checkpoint() if self.resume else []
         if accelerator.is_main_process:
+            # A finished run continued for more epochs is unfinished until it ends again.
+            (self.folder / RESULT_FILE).unlink(missing_ok=True)
             recipe.write(self.folder / RECIPE_FILE)
         accelerator.init_trackers(
             trackers.PROJECT,
@@ -770,6 +774,7 @@ class Trainer:
                 "torch": torch.__version__,
                 "timm": timm.__version__,
             }
+            self._export(row["top1"])
             atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
             put_row(self.output / REPORT_FILE, row)
             accelerator.log(trackers.scalars(row, "final/"), step=self.num_updates)
@@ -777,6 +782,18 @@ class Trainer:
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return result
+
+    def _export(self, top1: float) -> None:
+        """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf)."""
+        recipe, cfg = self.recipe, self.unwrapped.pretrained_cfg
+        notes = (
+            f"trained {recipe.epochs} epochs on {recipe.dataset} at {recipe.image_size} px "
+            f"(recipe {recipe.name}, seed {recipe.seed}{', EMA weights' * recipe.ema}): "
+            f"top-1 {top1:.2f}"
+        )
+        model_dir = self.folder / MODEL_DIR
+        export(self.evaluated_model, model_dir, recipe.image_size, cfg["mean"], cfg["std"], notes)
+        umask_mode(model_dir)  # safetensors writes model.safetensors 0600
 
     def _device_label(self) -> str:
         name = device_name(self.accelerator.device)
