@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
-import fnmatch
 import functools
 import io
 import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,75 +37,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from timm_scaling.errors import UserError
-from timm_scaling.models import ensure_registered, register_variant, registered, scaling_of
-from timm_scaling.report import atomic_write
-from timm_scaling.scaling import (
-    ALPHA,
-    BASE_IMAGE_SIZE,
-    MAX_MULT,
-    MIN_MULT,
-    Scaling,
-    compound,
-    is_model_name,
+from timm_scaling.catalog import (
+    check_size,
+    create_model,
+    image_size,
+    is_ours,
+    resolve_model,
+    resolve_models,
+    size_error,
 )
+from timm_scaling.errors import UserError
+from timm_scaling.models import register_variant, scaling_of
+from timm_scaling.recipes import kwargs_tag
+from timm_scaling.report import atomic_write
+from timm_scaling.scaling import ALPHA, MAX_MULT, MIN_MULT, Scaling, compound
 
 CACHE_ENV = "TIMM_SCALING_CACHE"
 COST_KEYS = ("param_count", "gmacs", "gflops", "macts")
-# EfficientNet halves its feature map five times (total stride 32). A smaller input does not
-# fill one cell of the final feature map: the last stages would compute on padding alone.
-MIN_IMAGE_SIZE = 32
 
 # What calflops 0.3.2 patches besides torch.nn.functional (calflops/pytorch_ops.py).
 _TORCH_OPS = ("matmul", "addmm", "mul", "add", "einsum", "baddbmm")
 _TENSOR_OPS = ("matmul", "addmm", "mul", "add")
 _MISSING = object()
-
-
-# ---------------------------------------------------------------------------- model names
-
-
-def resolve_model(name: str) -> str:
-    """A registered variant's name; a name the grammar accepts is registered on the way."""
-    if name in registered() or is_model_name(name):
-        return ensure_registered(name)
-    close = difflib.get_close_matches(name, registered(), n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UserError(
-        f"unknown model {name!r}: {hint}see `timm-scaling list` for every variant "
-        "(or name a recipe: `timm-scaling train --help`)"
-    )
-
-
-def resolve_models(patterns: list[str]) -> list[str]:
-    """Names and globs (``effnet_b0_w*``, matched against the registry), in order, once each."""
-    names: list[str] = []
-    for pattern in patterns:
-        if any(char in pattern for char in "*?["):
-            matches = fnmatch.filter(registered(), pattern)
-            if not matches:
-                raise UserError(f"{pattern!r} matches no registered model; try `timm-scaling list`")
-        else:
-            matches = [resolve_model(pattern)]
-        names += [name for name in matches if name not in names]
-    return names
-
-
-def image_size(model: str, base_size: int | None = None) -> int:
-    """The input size a model is profiled at: its pretrained cfg's size, or ``base_size`` times
-    its resolution multiplier."""
-    scaling = scaling_of(resolve_model(model))
-    if base_size is None:
-        return scaling.image_size(BASE_IMAGE_SIZE, divisor=8)  # = its pretrained cfg input size
-    return scaling.image_size(base_size)
-
-
-def _check_size(model: str, img_size: int) -> None:
-    if img_size < MIN_IMAGE_SIZE:
-        raise UserError(
-            f"{model} at {img_size} px: the input is too small for the network, which "
-            f"downsamples by 32; use an image size of {MIN_IMAGE_SIZE} or more"
-        )
 
 
 # ---------------------------------------------------------------------------- counting
@@ -194,10 +145,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "timm-scaling")
 
 
-def _cache_path(model: str, img_size: int, num_classes: int) -> Path:
-    return (
-        cache_dir() / "cost" / f"timm-{timm.__version__}" / f"{model}-{img_size}-{num_classes}.json"
-    )
+def _cache_path(model: str, img_size: int, num_classes: int, tag: str) -> Path:
+    name = f"{model}-{img_size}-{num_classes}{'-' * bool(tag)}{tag}.json"
+    return cache_dir() / "cost" / f"timm-{timm.__version__}" / name
 
 
 def _read_cache(path: Path, key: dict[str, object]) -> dict[str, float] | None:
@@ -213,27 +163,40 @@ def _read_cache(path: Path, key: dict[str, object]) -> dict[str, float] | None:
     return {k: float(cost[k]) for k in COST_KEYS}
 
 
-def measure_cost(model: str, img_size: int, num_classes: int = 1000) -> dict[str, float]:
-    """``param_count`` (M), ``gmacs``, ``gflops`` and ``macts`` (M) of a registered variant at
-    batch 1 and ``img_size`` px, counted by calflops on the meta device and cached on disk."""
+def measure_cost(
+    model: str,
+    img_size: int,
+    num_classes: int = 1000,
+    model_kwargs: Mapping[str, object] | None = None,
+) -> dict[str, float]:
+    """``param_count`` (M), ``gmacs``, ``gflops`` and ``macts`` (M) of a model (ours or timm's,
+    built with ``model_kwargs``) at batch 1 and ``img_size`` px, counted by calflops on the meta
+    device and cached on disk. A size the model cannot take is a one-line error naming the sizes
+    it takes."""
     name = resolve_model(model)
-    _check_size(name, img_size)
+    check_size(name, img_size)
     if num_classes < 1:
         raise UserError(f"num_classes must be 1 or more, got {num_classes}")
+    model_kwargs = dict(model_kwargs or {})
     key = {
         "model": name,
-        "scaling": repr(scaling_of(name)),  # a name registered with another spec is not a hit
+        # a name of ours registered with another spec is not a hit
+        "scaling": repr(scaling_of(name)) if is_ours(name) else None,
         "img_size": img_size,
         "num_classes": num_classes,
+        "model_kwargs": json.loads(json.dumps(model_kwargs, sort_keys=True, default=str)),
         "timm": timm.__version__,
     }
-    path = _cache_path(name, img_size, num_classes)
+    path = _cache_path(name, img_size, num_classes, kwargs_tag(model_kwargs))
     cached = _read_cache(path, key)
     if cached is not None:
         return cached
     with torch.device("meta"):
-        net = timm.create_model(name, num_classes=num_classes)
-    cost = count_cost(net, img_size)
+        net = create_model(name, img_size, num_classes, model_kwargs)
+    try:
+        cost = count_cost(net, img_size)
+    except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError) as err:
+        raise size_error(name, img_size, err, model_kwargs) from None
     atomic_write(path, json.dumps({"key": key, "cost": cost}, indent=1) + "\n")
     return cost
 
@@ -270,6 +233,7 @@ def measure_speed(
     device: str = "cpu",
     warmup: int = 3,
     steps: int = 10,
+    model_kwargs: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """Inference and training throughput (samples/s) and peak memory of a real model.
 
@@ -279,7 +243,7 @@ def measure_speed(
     not measured (None).
     """
     name = resolve_model(model)
-    _check_size(name, img_size)
+    check_size(name, img_size)
     if batch_size < 2:
         raise UserError("--batch-size must be 2 or more: batch norm cannot train on one sample")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -288,7 +252,7 @@ def measure_speed(
         dev = torch.device(device)
     except RuntimeError:
         raise UserError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
-    net = timm.create_model(name, num_classes=num_classes)
+    net = create_model(name, img_size, num_classes, model_kwargs)
     net = net.to(dev, memory_format=torch.channels_last)
     images = torch.randn(batch_size, 3, img_size, img_size, device=dev)
     images = images.contiguous(memory_format=torch.channels_last)
@@ -322,21 +286,32 @@ def measure_speed(
     }
 
 
+Target = tuple[str, int, int, dict[str, object]]  # model, image size, classes, model_kwargs
+
+
 def _targets(
-    patterns: list[str], base_size: int | None, num_classes: int
-) -> list[tuple[str, int, int]]:
-    """(model, image size, classes) per pattern: a recipe brings its own size and classes."""
+    patterns: list[str],
+    base_size: int | None,
+    num_classes: int,
+    model_kwargs: Mapping[str, object] | None = None,
+) -> list[Target]:
+    """(model, image size, classes, model_kwargs) per pattern: a recipe brings its own size,
+    classes and model_kwargs (``model_kwargs`` go over them)."""
     from timm_scaling.data import num_classes as dataset_classes
     from timm_scaling.recipes import SUFFIXES, list_recipes, load_recipe
 
-    targets: list[tuple[str, int, int]] = []
+    extra = dict(model_kwargs or {})
+    targets: list[Target] = []
     for pattern in patterns:
         if pattern in list_recipes() or pattern.endswith(SUFFIXES):
             recipe = load_recipe(pattern)
             classes = dataset_classes(recipe.dataset, recipe.data_dir)
-            found = [(ensure_registered(recipe.model), recipe.image_size, classes)]
+            kwargs = {**recipe.model_kwargs, **extra}
+            found = [(resolve_model(recipe.model), recipe.image_size, classes, kwargs)]
         else:
-            found = [(m, image_size(m, base_size), num_classes) for m in resolve_models([pattern])]
+            found = [
+                (m, image_size(m, base_size), num_classes, extra) for m in resolve_models([pattern])
+            ]
         targets += [t for t in found if t not in targets]
     return targets
 
@@ -348,14 +323,19 @@ def profile_rows(
     batch_size: int = 64,
     device: str = "cpu",
     speed: bool = True,
+    model_kwargs: Mapping[str, object] | None = None,
 ) -> list[dict[str, object]]:
-    """One row per model (names, globs or recipes): the columns of `timm-scaling profile`."""
+    """One row per model (names, globs over ours and timm's registry, or recipes): the columns
+    of `timm-scaling profile`; a ``model_kwargs`` column when any model has some."""
+    targets = _targets(models, base_size, num_classes, model_kwargs)
     rows = []
-    for name, size, classes in _targets(models, base_size, num_classes):
+    for name, size, classes, kwargs in targets:
         row: dict[str, object] = {"model": name, "img_size": size}
-        row.update(measure_cost(name, size, classes))
+        if any(t[3] for t in targets):
+            row["model_kwargs"] = json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""
+        row.update(measure_cost(name, size, classes, kwargs))
         if speed:
-            row.update(measure_speed(name, size, classes, batch_size, device))
+            row.update(measure_speed(name, size, classes, batch_size, device, model_kwargs=kwargs))
         rows.append(row)
     return rows
 
@@ -541,7 +521,7 @@ _FORMATS = {
 }
 
 
-TEXT_COLUMNS = ("model", "paper_model", "method")
+TEXT_COLUMNS = ("model", "paper_model", "method", "model_kwargs")
 
 
 def format_cell(column: str, value: object) -> str:
