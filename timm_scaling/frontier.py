@@ -19,7 +19,9 @@ empty cell in it, a row's method comes from its model name:
   size token after ``_`` or ``-`` (``b0``..``b8``, ``l2``, ``s``/``m``/``l``/``xl``,
   ``tiny``..``giant``) is stripped and the rest is the group: ``tf_efficientnet_b3.ns_jft_in1k``
   -> ``tf_efficientnet``, ``efficientnet-b0`` -> ``efficientnet``;
-- a name with no such token goes to ``other``.
+- else a depth number glued to letters is stripped: ``resnet18``, ``resnet101`` -> ``resnet``,
+  ``densenet121`` -> ``densenet``;
+- a name with neither goes to ``other``.
 
 The ``baseline`` group (B0 itself) is the scale-1 point of every scaling method, so its points
 belong to every other group's curve (as in the paper's Figure 8); it is also shown on its own.
@@ -90,6 +92,8 @@ MAX_LABELLED = 40
 _SIZE_SUFFIX = re.compile(
     r"^(?P<family>.+?)[_-](?P<size>b\d+|l\d+|xs|s|m|l|xl|xxl|tiny|small|base|medium|large|huge|giant)$"
 )
+# resnet18, densenet121, vgg16: the layer count glued to the family name.
+_DEPTH_SUFFIX = re.compile(r"^(?P<family>[a-z][a-z_]*[a-z])(?P<size>\d+)$")
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -187,7 +191,8 @@ def method_of(model: str) -> str:
             return parse_name(model).method
         except UserError:
             pass  # matches the grammar but is not canonical (e.g. a multiplier of 1)
-    match = _SIZE_SUFFIX.match(model.split(".", 1)[0])
+    arch = model.split(".", 1)[0]
+    match = _SIZE_SUFFIX.match(arch) or _DEPTH_SUFFIX.match(arch)
     return match["family"] if match else OTHER_GROUP
 
 
