@@ -56,7 +56,9 @@ def resolve_model(name: str) -> str:
         return ensure_registered(name)
     if timm.is_model(name):
         return name
-    close = difflib.get_close_matches(name, all_names(), n=5, cutoff=0.6)
+    ours = list(registered())
+    theirs = [n for n in timm.list_models() if n not in registered()]
+    close = [m for names in (ours, theirs) for m in difflib.get_close_matches(name, names, n=3)]
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UserError(
         f"unknown model {name!r}: {hint}see `timm-scaling list` for our variants and "
@@ -131,9 +133,6 @@ def create_model(
     try:
         return timm.create_model(name, num_classes=num_classes, **model_kwargs, **kwargs)
     except TypeError as err:
-        if "img_size" in kwargs and "img_size" in str(err):  # fixed, and no way to change it
-            kwargs.pop("img_size")
-            return timm.create_model(name, num_classes=num_classes, **model_kwargs, **kwargs)
         raise UserError(
             f"timm.create_model({name!r}, ...) fails: {err}; check model_kwargs"
         ) from None
@@ -145,23 +144,22 @@ def _runs(name: str, img_size: int, model_kwargs: Mapping[str, Any] | None) -> b
         with torch.device("meta"):
             model = create_model(name, img_size, model_kwargs=model_kwargs).eval()
             model(torch.empty(1, 3, img_size, img_size))
-    except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError):
+    except Exception:  # a probe: whatever the failure, the model does not run at this size
         return False
     return True
 
 
-def sizes_taken(name: str, model_kwargs: Mapping[str, Any] | None = None) -> str:
-    """What input sizes a model takes, in words: ``224 px only``, or ``N px or more`` (the
-    smallest size it runs at, found by bisection), or that no size up to 2048 px works."""
-    cfg_size = get_pretrained_cfg(name).input_size[-1]
-    if _fixed_size(name) and not _runs(name, cfg_size + 1, model_kwargs):
-        return f"{cfg_size} px only"
-    high = 1
+def sizes_taken(name: str, failed: int, model_kwargs: Mapping[str, Any] | None = None) -> str:
+    """What input sizes a model that fails at ``failed`` px takes, in words: ``N px or more``
+    (the smallest size it runs at, found by bisection on the meta device), or that no size up
+    to 2048 px works. (Every fixed-size model of timm 1.0 takes ``img_size=``, so none is
+    limited to its cfg size.)"""
+    high = 2 * failed
     while not _runs(name, high, model_kwargs):
         if high >= _PROBE_LIMIT:
             return f"no size up to {_PROBE_LIMIT} px (the error is not about the size)"
         high *= 2
-    low = high // 2  # fails (or is 0)
+    low = max(failed, high // 2)  # fails
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (low, mid) if _runs(name, mid, model_kwargs) else (mid, high)
@@ -182,7 +180,7 @@ def size_error(
 ) -> UserError:
     """The one-line error for a model that failed to run at ``img_size``."""
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    taken = sizes_taken(name, model_kwargs)
+    taken = sizes_taken(name, img_size, model_kwargs)
     return UserError(
         f"{name} cannot run at {img_size} px ({reason}); it takes {taken}: "
         "choose another base_size (or --base-size)"
