@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import Recipe, find_file, load_recipe, recipe_dirs
+from timm_scaling.recipes import Recipe, find_file, kwargs_tag, load_recipe, recipe_dirs
 from timm_scaling.runs import REPORT_FILE, RESULT_FILE, collect, finished, results, run_folder
 
 SWEEP_KEYS = ("description", "recipe", "set", "runs", "models")
@@ -151,7 +151,8 @@ def _check_models(recipes: Sequence[Recipe]) -> None:
     before the first run trains: a typo in the 9th model fails the sweep now, not hours later."""
     from timm_scaling.train import check_model
 
-    for recipe in {r.model: r for r in recipes}.values():
+    distinct = {(r.model, r.image_size, kwargs_tag(r.model_kwargs), r.dataset): r for r in recipes}
+    for recipe in distinct.values():
         check_model(recipe)
 
 
