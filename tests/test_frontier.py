@@ -169,7 +169,9 @@ def test_paper_table2_gives_a_monotone_fit():
         ("tf_efficientnet_b3.ns_jft_in1k", "tf_efficientnet"),
         ("efficientnet-b0", "efficientnet"),
         ("tf_efficientnetv2_s", "tf_efficientnetv2"),
-        ("resnet50", "other"),
+        ("resnet50", "resnet"),
+        ("densenet121.tv_in1k", "densenet"),
+        ("resnet50d", "other"),
     ],
 )
 def test_method_of_a_model_name(model, method):
