@@ -235,3 +235,32 @@ def test_train_at_a_size_the_model_cannot_take_fails_before_training(tmp_path):
     assert outcome.exit_code == 2
     assert "cannot run at 8 px" in outcome.output and "16 px or more" in outcome.output
     assert not list(tmp_path.rglob("checkpoints"))
+
+
+def test_a_control_family_is_a_group_of_its_own_not_a_method_of_b0(tmp_path):
+    from timm_scaling import frontier
+
+    path = tmp_path / "report.csv"
+    lines = ["model,method,gmacs,top1"]
+    for seed in range(3):
+        lines += [
+            f"effnet_b0,baseline,0.0085,{95 + seed}",
+            f"effnet_b0_w1p4,width,0.0164,{94 + seed}",
+            f"effnet_b0_w2p17,width,0.0377,{96 + seed}",
+            f"effnet_b0_phi1,compound,0.0375,{95 + seed}",
+            f"resnet18,resnet,0.0370,{90 + seed}",
+            f"resnet34,resnet,0.0750,{91 + seed}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    result, _ = frontier.run([path], draws=200, out=tmp_path / "default")
+    assert [v.other for v in result.verdicts] == ["width"]
+    assert "across families" not in result.verdicts[0].line
+    asked, _ = frontier.run([path], at=[0.05], draws=200, out=tmp_path / "at")
+    lines = {v.other: v.line for v in asked.verdicts}
+    assert lines["resnet"].startswith("compound vs resnet at 0.0500 GMACs (across families)")
+    assert "across families" not in lines["width"]
+    # B0 starts the width curve, never resnet's: resnet is read between its own two models
+    assert "no comparison" in lines["width"] and "outside" in lines["width"]
+    assert (
+        "across families" in frontier.run([path], reference="resnet", draws=200)[0].verdicts[0].line
+    )

@@ -24,7 +24,10 @@ empty cell in it, a row's method comes from its model name:
 - a name with neither goes to ``other``.
 
 The ``baseline`` group (B0 itself) is the scale-1 point of every scaling method, so its points
-belong to every other group's curve (as in the paper's Figure 8); it is also shown on its own.
+belong to every scaling method's curve (as in the paper's Figure 8); it is also shown on its own.
+Any other group (a timm family such as ``resnet``) is a control: one more curve of its own,
+never joined by B0, and left out of the verdict unless ``--at`` or a ``--reference`` outside
+B0's methods asks for it; those lines say "(across families)".
 
 Fits, per group, over model means: y = a + b log10(x), reported also as points per doubling of
 x (b log10 2); a group with fewer than 3 distinct costs is plotted but not fitted. The
@@ -464,6 +467,11 @@ def _finite(value):
     return value
 
 
+def is_scaling_method(group: str) -> bool:
+    """B0 or one of its scaling methods; any other group (resnet, ...) is another family."""
+    return group in METHOD_ORDER
+
+
 def group_order(name: str) -> tuple[int, str]:
     if name in METHOD_ORDER:
         return (METHOD_ORDER.index(name), name)
@@ -524,7 +532,9 @@ class _Curves:
         for name in names:
             own = [i for i, p in enumerate(points) if p.group == name]
             shared = [i for i, p in enumerate(points) if p.group == SHARED_GROUP]
-            self.members[name] = own if name == SHARED_GROUP else own + shared
+            # B0 starts every scaling method's curve, never another family's (a control).
+            method = is_scaling_method(name) and name != SHARED_GROUP
+            self.members[name] = own + shared if method else own
 
     def distinct(self, name: str) -> np.ndarray:
         return np.unique(self.log_x[self.members[name]])
@@ -686,12 +696,21 @@ def _verdicts(
                 weights = np.zeros(len(points))
                 weights[i] = 1.0
                 targets.append((point.x, weights, "observed"))
-    others = [g for g in curves.members if g not in (reference, SHARED_GROUP)]
+    # Other families (controls) are compared only when asked: --at, or a --reference that is
+    # not a scaling method of B0; such lines say they compare across families.
+    asked = bool(at) or not is_scaling_method(reference)
+    others = [
+        g
+        for g in curves.members
+        if g not in (reference, SHARED_GROUP) and (asked or is_scaling_method(g))
+    ]
     unit = _difference_unit(y)
     verdicts = []
     for cost, ref_weights, ref_how in targets:
         for other in others:
             head = f"{reference} vs {other} at {format_cost(cost)} {x.unit}".rstrip()
+            if not (is_scaling_method(reference) and is_scaling_method(other)):
+                head += " (across families)"
             if ref_weights is None:
                 line = f"{head}: no comparison ({ref_how})"
                 verdicts.append(Verdict(reference, other, cost, float("nan"), line))
