@@ -23,6 +23,9 @@ from timm_scaling.data import (
 )
 from timm_scaling.errors import UserError
 
+# DeviceBatches tests run on the CPU, and on the GPU too where there is one (`pytest -m cuda`).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -210,12 +213,13 @@ def _labels(batches):
     return torch.cat([labels for _, labels in batches]).tolist()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_eval_shards_cover_every_image_exactly_once(world_size):
+def test_eval_shards_cover_every_image_exactly_once(world_size, device):
     data = _numbered(23)
     seen = []
     for rank in range(world_size):
-        shard = DeviceBatches(data, 4, train=False, rank=rank, world_size=world_size)
+        shard = DeviceBatches(data, 4, device=device, train=False, rank=rank, world_size=world_size)
         labels = _labels(shard)
         assert len(labels) == shard.num_samples
         assert len(shard) == len(list(shard)) == math.ceil(shard.num_samples / 4)
@@ -223,13 +227,15 @@ def test_eval_shards_cover_every_image_exactly_once(world_size):
     assert sorted(seen) == list(range(23))
 
 
-def test_eval_batches_are_the_images_normalised():
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_batches_are_the_images_normalised(device):
     data = _numbered(10)
-    batches = DeviceBatches(data, 4, train=False, rank=1, world_size=2)
+    batches = DeviceBatches(data, 4, device=device, train=False, rank=1, world_size=2)
     images = torch.cat([x for x, _ in batches])
+    assert images.device.type == device
     labels = _labels(batches)
     expected = TF.normalize(data.images[labels].float() / 255, MEAN, STD)
-    torch.testing.assert_close(images, expected)
+    torch.testing.assert_close(images.cpu(), expected)
 
 
 def test_train_shards_are_equal_and_cover_every_sample():
@@ -287,13 +293,15 @@ def _crops_and_flips(image, pad):
             yield (dy, dx, True), crop.flip(-1)
 
 
-def test_augmentation_crops_and_flips_each_image():
+@pytest.mark.parametrize("device", DEVICES)
+def test_augmentation_crops_and_flips_each_image(device):
     data = _numbered(64)
-    batches = DeviceBatches(data, 64, train=True, seed=0, crop_padding=2)
+    batches = DeviceBatches(data, 64, device=device, train=True, seed=0, crop_padding=2)
     images, labels = next(iter(batches))
     assert images.shape == (64, 3, 8, 8) and images.dtype == torch.float32
+    assert images.device.type == labels.device.type == device
     found = []
-    for out, label in zip(_unnormalise(images), labels.tolist(), strict=True):
+    for out, label in zip(_unnormalise(images.cpu()), labels.tolist(), strict=True):
         matches = [
             how for how, crop in _crops_and_flips(data.images[label], 2) if torch.equal(out, crop)
         ]
@@ -310,9 +318,10 @@ def test_no_augmentation_when_switched_off():
     assert torch.equal(_unnormalise(images), data.images[labels])
 
 
-def test_channels_last_output():
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_output(device):
     data = _numbered(8)
-    images, _ = next(iter(DeviceBatches(data, 8, channels_last=True)))
+    images, _ = next(iter(DeviceBatches(data, 8, device=device, channels_last=True)))
     assert images.is_contiguous(memory_format=torch.channels_last)
 
 

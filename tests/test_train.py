@@ -101,6 +101,7 @@ def test_run_folder_and_report_row(finished_run):
     assert list(row) == list(COLUMNS)
     assert row["model"] == "effnet_b0" and row["method"] == "baseline"
     assert int(row["img_size"]) == 32 and row["dataset"] == "digits" and row["device"] == "cpu"
+    assert row["peak_mem_mb"] == ""  # CUDA memory only: a CPU's resident set is not training's
     assert 4.0 < float(row["param_count"]) < 4.1  # B0 with a 10-class head: 4.02 M
     assert float(row["gflops"]) > float(row["gmacs"]) > 0
     assert result["eval_images"] == 64 and result["world_size"] == 1

@@ -104,7 +104,12 @@ class Recipe:
     ema: bool = False
     ema_decay: float = 0.999
     compile: bool = False
+    # torch.compile's mode when compile is true: reduce-overhead replays CUDA graphs (for small
+    # 32 px models, whose steps are bound by kernel launches); max-autotune also tunes kernels
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     grad_accum: int = 1
+    # timm's set_grad_checkpointing: recompute activations in backward (less memory, slower)
+    grad_checkpointing: bool = False
     # auto: bf16 on a GPU, fp32 on a CPU
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     channels_last: bool = True

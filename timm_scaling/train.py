@@ -11,10 +11,10 @@ share of the batch, so the update's gradient is the mean over the batch whatever
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -29,8 +29,8 @@ import timm
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import gather_object, set_seed, tqdm
-from timm.optim import create_optimizer_v2
+from accelerate.utils import TorchDynamoPlugin, gather_object, set_seed, tqdm
+from timm.optim import create_optimizer_v2, get_optimizer_class
 from timm.scheduler import StepLRScheduler
 from timm.utils import ModelEmaV3, distribute_bn
 
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)  # before an Accelerator exists
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
+# torch.compile modes that replay CUDA graphs on a GPU.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class LossNotFinite(UserError):
@@ -83,11 +85,35 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak memory allocated by tensors. CPU: the process's peak resident set (Linux KiB)."""
+def peak_memory_mb(device: torch.device) -> float | None:
+    """CUDA: the peak memory allocated by tensors since the last reset, in MiB. Elsewhere None:
+    a CPU process's resident set counts the interpreter and its libraries, not the training."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def optimizer_speedups(name: str, device: torch.device) -> dict[str, bool]:
+    """On a GPU, one fused kernel (torch's AdamW, SGD) or a few multi-tensor kernels (timm's
+    rmsproptf, where this timm has them) per step for all parameters, not a kernel each."""
+    if device.type != "cuda":
+        return {}
+    accepted = inspect.signature(get_optimizer_class(name, bind_defaults=False)).parameters
+    for option in ("fused", "foreach"):
+        if option in accepted:
+            return {option: True}
+    return {}
+
+
+def set_grad_checkpointing(model: torch.nn.Module, name: str) -> None:
+    """timm's activation checkpointing: blocks recompute their activations in backward."""
+    try:
+        model.set_grad_checkpointing(True)
+    except (AttributeError, AssertionError, NotImplementedError):
+        raise UserError(
+            f"grad_checkpointing: timm's {name} does not support it; "
+            "--set grad_checkpointing=false (or lower batch_size, or raise grad_accum)"
+        ) from None
 
 
 def device_name(device: torch.device) -> str:
@@ -237,7 +263,9 @@ class Trainer:
         self.accelerator = Accelerator(
             cpu=cpu,
             mixed_precision=_mixed_precision(recipe, cpu),
-            dynamo_backend="inductor" if recipe.compile else "no",
+            dynamo_plugin=TorchDynamoPlugin(
+                backend="inductor" if recipe.compile else "no", mode=recipe.compile_mode
+            ),
         )
         self._check_processes(num_processes)
         self._check_folder()
@@ -280,6 +308,12 @@ class Trainer:
     def _build(self) -> None:
         recipe, accelerator = self.recipe, self.accelerator
         set_seed(recipe.seed)  # before the data split and the model's initialisation
+        device = accelerator.device
+        if device.type == "cuda":
+            # Shapes repeat every update: cuDNN times its convolution algorithms once per shape
+            # and keeps the fastest; fp32 matmuls (mixed_precision: no) use TF32, as timm's do.
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.num_classes = data.num_classes(recipe.dataset, recipe.data_dir)
         # Measured first: an image size the network cannot take fails before any training.
         self.cost = cost_columns(recipe, self.num_classes)
@@ -291,9 +325,14 @@ class Trainer:
             drop_rate=recipe.drop_rate,
             drop_path_rate=recipe.drop_path_rate,
         )
+        if recipe.grad_checkpointing:
+            set_grad_checkpointing(model, recipe.model)
+        # On the device before the optimizer exists: fused optimizers check where params live.
+        model = model.to(device)
         if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)
         extra = {"alpha": recipe.decay} if recipe.optimizer == "rmsproptf" else {}
+        extra.update(optimizer_speedups(recipe.optimizer, device))
         optimizer = create_optimizer_v2(
             model,
             recipe.optimizer,
@@ -321,6 +360,9 @@ class Trainer:
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         self.micro_batches = recipe.grad_accum
         self.num_updates = 0
+        self.cuda_graphs = (
+            recipe.compile and recipe.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
+        )
 
     def _data(self, cfg: dict[str, Any]):
         """Train and val batches: on the device for in-memory data sets, else DataLoaders."""
@@ -390,12 +432,15 @@ class Trainer:
             recipe.write(self.folder / RECIPE_FILE)
         for epoch in range(len(history), recipe.epochs):
             started = time.perf_counter()
+            if accelerator.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(accelerator.device)
             stats = self.train_epoch(epoch)
             if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
                 distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
             model = self.ema.module if self.ema is not None else self.unwrapped
             stats.update(evaluate(model, self.val_batches, accelerator))
             stats["epoch_s"] = time.perf_counter() - started
+            stats["peak_mem_mb"] = self._peak_memory()
             history.append(stats)
             logger.info(
                 f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
@@ -433,6 +478,14 @@ class Trainer:
             "train_s": seconds,
             "samples_per_s": count / seconds,
         }
+
+    def _peak_memory(self) -> float | None:
+        """This epoch's peak memory (training and evaluation) of the busiest process."""
+        device = self.accelerator.device
+        peak = peak_memory_mb(device)
+        if peak is None:
+            return None
+        return self.accelerator.gather(torch.tensor([peak], device=device)).max().item()
 
     def _diverged(self, epoch: int, loss: float) -> None:
         latest = self.folder / CHECKPOINTS / LATEST
@@ -478,11 +531,23 @@ class Trainer:
         for i, (x, y) in enumerate(parts):
             # Gradients are all-reduced once per update, on the last micro-batch.
             sync = i == len(parts) - 1
+            if self.cuda_graphs:  # a new step: the graphs may reuse the last one's memory
+                torch.compiler.cudagraph_mark_step_begin()
             with nullcontext() if sync else self.accelerator.no_sync(self.model):
                 loss = self.criterion(self.model(x), y)
                 self.accelerator.backward(loss * (len(y) / len(labels)))
             loss_sum += loss.detach().float() * len(y)
+            if self.cuda_graphs and i == 0 and not sync:
+                self._own_gradients()
         return loss_sum
+
+    def _own_gradients(self) -> None:
+        """Copy the gradients out of the CUDA graphs' memory. The first micro-batch's .grad
+        tensors are the backward graph's outputs, which its next replay overwrites; later
+        micro-batches then add into these copies."""
+        for param in self.model.parameters():
+            if param.grad is not None:
+                param.grad = param.grad.clone()
 
     def _out_of_memory(self, batch: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -536,9 +601,8 @@ class Trainer:
 
     def _finish(self, history: list[dict[str, float]]) -> dict[str, Any]:
         accelerator, recipe = self.accelerator, self.recipe
-        per_process = gather_object(
-            [(weights_checksum(self.unwrapped), peak_memory_mb(accelerator.device))]
-        )
+        checksums = gather_object([weights_checksum(self.unwrapped)])
+        peaks = [row["peak_mem_mb"] for row in history if row.get("peak_mem_mb") is not None]
         result: dict[str, Any] = {}
         if accelerator.is_main_process:
             train_s = sum(row["train_s"] for row in history)
@@ -555,7 +619,7 @@ class Trainer:
                 "recipe": recipe.name,
                 "train_time_s": sum(row["epoch_s"] for row in history),
                 "train_samples_per_sec": sum(row["train_images"] for row in history) / train_s,
-                "peak_mem_mb": max(mem for _, mem in per_process),
+                "peak_mem_mb": max(peaks, default=None),
                 "device": self._device_label(),
                 "version": timm_scaling.__version__,
             }
@@ -564,7 +628,7 @@ class Trainer:
                 "world_size": accelerator.num_processes,
                 "eval_images": history[-1]["eval_images"],
                 "micro_batches": self.micro_batches,
-                "replica_checksums": [checksum for checksum, _ in per_process],
+                "replica_checksums": checksums,
                 "torch": torch.__version__,
                 "timm": timm.__version__,
             }

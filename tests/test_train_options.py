@@ -1,0 +1,77 @@
+"""Recipe keys for memory and GPU speed, as far as a CPU can check them: grad_checkpointing,
+compile_mode, and the optimizer's fused or multi-tensor step. tests/test_cuda.py checks them on
+a GPU."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from timm.optim import get_optimizer_class
+
+from timm_scaling.errors import UserError
+from timm_scaling.recipes import load_recipe
+from timm_scaling.train import Trainer, optimizer_speedups, set_grad_checkpointing
+
+
+def recipe(**changes):
+    settings = {"limit_train": 16, "limit_val": 16, "batch_size": 16, "epochs": 1, **changes}
+    return load_recipe("digits", [f"{key}={value}" for key, value in settings.items()])
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def one_update(trainer: Trainer) -> tuple[dict[str, torch.Tensor], int]:
+    """One update: the new parameters, and how often one block started a forward pass."""
+    block = trainer.unwrapped.blocks[1][0]  # a block (checkpointing flattens the stages)
+    calls = []
+    block.register_forward_pre_hook(lambda *_: calls.append(1))  # recompute stops early
+    trainer._update(*next(iter(trainer.train_batches)))
+    return {k: p.detach().clone() for k, p in trainer.unwrapped.named_parameters()}, len(calls)
+
+
+@pytest.mark.slow
+def test_grad_checkpointing_recomputes_blocks_and_keeps_the_update(tmp_path):
+    plain, runs_plain = one_update(Trainer(recipe(), tmp_path / "plain"))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = Trainer(recipe(grad_checkpointing=True), tmp_path / "checkpointed")
+    assert trainer.unwrapped.grad_checkpointing
+    checkpointed, runs_checkpointed = one_update(trainer)
+    assert (runs_plain, runs_checkpointed) == (1, 2)  # forward, then again in backward
+    torch.testing.assert_close(checkpointed, plain)
+
+
+def test_grad_checkpointing_unsupported_is_one_line():
+    with pytest.raises(UserError, match="grad_checkpointing: timm's mlp does not support it"):
+        set_grad_checkpointing(torch.nn.Linear(2, 2), "mlp")
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path):
+    trainer = Trainer(recipe(compile=True, compile_mode="reduce-overhead"), tmp_path)
+    plugin = trainer.accelerator.state.dynamo_plugin
+    assert plugin.to_kwargs()["mode"] == "reduce-overhead"
+    assert isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert not trainer.cuda_graphs  # a CPU: no graphs to replay, nothing to copy out of them
+
+
+def test_compile_mode_is_checked():
+    with pytest.raises(UserError, match="compile_mode must be one of default, reduce-overhead"):
+        recipe(compile_mode="fast")
+
+
+def test_optimizer_steps_are_fused_or_multi_tensor_on_a_gpu():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert optimizer_speedups("adamw", cuda) == optimizer_speedups("sgd", cuda) == {"fused": True}
+    takes = inspect.signature(get_optimizer_class("rmsproptf", bind_defaults=False)).parameters
+    # timm's RMSpropTF has a multi-tensor step from timm 1.0.31 on.
+    assert optimizer_speedups("rmsproptf", cuda) == (
+        {"foreach": True} if "foreach" in takes else {}
+    )
+    assert all(optimizer_speedups(name, cpu) == {} for name in ("adamw", "sgd", "rmsproptf"))
