@@ -6,7 +6,10 @@ STAMP := $(VENV)/.install-stamp
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format clean
+# gpu-check runs on a bare GPU machine too: the venv's python where there is one, else python3.
+GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
+
+.PHONY: install demo test lint format clean gpu-check
 
 install: $(STAMP)
 
@@ -19,6 +22,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/timm-scaling sweep demo --jobs 2 --output runs
+
+# Everything to verify on a GPU, in under 8 minutes (benchmarks/README.md); installs nothing.
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py --device cuda --out gpu-check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,71 +1,171 @@
 """Training throughput: our loop against the model's own limit and a plain DataLoader loop.
 
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--quick]
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--batch-size N]
+        [--compile-mode reduce-overhead] [--only loop] [--seconds S] [--start-at T] [--json PATH]
 
 (a) limit: forward + backward + optimizer step on one batch already on the device;
 (b) loop:  timm_scaling.train.Trainer.train_epoch on the in-memory digits path (device-resident
-    uint8 images, crop and flip per batch on the device);
+    uint8 images, crop and flip per batch on the device), epochs over ``--seconds``;
 (c) plain: the same model and optimizer fed by a torch DataLoader with torchvision transforms.
-All three use the digits recipe's model, batch, precision and memory format. The last line is
-``loop/limit=R1 loop/plain=R2``. A benchmark, not a test: it prints, never asserts.
+All three use the digits recipe's model, precision and memory format, at ``--batch-size``
+(default: the recipe's 32), and only whole batches (no shape changes, so a compiled model is
+compiled once). ``--start-at`` (a Unix time) holds the measurement back until then, so that
+several copies started together measure while they share the GPU (benchmarks/gpu_check.py's
+packing check). The last line is ``loop/limit=R1 loop/plain=R2``. A benchmark, not a test: it
+prints, never asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from pathlib import Path
 
+import timm
 import torch
 from accelerate.state import AcceleratorState
 from torchvision.transforms import v2
 
 from timm_scaling import data
 from timm_scaling.recipes import load_recipe
-from timm_scaling.train import Trainer
+from timm_scaling.report import atomic_write
+from timm_scaling.train import Trainer, device_name
+
+DIGITS_TRAIN = 1437
+KINDS = ("limit", "loop", "plain")
 
 
 def images_per_second(step, batches: int, batch_size: int, device: torch.device) -> float:
-    step()  # warm-up: allocator, kernels, caches
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    for _ in range(3):  # warm-up: allocator, kernels, caches; CUDA graphs record on the 2nd call
+        step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(batches):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return batches * batch_size / (time.perf_counter() - started)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> str:
+    """fused, foreach (multi-tensor) or single-tensor: how the optimizer steps its parameters."""
+    defaults = getattr(optimizer, "optimizer", optimizer).defaults  # Accelerate wraps it
+    for option in ("fused", "foreach"):
+        if defaults.get(option):
+            return option
+    return "single-tensor"
+
+
+def loop_images_per_second(trainer: Trainer, seconds: float) -> tuple[float, list[float]]:
+    """Epochs of the trainer's loop for at least ``seconds`` (two at least): images per second
+    over all of them, and per epoch."""
+    per_epoch, images, spent, epoch = [], 0, 0.0, 1
+    while spent < seconds or epoch <= 2:
+        stats = trainer.train_epoch(epoch)
+        per_epoch.append(stats["samples_per_s"])
+        images += stats["train_images"]
+        spent += stats["train_s"]
+        epoch += 1
+    return images / spent, per_epoch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="few batches (a smoke run)")
+    parser.add_argument("--batch-size", type=int, help="images per update [default: 32]")
+    parser.add_argument(
+        "--compile-mode",
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile the model in this mode (reduce-overhead: CUDA graphs)",
+    )
+    parser.add_argument("--only", default=",".join(KINDS), help="limit,loop,plain (a subset)")
+    parser.add_argument("--seconds", type=float, help="time the loop this long [default: 10]")
+    parser.add_argument("--start-at", type=float, help="Unix time to start measuring at")
+    parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
-    batches = 3 if args.quick else 20
-    images = batches * 64
-    recipe = load_recipe("digits", [f"limit_train={images}", "limit_val=64", "epochs=1"])
+    kinds = [kind for kind in args.only.split(",") if kind]
+    if not set(kinds) <= set(KINDS) or not kinds:
+        parser.error(f"--only {args.only}: choose from {','.join(KINDS)}")
+
+    overrides = ["epochs=1", "limit_val=64"]
+    if args.batch_size:
+        overrides.append(f"batch_size={args.batch_size}")
+    if args.compile_mode:
+        overrides += ["compile=true", f"compile_mode={args.compile_mode}"]
+    batch = load_recipe("digits", overrides).batch_size
+    batches = min(3 if args.quick else 40, DIGITS_TRAIN // batch)
+    images = batches * batch  # whole batches only
+    recipe = load_recipe("digits", [*overrides, f"limit_train={images}"])
+    started = time.perf_counter()
     trainer = Trainer(recipe, tempfile.mkdtemp(), cpu=args.device == "cpu", progress=False)
     device = trainer.accelerator.device
-    batch = recipe.batch_size
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, recipe.image_size, recipe.image_size, device=device).to(
-        memory_format=fmt
-    )
-    y = torch.randint(0, 10, (batch,), device=device)
     trainer.model.train()
+    trainer.train_epoch(0)  # warm-up epoch (compiles, if compiling)
+    synchronize(device)
+    warm_up_s = time.perf_counter() - started
+    if args.start_at:
+        time.sleep(max(0.0, args.start_at - time.time()))
+    late_s = max(0.0, time.time() - args.start_at) if args.start_at else 0.0
 
-    def limit_step():
+    def update(images_: torch.Tensor, labels: torch.Tensor) -> None:
+        if trainer.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         trainer.optimizer.zero_grad(set_to_none=True)
-        loss = trainer.criterion(trainer.model(x), y)
+        loss = trainer.criterion(trainer.model(images_), labels)
         trainer.accelerator.backward(loss)
         trainer.optimizer.step()
 
-    limit = images_per_second(limit_step, batches, batch, device)
+    result: dict = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "timm": timm.__version__,
+        "model": recipe.model,
+        "img_size": recipe.image_size,
+        "batch_size": batch,
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        "compile_mode": args.compile_mode,
+        "optimizer_step": optimizer_step(trainer.optimizer),
+        "warm_up_s": warm_up_s,
+        "late_s": late_s,
+    }
+    if "limit" in kinds:
+        x = torch.randn(batch, 3, recipe.image_size, recipe.image_size, device=device)
+        x = x.to(memory_format=fmt)
+        y = torch.randint(0, 10, (batch,), device=device)
+        result["limit"] = images_per_second(lambda: update(x, y), batches, batch, device)
+    if "loop" in kinds:
+        seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 10.0)
+        result["loop"], result["loop_epochs"] = loop_images_per_second(trainer, seconds)
+    if "plain" in kinds:
+        result["plain"] = plain_images_per_second(trainer, recipe, images, fmt, update, device)
 
-    trainer.train_epoch(0)  # warm-up epoch
-    loop = max(trainer.train_epoch(epoch)["samples_per_s"] for epoch in (1, 2))
+    name = f"{recipe.model} at {recipe.image_size} px, batch {batch}"
+    print(f"device {result['device']}, torch {torch.__version__}, timm {timm.__version__}, {name}")
+    print(
+        f"mixed precision {result['mixed_precision']}, compile {args.compile_mode or 'no'}, "
+        f"optimizer step {result['optimizer_step']}, warm-up {warm_up_s:.1f} s"
+    )
+    print("; ".join(f"{kind} {result[kind]:.1f} images/s" for kind in kinds))
+    others = [kind for kind in ("limit", "plain") if kind in kinds and "loop" in kinds]
+    for other in others:
+        result[f"loop_over_{other}"] = result["loop"] / result[other]
+    if others:
+        print(" ".join(f"loop/{other}={result[f'loop_over_{other}']:.2f}" for other in others))
+    if args.json:
+        atomic_write(args.json, json.dumps(result, indent=1) + "\n")
+    AcceleratorState._reset_state(reset_partial_state=True)
 
+
+def plain_images_per_second(trainer, recipe, images: int, fmt, update, device) -> float:
     imageset = data.load_images("digits", None, recipe.image_size, "train", images)
     transform = v2.Compose(
         [
@@ -76,24 +176,21 @@ def main() -> None:
         ]
     )
     loader = torch.utils.data.DataLoader(
-        _Transformed(imageset, transform), batch_size=batch, shuffle=True, num_workers=2
+        _Transformed(imageset, transform),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        persistent_workers=True,
     )
     iterator = iter(_forever(loader))
 
     def plain_step():
         images_, labels = next(iterator)
         images_ = images_.to(device, non_blocking=True).to(memory_format=fmt)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss = trainer.criterion(trainer.model(images_), labels.to(device))
-        trainer.accelerator.backward(loss)
-        trainer.optimizer.step()
+        update(images_, labels.to(device))
 
-    plain = images_per_second(plain_step, batches, batch, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {name}, torch {torch.__version__}, {recipe.model} at {recipe.image_size} px")
-    print(f"limit {limit:.1f} images/s; loop {loop:.1f} images/s; plain {plain:.1f} images/s")
-    print(f"loop/limit={loop / limit:.2f} loop/plain={loop / plain:.2f}")
-    AcceleratorState._reset_state(reset_partial_state=True)
+    return images_per_second(plain_step, len(loader), recipe.batch_size, device)
 
 
 class _Transformed(torch.utils.data.Dataset):

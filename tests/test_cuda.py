@@ -1,7 +1,8 @@
 """The training path on a real GPU: `pytest -m cuda` (every test here is skipped without one).
 
 What a CPU cannot show: bf16 autocast, channels_last kernels, CUDA graphs, a real out-of-memory
-error from the card, host syncs, and peak memory. benchmarks/gpu_check.py runs these first.
+error from the card, host syncs, and peak memory. benchmarks/gpu_check.py runs these first;
+they are ordered cheapest first, so that a time limit cuts the slowest (compiling) last.
 """
 
 from __future__ import annotations
@@ -99,32 +100,29 @@ def test_an_update_makes_no_host_sync(tmp_path):
     assert not syncs, f"{len(syncs)} host syncs in 6 updates, the first: {syncs[0]}"
 
 
-def test_digits_learns_as_on_the_cpu(tmp_path):
-    """The shipped digits recipe, all its data and 8 epochs: the CPU's bar (test_train)."""
-    result = train(load_recipe("digits"), tmp_path)
-    assert result["device"] == torch.cuda.get_device_name()
-    assert result["eval_images"] == 360 and result["epochs"] == 8
-    assert result["top1"] >= 85, f"digits on the GPU: {result['top1']:.1f}% top-1"
-    (row,) = read_rows(tmp_path / "report.csv")
-    assert 0 < float(row["peak_mem_mb"]) < torch.cuda.get_device_properties(0).total_memory
-
-
-def test_cuda_graphs_give_the_eager_update(tmp_path):
-    """compile with CUDA graphs (reduce-overhead) and two micro-batches per update: the same
-    three updates as eager (the graphs hand out .grad buffers their next replay overwrites)."""
-    eager = updates(Trainer(recipe(grad_accum=2), tmp_path / "eager"), 3)
-    AcceleratorState._reset_state(reset_partial_state=True)
-    graphs = recipe(grad_accum=2, compile="true", compile_mode="reduce-overhead")
-    trainer = Trainer(graphs, tmp_path / "graphs")
-    assert trainer.cuda_graphs
-    compiled = updates(trainer, 3)
-    assert relative_difference(compiled, eager) < 0.05
+def test_evaluation_counts_every_image_once():
+    """61 images in batches of 16 (the last one 13): each counted once, as on the CPU."""
+    images = data.load_images("digits", None, 32, "val", 61)
+    model = timm.create_model("effnet_b0", num_classes=10).eval()
+    x, y = next(iter(data.DeviceBatches(images, 61, train=False)))
+    with torch.no_grad():
+        cpu_hits = int((model(x).argmax(1) == y).sum())
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        batches = data.DeviceBatches(images, 16, device="cuda", train=False)
+        result = evaluate(model.cuda(), batches, Accelerator())
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert result["eval_images"] == 61
+    assert abs(result["top1"] * 61 / 100 - cpu_hits) <= 1  # a near-tie may flip, no more
 
 
 def test_grad_checkpointing_lowers_peak_memory(tmp_path):
     peaks = {}
+    sizes = {"base_size": 160, "batch_size": 64, "limit_train": 128}  # activations dominate
     for on in (False, True):
-        trainer = Trainer(recipe(base_size=128, grad_checkpointing=on), tmp_path / str(on))
+        trainer = Trainer(recipe(**sizes, grad_checkpointing=on), tmp_path / str(on))
         updates(trainer, 1)  # allocates the gradients and optimizer state
         torch.cuda.reset_peak_memory_stats()
         updates(trainer, 1)
@@ -133,6 +131,17 @@ def test_grad_checkpointing_lowers_peak_memory(tmp_path):
         del trainer
         torch.cuda.empty_cache()
     assert peaks[True] < 0.8 * peaks[False], peaks
+
+
+def test_digits_learns_as_on_the_cpu(tmp_path):
+    """The shipped digits recipe, all its data and 8 epochs: the CPU's bar (test_train)."""
+    result = train(load_recipe("digits"), tmp_path)
+    assert result["device"] == torch.cuda.get_device_name()
+    assert result["eval_images"] == 360 and result["epochs"] == 8
+    assert result["top1"] >= 85, f"digits on the GPU: {result['top1']:.1f}% top-1"
+    (row,) = read_rows(tmp_path / "report.csv")
+    total_mb = torch.cuda.get_device_properties(0).total_memory / 2**20
+    assert 0 < float(row["peak_mem_mb"]) < total_mb
 
 
 def training_bytes_per_image(base_size: int, tmp_path) -> float:
@@ -178,22 +187,21 @@ def test_a_real_out_of_memory_splits_the_batch_and_keeps_the_update(tmp_path):
     planned = Trainer(recipe(**big, grad_accum=fallen_back["micro_batches"]), tmp_path / "plan")
     reference = updates(planned, 1)
     change = {name: after[name] - before[name] for name in before}
-    assert relative_difference(change, reference) < 0.05
+    difference = relative_difference(change, reference)
+    assert difference < 0.1, f"the update after the fallback differs by {difference:.1%}"
 
 
-def test_evaluation_counts_every_image_once():
-    """61 images in batches of 16 (the last one 13): each counted once, as on the CPU."""
-    images = data.load_images("digits", None, 32, "val", 61)
-    model = timm.create_model("effnet_b0", num_classes=10).eval()
-    x, y = next(iter(data.DeviceBatches(images, 61, train=False)))
-    with torch.no_grad():
-        cpu_hits = int((model(x).argmax(1) == y).sum())
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        batches = data.DeviceBatches(images, 16, device="cuda", train=False)
-        result = evaluate(model.cuda(), batches, Accelerator())
-    finally:
-        torch.backends.cudnn.allow_tf32 = tf32
-    assert result["eval_images"] == 61
-    assert abs(result["top1"] * 61 / 100 - cpu_hits) <= 1  # a near-tie may flip, no more
+def test_cuda_graphs_give_the_eager_update(tmp_path):
+    """compile with CUDA graphs (reduce-overhead) and two micro-batches per update: the same
+    three updates as eager (the graphs hand out .grad buffers their next replay overwrites; a
+    lost micro-batch would differ by 50% or more, bf16 kernels by a few %). Micro-batches of
+    128 images: the graph benchmarks/train_throughput.py compiles next (a compile-cache hit)."""
+    sizes = {"batch_size": 256, "grad_accum": 2, "limit_train": 768}
+    eager = updates(Trainer(recipe(**sizes), tmp_path / "eager"), 3)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    graphs = recipe(**sizes, compile="true", compile_mode="reduce-overhead")
+    trainer = Trainer(graphs, tmp_path / "graphs")
+    assert trainer.cuda_graphs
+    compiled = updates(trainer, 3)
+    difference = relative_difference(compiled, eager)
+    assert difference < 0.2, f"CUDA graphs' updates differ from eager by {difference:.1%}"

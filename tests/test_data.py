@@ -13,13 +13,16 @@ from torchvision.transforms import functional as TF
 
 from timm_scaling.data import (
     MEAN,
+    SHAPES,
     STD,
     DeviceBatches,
     ImageSet,
+    available,
     folder_loader,
     load_images,
     num_classes,
     resize,
+    synthetic,
 )
 from timm_scaling.errors import UserError
 
@@ -94,6 +97,44 @@ def test_num_classes(tmp_path):
     assert num_classes("folder", tmp_path) == 3
     with pytest.raises(UserError, match="unknown dataset 'imagenet'; choose one of cifar10"):
         num_classes("imagenet")
+
+
+def test_shapes_are_the_real_data_sets(digits):
+    assert SHAPES["digits"] == (len(digits["train"]), len(digits["val"]), 10)
+    assert SHAPES["cifar10"] == (50_000, 10_000, 10)
+
+
+def test_available_never_downloads(tmp_path):
+    assert available("digits") and available("synthetic")
+    assert not available("cifar10", tmp_path) and not available("folder", tmp_path)
+    assert not any(tmp_path.iterdir())
+    (tmp_path / "train").mkdir()
+    assert available("folder", tmp_path)
+
+
+# ---- synthetic ----------------------------------------------------------------------------
+
+
+def test_synthetic_is_random_uint8_in_the_asked_shape():
+    data = synthetic(500, 12, 7, seed=0, split="train")
+    assert data.images.shape == (500, 3, 12, 12) and data.images.dtype == torch.uint8
+    assert data.labels.dtype == torch.int64 and set(data.labels.tolist()) == set(range(7))
+    assert data.classes == [str(c) for c in range(7)]
+    counts = torch.bincount(data.images.flatten().long(), minlength=256)
+    assert counts.min() > 0 and abs(data.images.float().mean().item() - 127.5) < 1
+
+
+def test_synthetic_is_fixed_by_seed_and_split():
+    first = synthetic(64, 8, 10, seed=3, split="val")
+    again = synthetic(64, 8, 10, seed=3, split="val")
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+    for other in (synthetic(64, 8, 10, seed=4, split="val"), synthetic(64, 8, 10, 3, "train")):
+        assert not torch.equal(first.images, other.images)
+
+
+def test_synthetic_is_not_loaded():
+    with pytest.raises(UserError, match="made by data.synthetic"):
+        load_images("synthetic", None, 32, "train")
 
 
 # ---- CIFAR, from a fixture in the real pickle layout ----------------------------------------

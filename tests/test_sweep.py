@@ -1,16 +1,28 @@
 """Sweep files, their plan, shards: torch-free parts here; the end-to-end run with training."""
 
 import json
+import os
+import queue
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from accelerate.state import AcceleratorState
 from typer.testing import CliRunner
 
+from timm_scaling import sweep as sweeps
 from timm_scaling.cli import app
+from timm_scaling.errors import UserError
+from timm_scaling.plan import PROCESS_OVERHEAD_MB, fitting_per_gpu, read_plan
+from timm_scaling.plan import write as write_plan
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import read_rows
 from timm_scaling.sweep import list_sweeps, load_sweep, parse_shard, plan
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_builtin_sweeps_are_listed_and_plan():
@@ -188,3 +200,130 @@ def test_sweep_command_errors_are_one_line(tmp_path):
         outcome = invoke(*args, "--output", tmp_path)
         assert outcome.exit_code != 0
         assert outcome.output.count("\n") == 1 and message in outcome.output, outcome.output
+
+
+# ---- jobs on GPUs (the device count patched: this machine has none) -----------------------
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """Pretend this process sees ``n`` GPUs."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def see(n: int) -> None:
+        monkeypatch.setattr(sweeps, "device_count", lambda: n)
+
+    return see
+
+
+def test_job_i_takes_gpu_i_mod_g_and_a_port_of_its_own(gpus):
+    gpus(3)
+    envs = sweeps.job_environments(5, sweeps.select_gpus(None))
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["0", "1", "2", "0", "1"]
+    ports = [int(env["MASTER_PORT"]) for env in envs]
+    assert len(set(ports)) == 5 and all(1024 <= p < 65536 for p in ports)
+    chosen = sweeps.job_environments(3, sweeps.select_gpus("2,0"))
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in chosen] == ["0", "2", "0"]
+
+
+def test_cpu_jobs_get_a_port_and_no_gpu(gpus):
+    gpus(0)
+    envs = sweeps.job_environments(2, sweeps.select_gpus(None))
+    assert [set(env) for env in envs] == [{"MASTER_PORT"}, {"MASTER_PORT"}]
+
+
+def test_gpus_are_named_as_the_parent_process_sees_them(gpus, monkeypatch):
+    gpus(2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")  # our cuda:1 is physical GPU 5
+    assert sweeps.select_gpus("1") == ["5"] and sweeps.select_gpus(None) == ["4", "5"]
+
+
+@pytest.mark.parametrize(
+    ("count", "text", "message"),
+    [
+        (2, "0,3", "--gpus 0,3: no GPU 3 here; the visible GPUs are: 0, 1"),
+        (0, "0", "--gpus 0: no GPU 0 here; the visible GPUs are: none"),
+        (2, "first", "--gpus first: no GPU -1 here"),
+    ],
+)
+def test_a_gpu_not_there_is_an_error_listing_the_visible_ones(gpus, count, text, message):
+    gpus(count)
+    with pytest.raises(UserError, match=re.escape(message)):
+        sweeps.select_gpus(text)
+
+
+def test_sweep_command_with_a_gpu_not_there_is_one_line(gpus, tmp_path):
+    gpus(1)
+    outcome = invoke("table7", "--gpus", "1", "--output", tmp_path)
+    assert outcome.exit_code == 2 and outcome.output.count("\n") == 1, outcome.output
+    assert "the visible GPUs are: 0" in outcome.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_worker_takes_its_environment_before_torch_starts(monkeypatch):
+    import torch
+
+    for key in ("CUDA_VISIBLE_DEVICES", "MASTER_PORT"):
+        monkeypatch.setenv(key, "unset")  # restored after the test
+    environments = queue.Queue()
+    environments.put({"CUDA_VISIBLE_DEVICES": "1", "MASTER_PORT": "29612"})
+    sweeps._start_worker(torch.get_num_threads(), environments)
+    assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["MASTER_PORT"]) == ("1", "29612")
+
+
+@pytest.mark.slow
+def test_pool_workers_run_on_their_gpus(gpus):
+    """Real spawned workers: each task sees the GPU and port of one job's environment."""
+    gpus(2)
+    seen = []
+    tasks = ["CUDA_VISIBLE_DEVICES"] * 4
+    sweeps._in_pool(os.getenv, tasks, 2, ["0", "1"], lambda i, task, value: seen.append(value))
+    assert len(seen) == 4 and set(seen) <= {"0", "1"}
+
+
+def test_a_plan_caps_the_jobs_per_gpu_by_peak_memory(tmp_path):
+    path = tmp_path / "plan.csv"
+    rows = [
+        {"model": m, "peak_mem_mb": peak, "device_mem_mb": 80_000.0, "device": "H100"}
+        for m, peak in (("effnet_b0", 5_000.0), ("effnet_b0_w2", 19_000.0))
+    ]
+    write_plan(path, rows)
+    assert fitting_per_gpu(read_plan(path)) == 80_000 // (19_000 + PROCESS_OVERHEAD_MB) == 3
+    assert sweeps.packed_jobs(8, ["0", "1"], path) == 6
+    assert sweeps.packed_jobs(4, ["0", "1"], path) == 4
+    assert sweeps.packed_jobs(8, [], path) == 8  # CPU jobs: no GPU memory to share
+    assert sweeps.packed_jobs(8, ["0"], tmp_path / "none.csv") == 8  # not planned
+
+
+@pytest.mark.slow
+def test_three_shards_as_a_slurm_array_train_each_run_once_and_write_one_report(tmp_path):
+    """The README's job array: three processes at once, the same --output, the shard from
+    SLURM's variables; the last to finish writes the sweep's report."""
+    sweep = tmp_path / "trio.yaml"
+    tiny = ["limit_train=32", "limit_val=32", "batch_size=32", "eval_batch_size=32", "epochs=1"]
+    models = ["effnet_b0", "effnet_b0_d2", "effnet_b0_w1p4"]
+    sweep.write_text(yaml.safe_dump({"recipe": "digits", "set": tiny, "models": models}))
+    output = tmp_path / "runs"
+    command = (
+        f"{sys.executable} -m timm_scaling sweep {sweep} --output {output} "
+        "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.getenv("PYTHONPATH", "")]))
+    env.update(OMP_NUM_THREADS="1", TIMM_SCALING_CACHE=str(tmp_path / "cache"))
+    tasks = [
+        subprocess.Popen(
+            ["bash", "-c", command],
+            env=dict(env, SLURM_ARRAY_TASK_ID=str(k), SLURM_ARRAY_TASK_COUNT="3"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in (1, 2, 3)
+    ]
+    outputs = [task.communicate()[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0, 0], outputs
+    trained = sorted(int(re.search(r"trained (\d+) run", out).group(1)) for out in outputs)
+    assert trained == [1, 1, 1]  # every run exactly once
+    assert sorted(r["model"] for r in read_rows(output / "report.csv")) == sorted(models)
+    assert sorted(r["model"] for r in read_rows(output / "trio" / "report.csv")) == sorted(models)
+    assert sum("report: " in out for out in outputs) >= 1  # the last one (or two at once)

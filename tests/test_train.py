@@ -111,6 +111,32 @@ def test_run_folder_and_report_row(finished_run):
 
 
 @pytest.mark.slow
+def test_synthetic_data_trains_and_says_so(tmp_path, caplog):
+    """Random images in CIFAR's shape at a size of our choosing; the row says `synthetic`."""
+    recipe = load_recipe(
+        "baseline",
+        overrides(
+            dataset="synthetic",
+            data_dir=str(tmp_path / "nowhere"),
+            synthetic_train_size=48,
+            synthetic_val_size=40,
+            synthetic_classes=3,
+            limit_train="null",
+            limit_val="null",
+        ),
+    )
+    with caplog.at_level("WARNING"):
+        result = train(recipe, tmp_path)
+    assert "data_dir" in caplog.text and "is not used" in caplog.text
+    assert result["dataset"] == "synthetic" and result["eval_images"] == 40
+    (line,) = history(run_folder(tmp_path, recipe), keys=("train_images",))
+    assert line["train_images"] == 48
+    (row,) = read_rows(tmp_path / "report.csv")
+    assert row["dataset"] == "synthetic"
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
 def test_finished_run_is_not_retrained(finished_run):
     output, _ = finished_run
     args = [

@@ -13,7 +13,12 @@ from timm.optim import get_optimizer_class
 
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import load_recipe
-from timm_scaling.train import Trainer, optimizer_speedups, set_grad_checkpointing
+from timm_scaling.train import (
+    Trainer,
+    is_out_of_memory,
+    optimizer_speedups,
+    set_grad_checkpointing,
+)
 
 
 def recipe(**changes):
@@ -58,6 +63,7 @@ def test_compile_mode_reaches_torch_compile(tmp_path):
     plugin = trainer.accelerator.state.dynamo_plugin
     assert plugin.to_kwargs()["mode"] == "reduce-overhead"
     assert isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert type(trainer.unwrapped).__name__ == "EfficientNet"  # the timm model, for EMA and hooks
     assert not trainer.cuda_graphs  # a CPU: no graphs to replay, nothing to copy out of them
 
 
@@ -75,3 +81,16 @@ def test_optimizer_steps_are_fused_or_multi_tensor_on_a_gpu():
         {"foreach": True} if "foreach" in takes else {}
     )
     assert all(optimizer_speedups(name, cpu) == {} for name in ("adamw", "sgd", "rmsproptf"))
+
+
+def test_library_allocation_failures_count_as_out_of_memory():
+    """cuBLAS and cuDNN report a failed allocation in their own words, not torch's."""
+    for text in (
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    ):
+        assert is_out_of_memory(RuntimeError(text))
+    assert is_out_of_memory(torch.OutOfMemoryError("anything"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # not an error torch raises

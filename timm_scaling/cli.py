@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,26 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(err.exit_code) from None
 
     return wrapper
+
+
+PLAN_HELP = (
+    "Train nothing: measure each run briefly on this machine (the real loop, the recipe's "
+    "settings; synthetic data of the same shape where the data set is absent) and write its "
+    "projected time and peak memory to plan.csv."
+)
+PLAN_SECONDS_HELP = (
+    "With --plan: seconds of timed updates per run [default: 20 on a GPU, 5 on a CPU]."
+)
+
+
+def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) -> None:
+    """The plan's table and summary lines, then where it was written."""
+    from timm_scaling import plan
+
+    typer.echo(plan.render(rows))
+    for line in plan.summary(rows, jobs):
+        typer.echo(line)
+    typer.echo(f"wrote {path} (measured in {plan.duration(seconds)})")
 
 
 @app.command("list")
@@ -218,7 +239,7 @@ def profile_cmd(
 def train_cmd(
     recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
@@ -237,6 +258,8 @@ def train_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
     ] = None,
+    plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
+    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
 ) -> None:
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
     import logging
@@ -249,6 +272,20 @@ def train_cmd(
     options.update(batch_size=batch_size, lr=lr, seed=seed)
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     resolved = load_recipe(recipe, overrides)
+    if plan:
+        from timm_scaling import plan as planning
+
+        if resume:
+            raise UserError("--plan measures a run without training it: drop --resume")
+        if (num_processes or 1) > 1:
+            raise UserError("--plan measures the run in one process: drop --num-processes")
+        planning.budget(False, plan_seconds)  # a bad --plan-seconds fails before the model
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        started = time.perf_counter()
+        row = planning.measure(resolved, plan_seconds)
+        path = planning.write(output / planning.PLAN_FILE, [row])
+        _show_plan([row], path, time.perf_counter() - started)
+        return
     done = finished(output, resolved)
     if done is not None:
         typer.echo(f"{done} is finished (its result.json exists): not retraining it")
@@ -295,7 +332,7 @@ def sweep_cmd(
     ],
     seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits or folder.")
+        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of every run.")] = None,
@@ -309,7 +346,13 @@ def sweep_cmd(
     jobs: Annotated[
         int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
     ] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the runs and train nothing.")] = False,
+    plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
+    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
 ) -> None:
     """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
     frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
@@ -327,6 +370,8 @@ def sweep_cmd(
     overrides = [f"{k}={v}" for k, v in options.items() if v is not None] + list(set_ or [])
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    if gpus is not None:
+        sweeps.select_gpus(gpus)
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     if dry_run:
@@ -334,6 +379,24 @@ def sweep_cmd(
             typer.echo(f"{run_folder(output, recipe)}  {state}")
         return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if plan:
+        from timm_scaling.plan import budget
+
+        budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
+        started = time.perf_counter()
+        with tqdm(total=len(runs), desc=f"{sweep} plan", unit="run", dynamic_ncols=True) as bar:
+
+            def measured(i: int, total: int, recipe) -> None:
+                bar.n = i
+                bar.set_postfix_str(f"{recipe.model} s{recipe.seed}")
+                bar.refresh()
+
+            rows, path = sweeps.plan_sweep(
+                sweep, seeds, overrides, shard, output, measured, jobs, gpus, plan_seconds
+            )
+            bar.n = len(runs)
+        _show_plan(rows, path, time.perf_counter() - started, jobs)
+        return
     bar = tqdm(total=len(runs), desc=sweep, unit="run", position=0, dynamic_ncols=True)
 
     def progress(i: int, total: int, recipe, done: bool) -> None:
@@ -341,7 +404,7 @@ def sweep_cmd(
         bar.set_postfix_str(f"{recipe.model} s{recipe.seed}{' (finished)' if done else ''}")
 
     try:
-        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs)
+        result = sweeps.run_sweep(sweep, seeds, overrides, shard, output, progress, jobs, gpus)
         bar.n = len(runs)
         bar.refresh()
     finally:

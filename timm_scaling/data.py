@@ -5,7 +5,8 @@ the model's image size, and served by :class:`DeviceBatches`: the tensor lives o
 device, and shuffling, random crop, flip and normalisation happen there per batch with tensor
 ops, so no loader workers and no per-image Python (the technique of airbench, the fastest
 CIFAR-10 trainer). ``folder`` (any ImageFolder tree) is read from disk by :func:`folder_loader`,
-a torch DataLoader with workers.
+a torch DataLoader with workers. ``synthetic`` is random images and labels in a real data set's
+shape (:func:`synthetic`), made on the training device: speed and memory where the data is absent.
 """
 
 from __future__ import annotations
@@ -28,18 +29,30 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "IN_MEMORY",
     "MEAN",
+    "SHAPES",
     "STD",
+    "SYNTHETIC",
     "DeviceBatches",
     "ImageSet",
+    "available",
     "folder_classes",
     "folder_loader",
     "load_images",
     "num_classes",
+    "recipe_classes",
     "resize",
+    "synthetic",
 ]
 
 SPLITS = ("train", "val")
-IN_MEMORY = ("cifar10", "cifar100", "digits")
+SYNTHETIC = "synthetic"
+IN_MEMORY = ("cifar10", "cifar100", "digits", SYNTHETIC)
+# (train images, val images, classes) of each in-memory data set: what a synthetic stand-in copies.
+SHAPES = {
+    "cifar10": (50_000, 10_000, 10),
+    "cifar100": (50_000, 10_000, 100),
+    "digits": (1437, 360, 10),
+}
 DEFAULT_DATA_DIR = "data"
 # timm's IMAGENET_DEFAULT_MEAN / _STD, the statistics every timm EfficientNet is normalised with.
 MEAN = (0.485, 0.456, 0.406)
@@ -52,7 +65,8 @@ _RESIZE_CHUNK = 2048  # images resized at once: bounds the float copy's memory
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, 3, H, W) on the CPU, int64 labels (N,), and the class names."""
+    """Images as uint8 (N, 3, H, W), int64 labels (N,), and the class names (on the CPU, but
+    synthetic data, made on the training device)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -84,11 +98,31 @@ def folder_classes(data_dir: str | Path | None) -> list[str]:
 
 
 def num_classes(dataset: str, data_dir: str | Path | None = None) -> int:
-    """Classes of a data set, without loading it (``folder``: the class folders of train/)."""
+    """Classes of a data set, without loading it (``folder``: the class folders of train/;
+    ``synthetic``: the recipe says, see :func:`recipe_classes`)."""
     _check_dataset(dataset)
     if dataset == "folder":
         return len(folder_classes(data_dir))
-    return 100 if dataset == "cifar100" else 10
+    if dataset == SYNTHETIC:
+        return SHAPES["cifar10"][2]
+    return SHAPES[dataset][2]
+
+
+def recipe_classes(recipe) -> int:
+    """Classes of a recipe's data set (``synthetic``: its ``synthetic_classes``)."""
+    if recipe.dataset == SYNTHETIC:
+        return recipe.synthetic_classes
+    return num_classes(recipe.dataset, recipe.data_dir)
+
+
+def available(dataset: str, data_dir: str | Path | None = None) -> bool:
+    """Whether a data set is here to train on, without downloading anything."""
+    _check_dataset(dataset)
+    if dataset in ("cifar10", "cifar100"):
+        return not _cifar_missing(_cifar_class(dataset), _root(data_dir))
+    if dataset == "folder":
+        return (_root(data_dir) / "train").is_dir()
+    return True  # digits ships with scikit-learn; synthetic is made
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -187,6 +221,8 @@ def load_images(
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if dataset not in IN_MEMORY:
         raise UserError(f"{dataset} data is read from disk by folder_loader, not held in memory")
+    if dataset == SYNTHETIC:
+        raise UserError("synthetic data is made by data.synthetic(), not loaded")
     data = _digits(split) if dataset == "digits" else _cifar(dataset, data_dir, split)
     if limit is not None:
         data = ImageSet(data.images[:limit], data.labels[:limit], data.classes)
@@ -196,6 +232,35 @@ def load_images(
 def _seed(*parts: int) -> int:
     """One 64-bit seed from several integers, well mixed (no collisions of seed+epoch)."""
     return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0])
+
+
+_SYNTHETIC_SALT = 0x5EED  # keeps the images' seeds apart from DeviceBatches' (seed, epoch)
+
+
+def synthetic(
+    size: int,
+    image_size: int,
+    classes: int,
+    seed: int,
+    split: str,
+    device: torch.device | str = "cpu",
+) -> ImageSet:
+    """``size`` random uint8 images (3 x image_size x image_size) and labels in [0, classes),
+    made on ``device``: the same for the same seed, split and kind of device."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    device = torch.device(device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(_seed(seed, _SYNTHETIC_SALT, SPLITS.index(split)))
+    shape = (size, 3, image_size, image_size)
+    # Eight random bytes per int64, viewed as uint8: several times faster on a CPU than
+    # randint(0, 256, dtype=uint8), which draws one number per byte.
+    words = torch.randint(
+        -(2**63), 2**63 - 1, (-(-math.prod(shape) // 8),), generator=generator, device=device
+    )
+    images = words.view(torch.uint8)[: math.prod(shape)].view(shape)
+    labels = torch.randint(0, classes, (size,), generator=generator, device=device)
+    return ImageSet(images, labels, [str(label) for label in range(classes)])
 
 
 class DeviceBatches:

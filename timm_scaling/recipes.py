@@ -29,7 +29,7 @@ from timm_scaling.errors import UserError
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import BASE_NAME, parse_name
 
-Dataset = Literal["cifar10", "cifar100", "digits", "folder"]
+Dataset = Literal["cifar10", "cifar100", "digits", "folder", "synthetic"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
 SUFFIXES = (".yaml", ".yml")
 # Keys that would load weights: timm-scaling trains from scratch and never downloads anything.
@@ -46,7 +46,16 @@ RECIPE_KWARGS = {
 # (keys, check, what is allowed) for values whose type alone does not make them valid.
 _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     (
-        ("base_size", "epochs", "batch_size", "eval_batch_size", "grad_accum"),
+        (
+            "base_size",
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "grad_accum",
+            "synthetic_train_size",
+            "synthetic_val_size",
+            "synthetic_classes",
+        ),
         lambda v: v >= 1,
         "1 or more",
     ),
@@ -73,6 +82,11 @@ class Recipe:
     # more keyword arguments of timm.create_model, e.g. {output_stride: 8}; never weights
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: Dataset = "cifar10"
+    # dataset synthetic: random images and labels in this shape (CIFAR-10's by default), made
+    # on the training device, to measure speed and memory where the real data is absent
+    synthetic_train_size: int = 50_000
+    synthetic_val_size: int = 10_000
+    synthetic_classes: int = 10
     # where the data set lives (cifar: the folder holding cifar-10-batches-py; folder: the
     # folder holding train/ and val/); None: ./data
     data_dir: str | None = None
@@ -141,6 +155,9 @@ class Recipe:
                 f"batch_size must be a multiple of grad_accum ({self.grad_accum}), "
                 f"got {self.batch_size}"
             )
+
+    def __hash__(self) -> int:  # model_kwargs is a dict: hash the resolved recipe's text
+        return hash(self.to_yaml())
 
     @property
     def is_ours(self) -> bool:

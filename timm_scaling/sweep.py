@@ -20,6 +20,7 @@ Imports no torch: a sweep's plan is checked before anything is trained.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +32,11 @@ from typing import Any
 import yaml
 
 from timm_scaling.errors import UserError
+from timm_scaling.plan import PLAN_FILE, fitting_per_gpu, measure, read_plan, write
 from timm_scaling.recipes import Recipe, find_file, kwargs_tag, load_recipe, recipe_dirs
 from timm_scaling.runs import REPORT_FILE, RESULT_FILE, collect, finished, results, run_folder
+
+log = logging.getLogger(__name__)
 
 SWEEP_KEYS = ("description", "recipe", "set", "runs", "models")
 RUN_KEYS = ("recipe", "model", "set")
@@ -156,17 +160,122 @@ def _check_models(recipes: Sequence[Recipe]) -> None:
         check_model(recipe)
 
 
-def _start_worker(threads: int) -> None:
-    """A ``--jobs`` worker process: ``threads`` CPU threads."""
+def device_count() -> int:
+    """The GPUs this process can see (0 on a CPU machine)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process sees, each as a child's CUDA_VISIBLE_DEVICES must name it (our
+    ``cuda:1`` is physical GPU 5 under CUDA_VISIBLE_DEVICES=4,5)."""
+    count = device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
+    names = listed.split(",") if listed else [str(i) for i in range(count)]
+    return names[:count]
+
+
+def select_gpus(text: str | None) -> list[str]:
+    """``--gpus 0,2`` -> the CUDA_VISIBLE_DEVICES names of those visible GPUs; None: all."""
+    visible = visible_gpus()
+    if text is None:
+        return visible
+    shown = ", ".join(str(i) for i in range(len(visible))) or "none"
+    try:
+        chosen = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        chosen = [-1]
+    missing = [i for i in chosen if not 0 <= i < len(visible)]
+    if missing:
+        raise UserError(
+            f"--gpus {text}: no GPU {missing[0]} here; the visible GPUs are: {shown} "
+            "(comma-separated indices, e.g. --gpus 0,1)"
+        )
+    return [visible[i] for i in chosen]
+
+
+def job_environments(jobs: int, gpus: Sequence[str]) -> list[dict[str, str]]:
+    """What each of ``jobs`` worker processes adds to its environment: job i gets GPU
+    ``gpus[i mod len(gpus)]`` (none on a CPU) and a free port of its own, so that no two jobs'
+    Accelerate or torch.distributed meet on the default port 29500."""
+    from timm_scaling.train import free_port
+
+    ports: set[int] = set()
+    while len(ports) < jobs:
+        ports.add(free_port())
+    envs = [{"MASTER_PORT": str(port)} for port in sorted(ports)]
+    for i, env in enumerate(envs):
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+    return envs
+
+
+def _start_worker(threads: int, environments) -> None:
+    """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
+    CPU threads."""
+    os.environ.update(environments.get())
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _in_pool(
+    task: Callable[..., Any],
+    recipes: Sequence[Recipe],
+    jobs: int,
+    gpus: Sequence[str],
+    on_done: Callable[[int, Recipe, Any], None],
+    *args: Any,
+) -> None:
+    """``task(recipe, *args)`` for each recipe in ``jobs`` processes (spawned: no forked torch or
+    Accelerate state), each with an equal share of the CPU threads and, on GPUs, the GPU and
+    port of :func:`job_environments`; ``on_done(i, recipe, value)`` as each one ends."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    environments = context.Queue()
+    for env in job_environments(jobs, gpus):
+        environments.put(env)
+    with ProcessPoolExecutor(jobs, context, _start_worker, (threads, environments)) as pool:
+        futures = {pool.submit(task, recipe, *args): recipe for recipe in recipes}
+        try:
+            for i, future in enumerate(as_completed(futures), start=1):
+                on_done(i, futures[future], future.result())
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _train_resuming(recipe: Recipe, output: str | os.PathLike, progress: bool = True) -> None:
     from timm_scaling.train import train
 
     train(recipe, output, resume=True, progress=progress)
+
+
+def check_jobs(jobs: int) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "a sweep trains its runs one process each: start one sweep per GPU with "
+            "--shard K/N (and CUDA_VISIBLE_DEVICES) instead of `accelerate launch`"
+        )
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: train at least one run at a time (--jobs 1 or more)")
+
+
+def packed_jobs(jobs: int, gpus: Sequence[str], plan_csv: Path) -> int:
+    """``jobs``, or fewer where a plan measured that they would not fit in the GPUs' memory:
+    at most (GPU memory // the largest planned peak) jobs share a GPU."""
+    if not gpus or not plan_csv.is_file():
+        return jobs
+    per_gpu = fitting_per_gpu(read_plan(plan_csv))
+    if per_gpu is None or jobs <= per_gpu * len(gpus):
+        return jobs
+    fitting = max(1, per_gpu * len(gpus))
+    log.warning(
+        f"{plan_csv}: runs peak at a size that fits {per_gpu} per GPU: "
+        f"{fitting} job(s) at once on {len(gpus)} GPU(s), not {jobs}"
+    )
+    return fitting
 
 
 def run_sweep(
@@ -177,6 +286,7 @@ def run_sweep(
     output: str | os.PathLike = "runs",
     on_run: Callable[[int, int, Recipe, bool], None] | None = None,
     jobs: int = 1,
+    gpus: str | None = None,
 ) -> SweepResult:
     """Train every unfinished run of this shard into ``output`` (a run interrupted mid-way
     resumes from its checkpoint), then, when the whole sweep is finished, write its runs' rows
@@ -184,20 +294,16 @@ def run_sweep(
 
     ``jobs`` > 1 trains that many runs at once, each in its own process with an equal share of
     the CPU threads: small models on a CPU use one core about as well as two, so two jobs on
-    two cores finish a sweep nearly twice as fast. ``on_run(done, total, recipe, skipped)`` is
-    called as each run starts (one job) or ends (several).
+    two cores finish a sweep nearly twice as fast. On G GPUs, job i trains on GPU i mod G
+    (``gpus``: ``"0,1"`` uses only those; see :func:`job_environments`), as many jobs per GPU
+    as the sweep's plan.csv says fit in its memory, if there is one (:func:`packed_jobs`).
+    ``on_run(done, total, recipe, skipped)`` is called as each run starts (one job) or ends.
 
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
     trained once; each sweep's report holds its own runs only."""
     from timm_scaling import frontier
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError(
-            "a sweep trains its runs one process each: start one sweep per GPU with "
-            "--shard K/N (and CUDA_VISIBLE_DEVICES) instead of `accelerate launch`"
-        )
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs}: train at least one run at a time (--jobs 1 or more)")
+    check_jobs(jobs)
     sweep = load_sweep(name_or_path)
     everything = plan(sweep, seeds, overrides)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
@@ -208,22 +314,22 @@ def run_sweep(
     notify = on_run or (lambda *_: None)
     for i, recipe in enumerate(skipped):
         notify(i, len(mine), recipe, True)
-    if jobs == 1:
+    if jobs == 1 and gpus is None:
         for i, recipe in enumerate(trained, start=len(skipped)):
             notify(i, len(mine), recipe, False)
             _train_resuming(recipe, output)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")  # no forked torch or Accelerate state
-        with ProcessPoolExecutor(jobs, context, _start_worker, (threads,)) as pool:
-            futures = {pool.submit(_train_resuming, r, output, False): r for r in trained}
-            try:
-                for i, future in enumerate(as_completed(futures), start=len(skipped) + 1):
-                    future.result()
-                    notify(i, len(mine), futures[future], False)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
+    elif trained:
+        devices = select_gpus(gpus)
+        jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
+        _in_pool(
+            _train_resuming,
+            trained,
+            jobs,
+            devices,
+            lambda i, recipe, _: notify(len(skipped) + i, len(mine), recipe, False),
+            output,
+            False,
+        )
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
         return SweepResult(trained, skipped, pending, None)
@@ -237,3 +343,39 @@ def run_sweep(
     eval_size = eval_sizes.pop() if len(eval_sizes) == 1 else None
     fr, written = frontier.run([report], eval_size=eval_size, out=folder)
     return SweepResult(trained, skipped, 0, report, fr, written)
+
+
+def plan_sweep(
+    name_or_path: str,
+    seeds: int = 1,
+    overrides: Sequence[str] = (),
+    shard: str | None = None,
+    output: str | os.PathLike = "runs",
+    on_run: Callable[[int, int, Recipe], None] | None = None,
+    jobs: int = 1,
+    gpus: str | None = None,
+    seconds: float | None = None,
+) -> tuple[list[dict[str, Any]], Path]:
+    """Measure each run of this shard briefly (:func:`timm_scaling.plan.measure`), ``jobs`` at
+    a time on the GPUs as :func:`run_sweep` would train them, so the times include the jobs'
+    contention; write ``output/<sweep>/plan.csv``. Returns its rows (in the sweep's order) and
+    path. Nothing is trained, no run folder is made. ``on_run(done, total, recipe)`` as each
+    measurement starts (one job) or ends (several)."""
+    check_jobs(jobs)
+    sweep = load_sweep(name_or_path)
+    mine = plan(sweep, seeds, overrides, parse_shard(shard))
+    notify = on_run or (lambda *_: None)
+    rows: dict[Recipe, dict[str, Any]] = {}
+    if jobs == 1 and gpus is None:
+        for i, recipe in enumerate(mine):
+            notify(i, len(mine), recipe)
+            rows[recipe] = measure(recipe, seconds)
+    else:
+
+        def done(i: int, recipe: Recipe, row: dict[str, Any]) -> None:
+            rows[recipe] = row
+            notify(i, len(mine), recipe)
+
+        _in_pool(measure, mine, jobs, select_gpus(gpus), done, seconds)
+    ordered = [rows[recipe] for recipe in mine]
+    return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -69,10 +70,15 @@ class LossNotFinite(UserError):
     exit_code = 3
 
 
+# How an allocation failure reads when a library other than torch's allocator hits it.
+OUT_OF_MEMORY = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or a RuntimeError that says so (cuDNN, CPU allocators)."""
+    """CUDA's OutOfMemoryError, or a RuntimeError that says so (cuBLAS, cuDNN, CPU allocators)."""
+    text = str(err).lower()
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+        isinstance(err, RuntimeError) and any(marker in text for marker in OUT_OF_MEMORY)
     )
 
 
@@ -314,7 +320,7 @@ class Trainer:
             # and keeps the fastest; fp32 matmuls (mixed_precision: no) use TF32, as timm's do.
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
-        self.num_classes = data.num_classes(recipe.dataset, recipe.data_dir)
+        self.num_classes = data.recipe_classes(recipe)
         # Measured first: an image size the network cannot take fails before any training.
         self.cost = cost_columns(recipe, self.num_classes)
         model = create_model(
@@ -344,6 +350,8 @@ class Trainer:
         )
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.unwrapped = accelerator.unwrap_model(self.model)
+        # The timm model itself under torch.compile too (EMA, checksums and hooks want it).
+        self.unwrapped = getattr(self.unwrapped, "_orig_mod", self.unwrapped)
         self.train_batches, self.val_batches = self._data(model.pretrained_cfg)
         updates_per_epoch = len(self.train_batches)
         self.scheduler = StepLRScheduler(
@@ -376,9 +384,7 @@ class Trainer:
             ("train", True, per_process, recipe.limit_train),
             ("val", False, recipe.eval_batch_size, recipe.limit_val),
         ):
-            images = data.load_images(
-                recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
-            )
+            images = self._images(split, limit)
             batches.append(
                 data.DeviceBatches(
                     images,
@@ -396,6 +402,26 @@ class Trainer:
                 )
             )
         return batches
+
+    def _images(self, split: str, limit: int | None) -> data.ImageSet:
+        recipe = self.recipe
+        if recipe.dataset != data.SYNTHETIC:
+            return data.load_images(
+                recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
+            )
+        if recipe.data_dir is not None and split == "train":
+            logger.warning(
+                f"dataset synthetic makes random images: data_dir {recipe.data_dir} is not used"
+            )
+        size = recipe.synthetic_train_size if split == "train" else recipe.synthetic_val_size
+        return data.synthetic(
+            min(size, limit or size),
+            recipe.image_size,
+            recipe.synthetic_classes,
+            recipe.seed,
+            split,
+            self.accelerator.device,
+        )
 
     def _folder_data(self, cfg: dict[str, Any], per_process: int):
         recipe, accelerator = self.recipe, self.accelerator
@@ -422,6 +448,11 @@ class Trainer:
         accelerator.even_batches = True
         return train, val
 
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The model evaluated each epoch: the EMA of the weights where the recipe has one."""
+        return self.ema.module if self.ema is not None else self.unwrapped
+
     # -- training -----------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
@@ -437,8 +468,7 @@ class Trainer:
             stats = self.train_epoch(epoch)
             if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
                 distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
-            model = self.ema.module if self.ema is not None else self.unwrapped
-            stats.update(evaluate(model, self.val_batches, accelerator))
+            stats.update(evaluate(self.evaluated_model, self.val_batches, accelerator))
             stats["epoch_s"] = time.perf_counter() - started
             stats["peak_mem_mb"] = self._peak_memory()
             history.append(stats)
@@ -450,21 +480,28 @@ class Trainer:
             self._save_checkpoint(history)
         return self._finish(history)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(
+        self, epoch: int, max_updates: int | None = None, seconds: float | None = None
+    ) -> dict[str, float]:
+        """One epoch of updates, or its first ``max_updates``, or those begun within ``seconds``
+        (a plan's measurement: one process only, where no other process must keep step)."""
         self.model.train()
         self.train_batches.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.accelerator.device)
         images_seen = 0
         started = time.perf_counter()
         bar = tqdm(
-            self.train_batches,
+            itertools.islice(self.train_batches, max_updates),
             desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+            total=min(len(self.train_batches), max_updates or len(self.train_batches)),
             leave=False,
             disable=not self.progress,
         )
         for images, labels in bar:
             loss_sum += self._update(images, labels)
             images_seen += len(labels)
+            if seconds is not None and time.perf_counter() - started >= seconds:
+                break
         totals = torch.stack([loss_sum, torch.tensor(float(images_seen), device=loss_sum.device)])
         loss, count = self.accelerator.reduce(totals, reduction="sum").tolist()
         seconds = time.perf_counter() - started

@@ -1,0 +1,125 @@
+"""benchmarks/gpu_check.py, run on the CPU so that it does not rot before the next GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+
+
+def gpu_check(*args: str) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True
+    )
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # a Python that imports torch
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line_and_exit_2(tmp_path):
+    done = gpu_check("--device", "cuda", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "no CUDA GPU is visible" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_quick_cpu_run_writes_both_files_with_every_step(tmp_path):
+    """Every step, at smoke-run sizes; the budget is raised so that a slow machine cuts none."""
+    pytest.importorskip("timm_scaling.plan", reason="the plan steps need `--plan` (issue 12)")
+    out = tmp_path / "check"
+    done = gpu_check("--device", "cpu", "--quick", "--out", str(out), "--budget", "1200")
+    record = json.loads((out / "gpu_check.json").read_text())
+    steps = record["steps"]
+    assert {name: step["status"] for name, step in steps.items()} == dict.fromkeys(
+        ("a", "b1", "c1", "d", "c3"), "ok"
+    ), done.stdout + done.stderr
+    assert done.returncode == 0
+    env = record["environment"]
+    assert env["versions"]["torch"] and env["versions"]["timm"] and env["missing"] == []
+    assert steps["a"]["counts"]["skipped"] >= 7  # no GPU: every cuda test skipped, none failed
+    assert steps["b1"]["loop"] > 0 and steps["b1"]["limit"] > 0 and steps["b1"]["plain"] > 0
+    table7 = steps["c1"]
+    assert table7["runs"] == 1 and table7["rows"][0]["model"] == "effnet_b0"
+    assert table7["study_s"] == pytest.approx(3 * table7["rows"][0]["run_s"])
+    assert [run["model"] for run in steps["d"]["runs"]] == ["effnet_b0", "effnet_b0_w2p17"]
+    text = (out / "gpu_check.md").read_text()
+    first = text.splitlines()[:4]
+    assert first[0].startswith("# GPU check: ") and "torch " in first[3] and "timm " in first[3]
+    assert "The Table 7 study (1 recipes x 3 seeds" in text
+
+
+def test_report_renders_every_section():
+    """The Markdown of a full GPU record (the numbers are made up; the layout is checked)."""
+    script = load_script()
+    loop = {"model": "effnet_b0", "img_size": 32, "batch_size": 128, "mixed_precision": "bf16"}
+    loop |= {"compile_mode": None, "optimizer_step": "foreach", "warm_up_s": 9.0}
+    loop |= {"limit": 1000.0, "loop": 950.0, "plain": 400.0}
+    loop |= {"loop_over_limit": 0.95, "loop_over_plain": 2.375}
+    row = {"model": "effnet_b0", "img_size": 32.0, "batch_size": 128.0, "micro_batches": 1.0}
+    row |= {"images_per_s": 9000.0, "peak_mem_mb": 700.0, "epoch_s": 6.0, "run_s": 210.0}
+    plan = {"rows": [row], "runs": 1, "printed": ["total: 1 run(s)"], "study_s": 630.0}
+    packing = {"model": "effnet_b0", "batch_size": 128, "alone_images_per_s": 900.0}
+    packing |= {"packed_images_per_s": [500.0] * 4, "packed_total_images_per_s": 2000.0}
+    packing |= {"speedup": 2000 / 900, "late_s": 0.5}
+    demo = {"wall_s": 80.0, "runs": [{"model": "effnet_b0", "img_size": 32, "top1": 60.5}]}
+    demo["runs"][0] |= {"top5": 95.0, "train_time_s": 9.5, "peak_mem_mb": 180.0, "device": "H"}
+    case = {"test": "test_cuda::test_x", "outcome": "passed", "seconds": 1.5, "message": ""}
+    steps = {
+        "a": {"tests": [case], "counts": {"passed": 1}},
+        "b1": loop,
+        "c1": plan,
+        "d": demo,
+        "e": packing,
+    }
+    for name, step in steps.items():
+        step |= {"title": f"step {name}", "status": "ok", "seconds": 10.0}
+    record = {"started": "now", "updated": "later", "command": "gpu_check.py", "device": "cuda"}
+    record |= {"quick": False, "budget_s": 450.0, "steps": steps}
+    record["environment"] = {"device_name": "NVIDIA H100", "versions": {"torch": "2.11"}}
+    text = script.render(record)
+    assert text.startswith("# GPU check: NVIDIA H100\n")
+    for expected in (
+        "| a: step a | ok | 10 |",
+        "| test_cuda::test_x | passed | 1.5 |  |",
+        "loop/limit **0.95**, loop/plain **2.38**",
+        "| effnet_b0 | 32 | 128 | 1 | 9000 | 700 | 6.0 s | 3.5 min |",
+        "**The Table 7 study (1 recipes x 3 seeds, their epochs): 10.5 min**",
+        "| effnet_b0 | 32 | 60.5 | 95.0 | 9.5 | 180 |",
+        "= 2000 images/s in all: **x2.22**",
+    ):
+        assert expected in text
+
+
+def test_a_killed_test_run_is_read_from_its_log(tmp_path):
+    log = tmp_path / "tests.log"
+    log.write_text(
+        "collected 20 items / 7 deselected / 13 selected\n\n"
+        "tests/test_cuda.py::test_a_bf16_update_in_channels_last PASSED            [  7%]\n"
+        "tests/test_data.py::test_channels_last_output[cuda] SKIPPED (no GPU)      [ 14%]\n"
+        "tests/test_cuda.py::test_cuda_graphs_give_the_eager_update FAILED         [ 21%]\n"
+    )
+    cases = load_script().read_verbose(log)
+    assert [(case["test"], case["outcome"]) for case in cases] == [
+        ("test_cuda::test_a_bf16_update_in_channels_last", "passed"),
+        ("test_data::test_channels_last_output[cuda]", "skipped"),
+        ("test_cuda::test_cuda_graphs_give_the_eager_update", "failed"),
+    ]

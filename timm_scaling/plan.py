@@ -1,0 +1,291 @@
+"""``--plan``: measure a run briefly on this machine and project its time before training it.
+
+Each run is built as :class:`timm_scaling.train.Trainer` builds it (the recipe's model, batch
+size, precision, channels_last and compile) into a temporary folder, and measured with the
+trainer's own loop: a few warm-up updates (compilation, cuDNN's autotuning, the out-of-memory
+fallback), then the updates begun within a time budget; then evaluation, the same way. Where a
+recipe's data set is absent, a synthetic stand-in of the same shape and size is measured
+instead (a CIFAR-10 batch costs what a random one does), and the row says so. Nothing is left
+behind but ``plan.csv``.
+
+Imports no torch until a run is measured: a sweep's plan is checked first.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gc
+import heapq
+import io
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from timm_scaling.errors import UserError
+from timm_scaling.recipes import Recipe
+from timm_scaling.report import atomic_write
+
+PLAN_FILE = "plan.csv"
+COLUMNS: tuple[str, ...] = (
+    "model",
+    "recipe",
+    "seed",
+    "dataset",
+    "measured_on",
+    "img_size",
+    "batch_size",
+    "grad_accum",
+    "micro_batches",
+    "updates_measured",
+    "images_per_s",
+    "peak_mem_mb",
+    "device_mem_mb",
+    "train_epoch_s",
+    "eval_epoch_s",
+    "epoch_s",
+    "epochs",
+    "run_s",
+    "device",
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long one run is measured: ``warmup`` updates untimed, then the updates begun within
+    ``seconds`` (at most ``updates``); evaluation: one batch untimed, then ``eval_batches``."""
+
+    warmup: int
+    seconds: float
+    updates: int
+    eval_batches: int
+
+
+# A GPU measures ~20 s a run; a CPU, a few seconds (its updates are slow but steady), so that
+# `sweep table7 --plan` takes a minute or two there.
+GPU_BUDGET = Budget(warmup=5, seconds=20.0, updates=1000, eval_batches=20)
+CPU_BUDGET = Budget(warmup=1, seconds=5.0, updates=100, eval_batches=2)
+
+
+def budget(cuda: bool, seconds: float | None = None) -> Budget:
+    """The default budget of a GPU or a CPU, with ``seconds`` of timed updates if given."""
+    if seconds is not None and seconds <= 0:
+        raise UserError(f"--plan-seconds {seconds}: measure for more than 0 seconds")
+    chosen = GPU_BUDGET if cuda else CPU_BUDGET
+    return chosen if seconds is None else dataclasses.replace(chosen, seconds=seconds)
+
+
+def stand_in(recipe: Recipe) -> tuple[Recipe, str]:
+    """The recipe to measure, and what it is measured on: the recipe itself where its data set
+    is here, else the same recipe on synthetic data of its data set's shape and size."""
+    from timm_scaling import data
+
+    if data.available(recipe.dataset, recipe.data_dir):
+        return recipe, recipe.dataset
+    if recipe.dataset not in data.SHAPES:  # folder data: its size is unknown without it
+        data.folder_classes(recipe.data_dir)  # the one-line error saying where to put it
+    train, val, classes = data.SHAPES[recipe.dataset]
+    synthetic = dataclasses.replace(
+        recipe,
+        dataset=data.SYNTHETIC,
+        data_dir=None,
+        synthetic_train_size=train,
+        synthetic_val_size=val,
+        synthetic_classes=classes,
+    )
+    return synthetic, f"synthetic ({recipe.dataset} not found)"
+
+
+def measure(recipe: Recipe, seconds: float | None = None, cpu: bool = False) -> dict[str, Any]:
+    """Measure one run of ``recipe`` with the trainer's loop (``seconds`` of timed updates, else
+    the device's default :func:`budget`); returns its plan row."""
+    import torch
+
+    from timm_scaling.train import Trainer, device_name, evaluate, is_out_of_memory, peak_memory_mb
+
+    measured, measured_on = stand_in(recipe)
+    if recipe.compile:  # each model compiles afresh, not against the previous runs' guards
+        torch._dynamo.reset()
+    with tempfile.TemporaryDirectory(prefix="timm-scaling-plan-") as folder:
+        trainer = Trainer(measured, folder, progress=False, cpu=cpu)
+        accelerator = trainer.accelerator
+        device = accelerator.device
+        cuda = device.type == "cuda"
+        limits = budget(cuda, seconds)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        row: dict[str, Any] = {
+            "model": recipe.model,
+            "recipe": recipe.name,
+            "seed": recipe.seed,
+            "dataset": recipe.dataset,
+            "measured_on": measured_on,
+            "img_size": recipe.image_size,
+            "batch_size": recipe.batch_size,
+            "grad_accum": recipe.grad_accum,
+            "epochs": recipe.epochs,
+            "device": device_name(device),
+            "device_mem_mb": (
+                torch.cuda.get_device_properties(device).total_memory / 2**20 if cuda else None
+            ),
+        }
+        try:
+            row.update(_time(trainer, limits, evaluate))
+        except RuntimeError as err:  # out of memory even at one image per micro-batch
+            if not is_out_of_memory(err):
+                raise
+            row["micro_batches"] = None
+        row["micro_batches"] = row.get("micro_batches", trainer.micro_batches)
+        row["peak_mem_mb"] = peak_memory_mb(device)
+        accelerator.end_training()
+        accelerator.free_memory()
+        del trainer
+        gc.collect()  # the next run's peak must not hold this one's tensors
+        if cuda:
+            torch.cuda.empty_cache()
+    return {column: row.get(column) for column in COLUMNS}
+
+
+def _time(trainer, limits: Budget, evaluate) -> dict[str, float]:
+    """Warm up, then time training updates and evaluation batches; project a whole epoch."""
+    import itertools
+
+    updates_per_epoch = len(trainer.train_batches)
+    trainer.train_epoch(0, max_updates=limits.warmup)
+    before = trainer.num_updates
+    stats = trainer.train_epoch(0, max_updates=limits.updates, seconds=limits.seconds)
+    updates = trainer.num_updates - before
+    train_epoch_s = updates_per_epoch * stats["train_s"] / updates
+
+    model, val = trainer.evaluated_model, trainer.val_batches
+    evaluate(model, itertools.islice(val, 1), trainer.accelerator)
+    started = time.perf_counter()
+    evaluate(model, itertools.islice(val, limits.eval_batches), trainer.accelerator)
+    eval_epoch_s = len(val) * (time.perf_counter() - started) / min(limits.eval_batches, len(val))
+
+    epoch_s = train_epoch_s + eval_epoch_s
+    return {
+        "updates_measured": updates,
+        "images_per_s": stats["samples_per_s"],
+        "train_epoch_s": train_epoch_s,
+        "eval_epoch_s": eval_epoch_s,
+        "epoch_s": epoch_s,
+        "run_s": epoch_s * trainer.recipe.epochs,
+    }
+
+
+def read_plan(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a plan.csv, as strings."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# What a process holds on a GPU beyond its tensors' peak: the CUDA context, cuDNN and cuBLAS
+# workspaces and the caching allocator's slack.
+PROCESS_OVERHEAD_MB = 1024
+
+
+def fitting_per_gpu(rows: Iterable[Mapping[str, Any]]) -> int | None:
+    """How many of these runs fit on one GPU at once, by their measured peak memory (the largest
+    peak, plus each process's overhead); None where they were not measured on a GPU."""
+    rows = [row for row in rows if row.get("device_mem_mb") and row.get("peak_mem_mb")]
+    if not rows:
+        return None
+    memory = min(float(row["device_mem_mb"]) for row in rows)
+    peak = max(float(row["peak_mem_mb"]) for row in rows)
+    return int(memory // (peak + PROCESS_OVERHEAD_MB))
+
+
+def wall_time(run_s: Iterable[float], jobs: int) -> float:
+    """The sweep's wall time: runs started in order, each as soon as one of ``jobs`` is free."""
+    ends = [0.0] * jobs
+    for seconds in run_s:
+        heapq.heappush(ends, heapq.heappop(ends) + seconds)
+    return max(ends)
+
+
+def write(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """plan.csv: one row per run, in COLUMNS order (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
+    return Path(path)
+
+
+def duration(seconds: float | None) -> str:
+    """``3725`` -> ``'1 h 2 min'``; ``42.5`` -> ``'42.5 s'``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the terminal table."""
+    headers = ["model", "recipe", "seed", "img", "batch", "micro", "images/s", "peak MB"]
+    headers += ["train/epoch", "eval/epoch", "epochs", "run"]
+    cells = []
+    for row in rows:
+        number = "{:.0f}".format
+        cells.append(
+            [
+                row["model"],
+                row["recipe"],
+                str(row["seed"]),
+                str(row["img_size"]),
+                str(row["batch_size"]),
+                str(row["micro_batches"] or "OOM"),
+                number(row["images_per_s"]) if row["images_per_s"] else "-",
+                number(row["peak_mem_mb"]) if row["peak_mem_mb"] else "-",
+                duration(row["train_epoch_s"]),
+                duration(row["eval_epoch_s"]),
+                str(row["epochs"]),
+                duration(row["run_s"]),
+            ]
+        )
+    return headers, cells
+
+
+def render(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table as aligned plain text: whole in a log or a narrow terminal (numbers right)."""
+    headers, cells = table(rows)
+    widths = [max(len(text) for text in column) for column in zip(headers, *cells, strict=True)]
+    lines = []
+    for line in (headers, *cells):
+        parts = [
+            text.ljust(width) if i < 2 else text.rjust(width)
+            for i, (text, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def summary(rows: Sequence[Mapping[str, Any]], jobs: int | None = None) -> list[str]:
+    """Lines under the table: what was measured on, the total, the wall time with ``jobs``."""
+    lines = sorted({f"measured on {row['measured_on']}" for row in rows})
+    for row in (row for row in rows if row["micro_batches"] != row["grad_accum"]):
+        what = (
+            f"splits each batch into {row['micro_batches']} micro-batches (out-of-memory fallback)"
+            if row["micro_batches"]
+            else "does not fit even at one image per micro-batch"
+        )
+        lines.append(f"{row['recipe']} {row['model']} s{row['seed']}: {what} on {row['device']}")
+    times = [row["run_s"] for row in rows if row["run_s"] is not None]
+    lines.append(f"total: {len(rows)} run(s), {duration(sum(times))} of training")
+    if jobs is not None:
+        lines.append(f"wall time with --jobs {jobs}: {duration(wall_time(times, jobs))}")
+    per_gpu = fitting_per_gpu(rows)
+    if per_gpu is not None:
+        lines.append(
+            f"by peak memory, {per_gpu} of these runs fit at once on one {rows[0]['device']}"
+        )
+    return lines
