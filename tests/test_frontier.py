@@ -170,6 +170,7 @@ def test_paper_table2_gives_a_monotone_fit():
         ("efficientnet-b0", "efficientnet"),
         ("tf_efficientnetv2_s", "tf_efficientnetv2"),
         ("resnet50", "resnet"),
+        ("densenet121.tv_in1k", "densenet.tv_in1k"),
     ],
 )
 def test_method_of_a_model_name(model, method):

@@ -93,7 +93,7 @@ def test_overrides_are_typed_by_yaml():
         ("lr=0", ["lr", "above 0"]),
         ("drop_rate=1", ["drop_rate", "[0, 1)"]),
         ("grad_accum=3", ["batch_size", "multiple of grad_accum"]),
-        ("model=resnet50", ["model", "resnet50", "effnet_b0"]),
+        ("model=effnet_b0_q2", ["model", "effnet_b0_q2", "effnet_b0[_d"]),
         ("lr", ["key=value"]),
     ],
 )

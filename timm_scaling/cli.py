@@ -290,7 +290,10 @@ def curves_cmd(
 def profile_cmd(
     models: Annotated[
         list[str] | None,
-        typer.Argument(help="Model names or globs (effnet_b0_w*).", show_default=False),
+        typer.Argument(
+            help="Model names or globs, ours or timm's (effnet_b0_w*, resnet50), or recipes.",
+            show_default=False,
+        ),
     ] = None,
     base_size: Annotated[
         int | None,
@@ -317,6 +320,12 @@ def profile_cmd(
     match_gmacs: Annotated[
         float | None,
         typer.Option(help="Register depth, width and resolution multipliers costing this +-3%."),
+    ] = None,
+    model_kwarg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-kwarg", help="Build every model with this timm kwarg: output_stride=8."
+        ),
     ] = None,
 ) -> None:
     """Params, MACs, FLOPs, activations (counted), throughput and peak memory (measured)."""
@@ -345,7 +354,12 @@ def profile_cmd(
         rows = profile.match_gmacs(match_gmacs, base_size, num_classes)
         tables = {f"Single-axis variants at {match_gmacs:g} GMACs (+-3%)": rows}
     elif models:
-        rows = profile.profile_rows(models, base_size, num_classes, batch_size, device, speed)
+        from timm_scaling.recipes import parse_override
+
+        kwargs = dict(parse_override(text) for text in model_kwarg or ())
+        rows = profile.profile_rows(
+            models, base_size, num_classes, batch_size, device, speed, kwargs
+        )
         tables = {"Cost (MACs: multiply-accumulates; FLOPs: calflops' count)": rows}
     else:
         raise UserError("name at least one model (or a glob), or pass --paper or --match-gmacs")

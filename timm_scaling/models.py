@@ -34,7 +34,7 @@ from timm.models import PretrainedCfg, register_model, resolve_pretrained_cfg, s
 from timm.models.efficientnet import _gen_efficientnet
 
 from timm_scaling.errors import UserError
-from timm_scaling.scaling import Scaling, compound, format_number, parse_name
+from timm_scaling.scaling import Scaling, compound, format_number, is_model_name, parse_name
 
 # The timm releases this module was tested with; _gen_efficientnet is private API.
 TIMM_SPEC = ">=1.0.15,<1.1"
@@ -174,7 +174,10 @@ def export(
     # safetensors stores contiguous tensors only; a channels_last model is copied back first.
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     name = model.pretrained_cfg["architecture"]
-    about = f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling_of(name))}"
+    if name in _registered or is_model_name(name):
+        about = f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling_of(name))}"
+    else:  # any other timm model, trained from scratch by timm-scaling
+        about = f"timm's {name}, trained by timm-scaling"
     data_config = dict(
         input_size=(3, image_size, image_size),
         interpolation="bilinear",

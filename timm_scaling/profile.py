@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
-import fnmatch
 import functools
 import io
 import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -40,75 +38,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from timm_scaling.errors import UserError
-from timm_scaling.models import ensure_registered, register_variant, registered, scaling_of
-from timm_scaling.report import atomic_write
-from timm_scaling.scaling import (
-    ALPHA,
-    BASE_IMAGE_SIZE,
-    MAX_MULT,
-    MIN_MULT,
-    Scaling,
-    compound,
-    is_model_name,
+from timm_scaling.catalog import (
+    check_size,
+    create_model,
+    image_size,
+    is_ours,
+    resolve_model,
+    resolve_models,
+    size_error,
 )
+from timm_scaling.errors import UserError
+from timm_scaling.models import register_variant, scaling_of
+from timm_scaling.recipes import kwargs_tag
+from timm_scaling.report import atomic_write
+from timm_scaling.scaling import ALPHA, MAX_MULT, MIN_MULT, Scaling, compound
 
 CACHE_ENV = "TIMM_SCALING_CACHE"
 COST_KEYS = ("param_count", "gmacs", "gflops", "macts")
-# EfficientNet halves its feature map five times (total stride 32). A smaller input does not
-# fill one cell of the final feature map: the last stages would compute on padding alone.
-MIN_IMAGE_SIZE = 32
 
 # What calflops 0.3.2 patches besides torch.nn.functional (calflops/pytorch_ops.py).
 _TORCH_OPS = ("matmul", "addmm", "mul", "add", "einsum", "baddbmm")
 _TENSOR_OPS = ("matmul", "addmm", "mul", "add")
 _MISSING = object()
-
-
-# ---------------------------------------------------------------------------- model names
-
-
-def resolve_model(name: str) -> str:
-    """A registered variant's name; a name the grammar accepts is registered on the way."""
-    if name in registered() or is_model_name(name):
-        return ensure_registered(name)
-    close = difflib.get_close_matches(name, registered(), n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UserError(
-        f"unknown model {name!r}: {hint}see `timm-scaling list` for every variant "
-        "(or name a recipe: `timm-scaling train --help`)"
-    )
-
-
-def resolve_models(patterns: list[str]) -> list[str]:
-    """Names and globs (``effnet_b0_w*``, matched against the registry), in order, once each."""
-    names: list[str] = []
-    for pattern in patterns:
-        if any(char in pattern for char in "*?["):
-            matches = fnmatch.filter(registered(), pattern)
-            if not matches:
-                raise UserError(f"{pattern!r} matches no registered model; try `timm-scaling list`")
-        else:
-            matches = [resolve_model(pattern)]
-        names += [name for name in matches if name not in names]
-    return names
-
-
-def image_size(model: str, base_size: int | None = None) -> int:
-    """The input size a model is profiled at: its pretrained cfg's size, or ``base_size`` times
-    its resolution multiplier."""
-    scaling = scaling_of(resolve_model(model))
-    if base_size is None:
-        return scaling.image_size(BASE_IMAGE_SIZE, divisor=8)  # = its pretrained cfg input size
-    return scaling.image_size(base_size)
-
-
-def _check_size(model: str, img_size: int) -> None:
-    if img_size < MIN_IMAGE_SIZE:
-        raise UserError(
-            f"{model} at {img_size} px: the input is too small for the network, which "
-            f"downsamples by 32; use an image size of {MIN_IMAGE_SIZE} or more"
-        )
 
 
 # ---------------------------------------------------------------------------- counting
@@ -195,10 +146,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "timm-scaling")
 
 
-def _cache_path(model: str, img_size: int, num_classes: int) -> Path:
-    return (
-        cache_dir() / "cost" / f"timm-{timm.__version__}" / f"{model}-{img_size}-{num_classes}.json"
-    )
+def _cache_path(model: str, img_size: int, num_classes: int, tag: str) -> Path:
+    name = f"{model}-{img_size}-{num_classes}{'-' * bool(tag)}{tag}.json"
+    return cache_dir() / "cost" / f"timm-{timm.__version__}" / name
 
 
 def _read_cache(path: Path, key: dict[str, object]) -> dict[str, float] | None:
@@ -214,27 +164,40 @@ def _read_cache(path: Path, key: dict[str, object]) -> dict[str, float] | None:
     return {k: float(cost[k]) for k in COST_KEYS}
 
 
-def measure_cost(model: str, img_size: int, num_classes: int = 1000) -> dict[str, float]:
-    """``param_count`` (M), ``gmacs``, ``gflops`` and ``macts`` (M) of a registered variant at
-    batch 1 and ``img_size`` px, counted by calflops on the meta device and cached on disk."""
+def measure_cost(
+    model: str,
+    img_size: int,
+    num_classes: int = 1000,
+    model_kwargs: Mapping[str, object] | None = None,
+) -> dict[str, float]:
+    """``param_count`` (M), ``gmacs``, ``gflops`` and ``macts`` (M) of a model (ours or timm's,
+    built with ``model_kwargs``) at batch 1 and ``img_size`` px, counted by calflops on the meta
+    device and cached on disk. A size the model cannot take is a one-line error naming the sizes
+    it takes."""
     name = resolve_model(model)
-    _check_size(name, img_size)
+    check_size(name, img_size)
     if num_classes < 1:
         raise UserError(f"num_classes must be 1 or more, got {num_classes}")
+    model_kwargs = dict(model_kwargs or {})
     key = {
         "model": name,
-        "scaling": repr(scaling_of(name)),  # a name registered with another spec is not a hit
+        # a name of ours registered with another spec is not a hit
+        "scaling": repr(scaling_of(name)) if is_ours(name) else None,
         "img_size": img_size,
         "num_classes": num_classes,
+        "model_kwargs": json.loads(json.dumps(model_kwargs, sort_keys=True, default=str)),
         "timm": timm.__version__,
     }
-    path = _cache_path(name, img_size, num_classes)
+    path = _cache_path(name, img_size, num_classes, kwargs_tag(model_kwargs))
     cached = _read_cache(path, key)
     if cached is not None:
         return cached
     with torch.device("meta"):
-        net = timm.create_model(name, num_classes=num_classes)
-    cost = count_cost(net, img_size)
+        net = create_model(name, img_size, num_classes, model_kwargs)
+    try:
+        cost = count_cost(net, img_size)
+    except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError) as err:
+        raise size_error(name, img_size, err, model_kwargs) from None
     atomic_write(path, json.dumps({"key": key, "cost": cost}, indent=1) + "\n")
     return cost
 
@@ -271,6 +234,7 @@ def measure_speed(
     device: str = "cpu",
     warmup: int = 3,
     steps: int = 10,
+    model_kwargs: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """Inference and training throughput (samples/s) and peak memory of a real model.
 
@@ -280,7 +244,7 @@ def measure_speed(
     not measured (None).
     """
     name = resolve_model(model)
-    _check_size(name, img_size)
+    check_size(name, img_size)
     if batch_size < 2:
         raise UserError("--batch-size must be 2 or more: batch norm cannot train on one sample")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -289,7 +253,7 @@ def measure_speed(
         dev = torch.device(device)
     except RuntimeError:
         raise UserError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
-    net = timm.create_model(name, num_classes=num_classes)
+    net = create_model(name, img_size, num_classes, model_kwargs)
     net = net.to(dev, memory_format=torch.channels_last)
     images = torch.randn(batch_size, 3, img_size, img_size, device=dev)
     images = images.contiguous(memory_format=torch.channels_last)
@@ -323,21 +287,32 @@ def measure_speed(
     }
 
 
+Target = tuple[str, int, int, dict[str, object]]  # model, image size, classes, model_kwargs
+
+
 def _targets(
-    patterns: list[str], base_size: int | None, num_classes: int
-) -> list[tuple[str, int, int]]:
-    """(model, image size, classes) per pattern: a recipe brings its own size and classes."""
+    patterns: list[str],
+    base_size: int | None,
+    num_classes: int,
+    model_kwargs: Mapping[str, object] | None = None,
+) -> list[Target]:
+    """(model, image size, classes, model_kwargs) per pattern: a recipe brings its own size,
+    classes and model_kwargs (``model_kwargs`` go over them)."""
     from timm_scaling.data import num_classes as dataset_classes
     from timm_scaling.recipes import SUFFIXES, list_recipes, load_recipe
 
-    targets: list[tuple[str, int, int]] = []
+    extra = dict(model_kwargs or {})
+    targets: list[Target] = []
     for pattern in patterns:
         if pattern in list_recipes() or pattern.endswith(SUFFIXES):
             recipe = load_recipe(pattern)
             classes = dataset_classes(recipe.dataset, recipe.data_dir)
-            found = [(ensure_registered(recipe.model), recipe.image_size, classes)]
+            kwargs = {**recipe.model_kwargs, **extra}
+            found = [(resolve_model(recipe.model), recipe.image_size, classes, kwargs)]
         else:
-            found = [(m, image_size(m, base_size), num_classes) for m in resolve_models([pattern])]
+            found = [
+                (m, image_size(m, base_size), num_classes, extra) for m in resolve_models([pattern])
+            ]
         targets += [t for t in found if t not in targets]
     return targets
 
@@ -349,14 +324,19 @@ def profile_rows(
     batch_size: int = 64,
     device: str = "cpu",
     speed: bool = True,
+    model_kwargs: Mapping[str, object] | None = None,
 ) -> list[dict[str, object]]:
-    """One row per model (names, globs or recipes): the columns of `timm-scaling profile`."""
+    """One row per model (names, globs over ours and timm's registry, or recipes): the columns
+    of `timm-scaling profile`; a ``model_kwargs`` column when any model has some."""
+    targets = _targets(models, base_size, num_classes, model_kwargs)
     rows = []
-    for name, size, classes in _targets(models, base_size, num_classes):
+    for name, size, classes, kwargs in targets:
         row: dict[str, object] = {"model": name, "img_size": size}
-        row.update(measure_cost(name, size, classes))
+        if any(t[3] for t in targets):
+            row["model_kwargs"] = json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""
+        row.update(measure_cost(name, size, classes, kwargs))
         if speed:
-            row.update(measure_speed(name, size, classes, batch_size, device))
+            row.update(measure_speed(name, size, classes, batch_size, device, model_kwargs=kwargs))
         rows.append(row)
     return rows
 
@@ -444,6 +424,72 @@ def paper_table7(num_classes: int = 1000) -> list[dict[str, object]]:
     return rows
 
 
+# ---------------------------------------------------------------------------- timm's benchmark
+
+# Rows of timm's results/benchmark-infer-amp-nchw-pt291-cu128-4090.csv (shared/reference/timm:
+# fvcore counts at batch 1, 2 decimals), a few of each family: ResNets, EfficientNets, a
+# MobileNet, a ViT.
+BENCHMARK_FILE = "timm_benchmark_gmacs.csv"
+
+
+def benchmark_reference() -> list[dict[str, str]]:
+    """The rows of timm's benchmark shipped in the package (timm_scaling/reference/)."""
+    text = (resources.files("timm_scaling") / "reference" / BENCHMARK_FILE).read_text()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def benchmark_terms(model: str, img_size: int) -> dict[str, float]:
+    """What timm's benchmark (fvcore's FlopCountAnalysis, at inference) counts beyond calflops'
+    MACs, in billions: ``attention`` (the matmuls of attention, which calflops misses: timm calls
+    F.scaled_dot_product_attention, which calflops 0.3.2 does not patch), ``batch_norm`` (2 per
+    input element: scale and shift) and ``layer_norm`` (5 per input element; GroupNorm too)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = create_model(resolve_model(model), img_size).eval()
+    norms = {"batch_norm": 0, "layer_norm": 0}
+
+    def hook(kind: str, per_element: int):
+        def add(_module, inputs, _output) -> None:
+            norms[kind] += per_element * inputs[0].numel()
+
+        return add
+
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_hook(hook("batch_norm", 2))
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            module.register_forward_hook(hook("layer_norm", 5))
+    with FlopCounterMode(display=False) as counter:
+        net(torch.empty(1, 3, img_size, img_size, device="meta"))
+    counts = counter.get_flop_counts()["Global"]
+    attention = sum(v for op, v in counts.items() if "bmm" in str(op) or "attention" in str(op))
+    return {"attention": attention / 2e9, **{k: v / 1e9 for k, v in norms.items()}}
+
+
+def benchmark_rows() -> list[dict[str, object]]:
+    """timm's published GMACs beside calflops' and the terms that explain the difference."""
+    rows = []
+    for ref in benchmark_reference():
+        model, size, theirs = ref["model"], int(ref["infer_img_size"]), float(ref["infer_gmacs"])
+        gmacs = measure_cost(model, size)["gmacs"]
+        terms = benchmark_terms(model, size)
+        explained = gmacs + sum(terms.values())
+        rows.append(
+            {
+                "model": model,
+                "img_size": size,
+                "timm_gmacs": theirs,
+                "gmacs": gmacs,
+                "gmacs_diff_pct": _pct(gmacs, theirs),
+                **{f"{k}_gops": v for k, v in terms.items()},
+                "explained_gmacs": explained,
+                "explained_diff_pct": _pct(explained, theirs),
+            }
+        )
+    return rows
+
+
 # ---------------------------------------------------------------------------- matched MACs
 
 MATCH_TOLERANCE = 0.03
@@ -518,11 +564,17 @@ _FORMATS = {
     "paper_param_count": "{:g}",
     "gmacs": "{:.3f}",
     "paper_gmacs": "{:g}",
+    "timm_gmacs": "{:g}",
     "nominal_gmacs": "{:.3f}",
     "gflops": "{:.3f}",
     "macts": "{:.2f}",
     "param_diff_pct": "{:+.1f}%",
     "gmacs_diff_pct": "{:+.1f}%",
+    "explained_diff_pct": "{:+.2f}%",
+    "explained_gmacs": "{:.3f}",
+    "attention_gops": "{:.3f}",
+    "batch_norm_gops": "{:.4f}",
+    "layer_norm_gops": "{:.4f}",
     "infer_samples_per_sec": "{:.1f}",
     "train_samples_per_sec": "{:.1f}",
     "peak_mem_mb": "{:.0f}",
@@ -530,7 +582,7 @@ _FORMATS = {
 }
 
 
-TEXT_COLUMNS = ("model", "paper_model", "method")
+TEXT_COLUMNS = ("model", "paper_model", "method", "model_kwargs")
 
 
 def format_cell(column: str, value: object) -> str:
@@ -569,6 +621,13 @@ def paper_markdown(num_classes: int = 1000) -> str:
     single = [row["gmacs"] for row in table7 if row["method"] in MATCH_METHODS]
     paper_single = [row["paper_gmacs"] for row in table7 if row["method"] in MATCH_METHODS]
     compound_row = next(row for row in table7 if row["method"] == "compound")
+    bench = benchmark_rows()
+
+    def gap(family: str) -> str:
+        diffs = [r["gmacs_diff_pct"] for r in bench if r["model"].startswith(family)]
+        return f"{max(diffs):+.1f}% to {min(diffs):+.1f}%"
+
+    worst = max(abs(r["explained_gmacs"] - r["timm_gmacs"]) for r in bench)
     return f"""# Our measured cost beside the EfficientNet paper's
 
 Regenerated by `{PAPER_COMMAND}` (timm {timm.__version__}, torch {torch.__version__}).
@@ -605,4 +664,39 @@ The multiplier with the fewest decimals whose measured MACs lie within
 `timm-scaling profile --match-gmacs {PAPER_MATCH_GMACS:g} --no-speed`.
 
 {to_markdown(matched)}
+## timm's benchmark GMACs beside ours: which operations each counts
+
+timm publishes `infer_gmacs` for every architecture (`results/benchmark-infer-amp-nchw-pt291-\
+cu128-4090.csv` in timm's repository; the rows below are shipped in
+`timm_scaling/reference/{BENCHMARK_FILE}`). timm's `benchmark.py` counts them with DeepSpeed's
+profiler when DeepSpeed is installed, else with fvcore's `FlopCountAnalysis`; the file also has
+`infer_macts`, which only the fvcore path fills, so these are fvcore counts: model in eval mode,
+batch 1, at the benchmark's image size, printed with 2 decimals.
+
+Both counters take one multiply-add per weight use in every convolution and linear layer (our
+`gmacs` is exactly that: calflops' MACs). fvcore adds, and calflops' MACs leave out:
+
+- **batch norm**: 2 per input element at inference (scale and shift; calflops puts them in its
+  FLOPs, not its MACs);
+- **layer norm** and group norm: 5 per input element;
+- **attention**: the matmuls q k^T and attn v. calflops misses them altogether: timm calls
+  `F.scaled_dot_product_attention`, which calflops 0.3.2 does not patch. Counted here with
+  torch's `FlopCounterMode` (bmm and attention ops);
+- adaptive average pooling, 1 per input element (under 0.0005 GMACs here; left out).
+
+Neither counts activations (SiLU, hard-swish, GELU), squeeze-and-excitation's mean, sigmoid and
+gating product, or residual additions. `*_gops` are those terms in billions, as fvcore counts
+them; `explained_gmacs` is our `gmacs` plus them.
+
+{to_markdown(bench)}
+Our `gmacs` plus batch norm, layer norm and attention lands on timm's number within
+{worst:.4f} GMACs on every row, inside the benchmark's rounding (0.005). So calflops counts
+ResNets {gap("resnet")} and EfficientNets {gap("efficientnet")} below timm's benchmark (the
+small models' percentages include the 2-decimal rounding) because of batch norm alone: an
+EfficientNet's depthwise convolutions are cheap next to the expanded feature maps that its batch
+norms scale, so batch norm is 2.5-3.5% of its multiply-adds, against 0.3-0.6% in a ResNet. For
+ViTs the gap is attention, 8% of vit_small_patch16_224 at 224 px: our `gmacs` of attention models
+miss their attention matmuls, so compare them with CNNs through timm's benchmark numbers, not
+ours. The paper's "FLOPS" and our `gmacs` are the convolution and linear multiply-adds, without
+batch norm.
 """

@@ -13,10 +13,12 @@ Imports no torch: the CLI validates recipes before paying for it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,11 +28,20 @@ import timm_scaling
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
 from timm_scaling.report import atomic_write
-from timm_scaling.scaling import parse_name
+from timm_scaling.scaling import BASE_NAME, parse_name
 
 Dataset = Literal["cifar10", "cifar100", "digits", "folder", "synthetic"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
 SUFFIXES = (".yaml", ".yml")
+# Keys that would load weights: timm-scaling trains from scratch and never downloads anything.
+WEIGHT_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
+# timm.create_model arguments that recipe keys set: model_kwargs must not set them again.
+RECIPE_KWARGS = {
+    "num_classes": "the data set",
+    "drop_rate": "the recipe key drop_rate",
+    "drop_path_rate": "the recipe key drop_path_rate",
+    "img_size": "the recipe key base_size",
+}
 
 
 # (keys, check, what is allowed) for values whose type alone does not make them valid.
@@ -66,8 +77,11 @@ class Recipe:
     """Every setting of one training run. ``recipes/baseline.yaml`` shows every default."""
 
     name: str = "baseline"
-    # model: a timm-scaling model name (timm_scaling.scaling grammar), e.g. effnet_b0_d4
+    # model: a timm-scaling model name (timm_scaling.scaling grammar), e.g. effnet_b0_d4, or
+    # any other model timm.create_model takes (resnet50), built as timm ships it, without weights
     model: str = "effnet_b0"
+    # more keyword arguments of timm.create_model, e.g. {output_stride: 8}; never weights
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: Dataset = "cifar10"
     # dataset synthetic: random images and labels in this shape (CIFAR-10's by default), made
     # on the training device, to measure speed and memory where the real data is absent
@@ -77,7 +91,8 @@ class Recipe:
     # where the data set lives (cifar: the folder holding cifar-10-batches-py; folder: the
     # folder holding train/ and val/); None: ./data
     data_dir: str | None = None
-    # images are resized once to round(base_size * the model's resolution multiplier)
+    # images are resized once to round(base_size * the model's resolution multiplier); a model
+    # that is not ours trains at base_size
     base_size: int = 32
     epochs: int = 35
     # images per optimizer step, summed over processes and accumulation steps
@@ -143,9 +158,20 @@ class Recipe:
                 f"--batch-size a multiple of {world}"
             )
 
+    def __hash__(self) -> int:  # model_kwargs is a dict: hash the resolved recipe's text
+        return hash(self.to_yaml())
+
+    @property
+    def is_ours(self) -> bool:
+        """A timm-scaling variant (its name starts with effnet_b0), not another timm model."""
+        return self.model.startswith(BASE_NAME)
+
     @property
     def image_size(self) -> int:
-        """round(base_size * the model's resolution multiplier): 64 for effnet_b0_r2 at 32."""
+        """round(base_size * the model's resolution multiplier): 64 for effnet_b0_r2 at 32;
+        base_size for a model that is not ours."""
+        if not self.is_ours:
+            return self.base_size
         return parse_name(self.model).image_size(self.base_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,10 +192,15 @@ _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe)
 def _check_value(key: str, value: Any) -> None:
     """The checks of one key's value that its type alone does not make."""
     if key == "model":
-        try:
-            parse_name(value)
-        except UserError as err:
-            raise UserError(f"model: {err}") from None
+        if value.startswith(BASE_NAME):
+            try:
+                parse_name(value)
+            except UserError as err:
+                raise UserError(f"model: {err}") from None
+        elif not value or any(c.isspace() for c in value):
+            raise UserError(f"model: {value!r} is not a model name; e.g. effnet_b0, resnet50")
+    if key == "model_kwargs":
+        check_model_kwargs(value)
     for keys, ok, allowed in _BOUNDS:
         if key in keys and value is not None and not ok(value):
             raise UserError(f"{key} must be {allowed}, got {value!r}")
@@ -192,16 +223,41 @@ def typed(override: str) -> str:
     return getattr(override, "typed", f"--set {override}")
 
 
+def check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """One-line errors for model_kwargs that ask for weights or repeat a recipe key."""
+    for key in kwargs:
+        if key in WEIGHT_KEYS:
+            raise UserError(
+                f"model_kwargs.{key}: timm-scaling never loads weights (it trains from scratch, "
+                "with no network); remove the key"
+            )
+        if key in RECIPE_KWARGS:
+            raise UserError(f"model_kwargs.{key}: set by {RECIPE_KWARGS[key]}; remove the key")
+
+
+def kwargs_tag(kwargs: Mapping[str, Any]) -> str:
+    """``''`` for no kwargs, else ``k`` and 8 hex digits of their hash: what tells apart the run
+    folders and cached costs of one model built with different model_kwargs."""
+    if not kwargs:
+        return ""
+    text = json.dumps(dict(kwargs), sort_keys=True, default=str)
+    return "k" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
     if isinstance(hint, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in hint.__args__)
+    if typing.get_origin(hint) is dict:
+        return "a mapping of names to values, e.g. {output_stride: 8}"
     names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
     return names.get(hint, hint.__name__)
 
 
 def _conforms(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
     if typing.get_origin(hint) is Literal:
         return value in typing.get_args(hint)
     if isinstance(hint, types.UnionType):
@@ -227,6 +283,11 @@ def _is_float(value: Any) -> bool:
 
 def _coerce(source: str, key: str, value: Any) -> Any:
     """Check one key and value; return the value as the field's type."""
+    if key in WEIGHT_KEYS:
+        raise UserError(
+            f"{source}: {key}: timm-scaling never loads weights (it trains from scratch, with no "
+            "network); remove the key"
+        )
     if key not in _FIELDS:
         allowed = ", ".join(sorted(_FIELDS))
         raise UserError(f"{source}: unknown key {key!r}; allowed keys: {allowed}")
@@ -235,6 +296,8 @@ def _coerce(source: str, key: str, value: Any) -> Any:
         raise UserError(
             f"{source}: {key} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})"
         )
+    if typing.get_origin(hint) is dict:
+        return dict(value)
     if hint is float or (isinstance(hint, types.UnionType) and float in hint.__args__):
         value = None if value is None else float(value)
     try:
@@ -329,6 +392,9 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
     values = _read(path)
     for text in overrides:
         key, value = parse_override(text)
+        head, dot, sub = key.partition(".")
+        if dot and head == "model_kwargs" and sub:  # --set model_kwargs.output_stride=8
+            key, value = head, {**values.get(head, {}), sub: value}
         values[key] = _coerce(typed(text), key, value)
     try:
         return Recipe(**values)

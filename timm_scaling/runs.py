@@ -2,7 +2,7 @@
 
 Imports no torch: ``timm-scaling collect`` starts fast.
 
-``<output>/<recipe>-<model>-s<seed>/`` holds::
+``<output>/<recipe>-<model>-s<seed>/`` (``-k<hash>`` added for model_kwargs) holds::
 
     recipe.yaml          the resolved recipe
     metrics.jsonl        one line per finished epoch: loss, lr, top1, top5, seconds, samples/s
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import load_recipe
+from timm_scaling.recipes import kwargs_tag, load_recipe
 from timm_scaling.report import COLUMNS, write_rows
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
@@ -34,8 +34,11 @@ REPORT_FILE = "report.csv"
 
 
 def run_folder(output: str | os.PathLike, recipe) -> Path:
-    """``<output>/<recipe>-<model>-s<seed>``: one folder per recipe, model and seed."""
-    return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}"
+    """``<output>/<recipe>-<model>-s<seed>``: one folder per recipe, model and seed; a recipe
+    with model_kwargs adds their short hash (``-s0-k1a2b3c4d``), so runs that differ only in
+    them never share a folder."""
+    tag = kwargs_tag(recipe.model_kwargs)
+    return Path(output) / f"{recipe.name}-{recipe.model}-s{recipe.seed}{'-' * bool(tag)}{tag}"
 
 
 # Recipe keys that do not change what a run computes: a run may resume or count as finished

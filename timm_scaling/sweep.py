@@ -8,7 +8,8 @@ A sweep file (``recipes/sweeps/*.yaml``, shipped in the wheel) names its runs::
     runs:                     # each a recipe name, or a mapping with recipe / model / set
       - depth4
       - {model: effnet_b0_d2}
-    models: [effnet_b0_w1p4]  # shorthand: one run of `recipe` per model
+      - {model: resnet18, set: [model_kwargs.output_stride=8]}
+    models: [effnet_b0_w1p4, resnet34]  # shorthand: one run of `recipe` per model, ours or timm's
 
 Every run trains with :func:`timm_scaling.train.train` into its own folder, so a finished run
 is skipped (an interrupted sweep resumes) and ``--shard K/N`` takes every N-th run, for a
@@ -35,7 +36,7 @@ import yaml
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
 from timm_scaling.plan import PLAN_FILE, fitting_per_gpu, measure, read_plan, write
-from timm_scaling.recipes import Recipe, find_file, load_recipe, recipe_dirs
+from timm_scaling.recipes import Recipe, find_file, kwargs_tag, load_recipe, recipe_dirs
 from timm_scaling.runs import REPORT_FILE, RESULT_FILE, collect, finished, results, run_folder
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def plan(
             recipes.append(
                 load_recipe(recipe, [*run_overrides, *overrides, f"seed={base.seed + i}"])
             )
-    folders = [(r.name, r.model, r.seed) for r in recipes]
+    folders = [run_folder("", r).name for r in recipes]
     duplicates = sorted({f for f in folders if folders.count(f) > 1})
     if duplicates:
         raise UserError(f"sweep {sweep.name} lists the same run twice: {duplicates[0]}")
@@ -152,6 +153,16 @@ class SweepResult:
     report: Path | None  # <output>/<sweep>/report.csv, once every run of the sweep is finished
     frontier: Any = None  # the frontier.Frontier of the report
     written: list[Path] = field(default_factory=list)  # the frontier's and curves' files
+
+
+def _check_models(recipes: Sequence[Recipe]) -> None:
+    """Every model's name and image size, checked (and its cost counted, on the meta device)
+    before the first run trains: a typo in the 9th model fails the sweep now, not hours later."""
+    from timm_scaling.train import check_model
+
+    distinct = {(r.model, r.image_size, kwargs_tag(r.model_kwargs), r.dataset): r for r in recipes}
+    for recipe in distinct.values():
+        check_model(recipe)
 
 
 def device_count() -> int:
@@ -322,6 +333,7 @@ def run_sweep(
     sweep = load_sweep(name_or_path)
     everything = plan(sweep, seeds, overrides)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
+    _check_models(mine)
     done = [finished(output, r) is not None for r in mine]  # reads each run's recipe.yaml
     skipped = [r for r, d in zip(mine, done, strict=True) if d]
     trained = [r for r, d in zip(mine, done, strict=True) if not d]

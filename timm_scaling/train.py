@@ -39,6 +39,7 @@ from timm.utils import ModelEmaV3, distribute_bn
 
 import timm_scaling
 from timm_scaling import data, trackers
+from timm_scaling.catalog import create_model
 from timm_scaling.errors import UserError
 from timm_scaling.models import export, scaling_of
 from timm_scaling.recipes import Recipe
@@ -152,8 +153,29 @@ def cost_columns(recipe: Recipe, num_classes: int) -> dict[str, float]:
     """param_count, gmacs, gflops, macts of the model at the training image size and classes."""
     from timm_scaling.profile import measure_cost
 
-    cost = measure_cost(recipe.model, recipe.image_size, num_classes)
+    cost = measure_cost(recipe.model, recipe.image_size, num_classes, recipe.model_kwargs)
     return {key: cost[key] for key in ("param_count", "gmacs", "gflops", "macts")}
+
+
+def check_model(recipe: Recipe) -> None:
+    """The recipe's model exists and runs at its image size (a one-line error if not): counted
+    on the meta device, cached, in a moment."""
+    cost_columns(recipe, data.num_classes(recipe.dataset, recipe.data_dir))
+
+
+MULTIPLIERS = ("depth_mult", "width_mult", "res_mult")
+
+
+def method_columns(model: str, ours: bool) -> dict[str, Any]:
+    """A report row's method and multipliers: ours from the name; another timm model's method
+    is its family (the frontier's rule), its multipliers empty."""
+    if not ours:
+        from timm_scaling.frontier import method_of
+
+        return {"method": method_of(model), **dict.fromkeys(MULTIPLIERS)}
+    scaling = scaling_of(model)
+    multipliers = (scaling.depth, scaling.width, scaling.resolution)
+    return {"method": scaling.method, **dict(zip(MULTIPLIERS, multipliers, strict=True))}
 
 
 def evaluate(model: torch.nn.Module, batches, accelerator: Accelerator) -> dict[str, float]:
@@ -365,9 +387,11 @@ class Trainer:
         self.num_classes = data.recipe_classes(recipe)
         # Measured first: an image size the network cannot take fails before any training.
         self.cost = cost_columns(recipe, self.num_classes)
-        model = timm.create_model(
+        model = create_model(
             recipe.model,
-            num_classes=self.num_classes,
+            recipe.image_size,
+            self.num_classes,
+            recipe.model_kwargs,
             drop_rate=recipe.drop_rate,
             drop_path_rate=recipe.drop_path_rate,
         )
@@ -743,14 +767,10 @@ class Trainer:
         peaks = [row["peak_mem_mb"] for row in history if row.get("peak_mem_mb") is not None]
         result: dict[str, Any] = {}
         if accelerator.is_main_process:
-            scaling = scaling_of(recipe.model)
             train_s = sum(row["train_s"] for row in history)
             row = {
                 "model": recipe.model,
-                "method": scaling.method,
-                "depth_mult": scaling.depth,
-                "width_mult": scaling.width,
-                "res_mult": scaling.resolution,
+                **method_columns(recipe.model, recipe.is_ours),
                 "img_size": recipe.image_size,
                 **self.cost,
                 "top1": history[-1]["top1"],

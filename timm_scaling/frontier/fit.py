@@ -20,6 +20,7 @@ from timm_scaling.frontier.results import (
     PowerFit,
     format_cost,
     group_order,
+    is_scaling_method,
 )
 from timm_scaling.report import Metric
 
@@ -180,8 +181,11 @@ class Curves:
         for i, p in enumerate(points):
             own.setdefault(p.group, []).append(i)
         shared = own.get(SHARED_GROUP, [])
+        # B0 starts every scaling method's curve, never another family's (a control).
         self.members = {
-            name: own[name] if name == SHARED_GROUP else own[name] + shared
+            name: own[name] + shared
+            if is_scaling_method(name) and name != SHARED_GROUP
+            else own[name]
             for name in sorted(own, key=group_order)
         }
 

@@ -20,6 +20,13 @@ FORMATS = ("table", "json", "markdown")
 # run time better than FLOPs do).
 PANEL_COLUMNS = ("gmacs", "param_count", "macts")
 METHOD_ORDER = ("baseline", "depth", "width", "resolution", "compound", "mixed")
+
+
+def is_scaling_method(group: str) -> bool:
+    """B0 or one of its scaling methods; any other group (resnet, ...) is another family."""
+    return group in METHOD_ORDER
+
+
 METHOD_COLOURS = {
     "baseline": "#000000",
     "depth": "#0072B2",

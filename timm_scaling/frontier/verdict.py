@@ -13,6 +13,7 @@ from timm_scaling.frontier.results import (
     Verdict,
     difference_unit,
     format_cost,
+    is_scaling_method,
 )
 from timm_scaling.report import Metric
 
@@ -53,7 +54,14 @@ def compare_groups(
                 weights = np.zeros(len(points))
                 weights[i] = 1.0
                 targets.append((point.x, weights, point.label))
-    others = [g for g in curves.members if g not in (reference, SHARED_GROUP)]
+    # Other families (controls) are compared only when asked: --at, or a --reference that is
+    # not a scaling method of B0; such lines say they compare across families.
+    asked = bool(at) or not is_scaling_method(reference)
+    others = [
+        g
+        for g in curves.members
+        if g not in (reference, SHARED_GROUP) and (asked or is_scaling_method(g))
+    ]
     unit = difference_unit(y)
     verdicts = []
     ns = np.array([p.n for p in points])
@@ -61,6 +69,8 @@ def compare_groups(
         for other in others:
             what = f"{reference} {ref_how}" if not at else reference
             head = f"{what} vs {other} at {format_cost(cost)} {x.unit}".rstrip()
+            if not (is_scaling_method(reference) and is_scaling_method(other)):
+                head += " (across families)"
             if ref_weights is None:
                 line = f"{head}: no comparison ({ref_how})"
                 verdicts.append(Verdict(reference, other, cost, float("nan"), line))
