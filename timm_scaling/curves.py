@@ -100,9 +100,11 @@ def _report_folders(folder: Path) -> list[Path]:
     if not report.is_file():
         return []
     rows = read_rows(report)
+    # A row does not carry model_kwargs: the folders of runs without them.
     return [
         run_folder(
-            folder.parent, SimpleNamespace(name=r["recipe"], model=r["model"], seed=r["seed"])
+            folder.parent,
+            SimpleNamespace(name=r["recipe"], model=r["model"], seed=r["seed"], model_kwargs={}),
         )
         for r in rows
         if r.get("recipe") and r.get("model") and r.get("seed") not in (None, "")
