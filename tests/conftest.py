@@ -1,8 +1,23 @@
-"""Shared test set-up: tests marked ``cuda`` are skipped where no GPU is visible."""
+"""Shared test set-up: tests marked ``cuda`` are skipped where no GPU is visible; modules that
+train use the ``isolated`` fixture (``pytestmark = pytest.mark.usefixtures("isolated")``)."""
 
 from __future__ import annotations
 
 import pytest
+
+
+@pytest.fixture
+def isolated(tmp_path_factory, monkeypatch):
+    """Cost counts cached in the tests' own folder, not the home folder; no process count
+    inherited from a launcher; Accelerate's process state reset after each test."""
+    from accelerate.state import AcceleratorState
+
+    from timm_scaling.train import NUM_PROCESSES_ENV
+
+    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv(NUM_PROCESSES_ENV, raising=False)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -87,7 +87,9 @@ def one_line_error(args: list[str]) -> str:
 def test_errors_quote_what_was_typed(tmp_path):
     out = ["--output", str(tmp_path)]
     message = one_line_error(["train", "digits", "--dataset", "cifar", *out])
-    assert message.startswith("error: --dataset cifar: dataset must be one of cifar10")
+    assert message.startswith(
+        "error: --dataset cifar: unknown dataset 'cifar'; choose one of cifar10"
+    )
     message = one_line_error(["train", "digits", "--epochs", "0", *out])
     assert message == "error: --epochs 0: epochs must be 1 or more, got 0\n"
     message = one_line_error(["sweep", "demo", "--epochs", "-1", *out])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import helpers
 import pytest
 import timm
 import torch
@@ -21,22 +22,19 @@ from timm_scaling.recipes import load_recipe
 from timm_scaling.report import read_rows
 from timm_scaling.train import Trainer, evaluate, train
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("isolated")]
 
 DIGITS_TRAIN = 1437  # scikit-learn's digits less the 20% held out
 
 
 def recipe(**changes):
     """The digits recipe, cut to a few updates unless ``changes`` say otherwise."""
-    settings = {"limit_train": 96, "limit_val": 64, "epochs": 1, **changes}
-    return load_recipe("digits", [f"{key}={value}" for key, value in settings.items()])
+    return helpers.recipe("digits", **{"limit_train": 96, "limit_val": 64, "epochs": 1, **changes})
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+def _free_cuda_memory():
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
     torch.cuda.empty_cache()
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
-from PIL import Image
 from sklearn.datasets import load_digits
 from torchvision.transforms import functional as TF
 
@@ -18,7 +17,6 @@ from timm_scaling.data import (
     DeviceBatches,
     ImageSet,
     available,
-    folder_loader,
     load_images,
     num_classes,
     resize,
@@ -95,6 +93,10 @@ def test_num_classes(tmp_path):
     for name in ("cat", "dog", "emu"):
         (tmp_path / "train" / name).mkdir(parents=True)
     assert num_classes("folder", tmp_path) == 3
+    with pytest.raises(
+        UserError, match="no train.tar or training.tar; expected DATA_DIR/train.tar"
+    ):
+        num_classes("tar", tmp_path)
     with pytest.raises(UserError, match="unknown dataset 'imagenet'; choose one of cifar10"):
         num_classes("imagenet")
 
@@ -109,6 +111,8 @@ def test_available_never_downloads(tmp_path):
     assert not available("cifar10", tmp_path) and not available("folder", tmp_path)
     assert not any(tmp_path.iterdir())
     (tmp_path / "train").mkdir()
+    assert not available("folder", tmp_path)  # and its val/?
+    (tmp_path / "validation").mkdir()  # timm's name for the split
     assert available("folder", tmp_path)
 
 
@@ -205,40 +209,6 @@ def test_cifar_corrupt_files_are_one_line(tmp_path):
 
 
 # ---- folder ---------------------------------------------------------------------------------
-
-
-def _write_folder(root, classes=("ant", "bee"), per_class=3):
-    rng = np.random.default_rng(1)
-    for split in ("train", "val"):
-        for name in classes:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
-
-
-def test_folder_loader_serves_normalised_batches(tmp_path):
-    _write_folder(tmp_path)
-    loader = folder_loader(tmp_path, "val", 16, batch_size=4, train=False, num_workers=0)
-    images, labels = next(iter(loader))
-    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
-    assert labels.tolist() == [0, 0, 0, 1]
-    assert loader.dataset.classes == ["ant", "bee"]
-    train = folder_loader(tmp_path, "train", 16, batch_size=6, train=True, num_workers=0)
-    assert sorted(next(iter(train))[1].tolist()) == [0, 0, 0, 1, 1, 1]
-
-
-def test_folder_with_other_classes_in_val_is_an_error(tmp_path):
-    _write_folder(tmp_path)
-    (tmp_path / "val" / "cow").mkdir()
-    Image.new("RGB", (4, 4)).save(tmp_path / "val" / "cow" / "0.png")
-    with pytest.raises(UserError, match="same class folders"):
-        folder_loader(tmp_path, "val", 16, batch_size=4, train=False, num_workers=0)
-
-
-def test_folder_missing_is_one_line(tmp_path):
-    with pytest.raises(UserError, match="ImageFolder tree"):
-        folder_loader(tmp_path, "train", 16, batch_size=4, train=True)
 
 
 # ---- DeviceBatches ------------------------------------------------------------------------

@@ -61,13 +61,7 @@ def tiny(name: str = "digits", **changes):
     return load_recipe(name, recipe_overrides)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    # Cost counts are cached on disk: keep the tests' cache out of the home folder.
-    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.delenv(NUM_PROCESSES_ENV, raising=False)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def training_forwards(model: torch.nn.Module, action, after: int) -> None:

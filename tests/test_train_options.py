@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import inspect
 
+import helpers
 import pytest
 import torch
 from accelerate.state import AcceleratorState
 from timm.optim import get_optimizer_class
 
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import load_recipe
 from timm_scaling.train import (
     Trainer,
     is_out_of_memory,
@@ -20,17 +20,12 @@ from timm_scaling.train import (
     set_grad_checkpointing,
 )
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 
 def recipe(**changes):
     settings = {"limit_train": 16, "limit_val": 16, "batch_size": 16, "epochs": 1, **changes}
-    return load_recipe("digits", [f"{key}={value}" for key, value in settings.items()])
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+    return helpers.recipe("digits", **settings)
 
 
 def one_update(trainer: Trainer) -> tuple[dict[str, torch.Tensor], int]:

@@ -384,7 +384,10 @@ def profile_cmd(
 def train_cmd(
     recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
+        str | None,
+        typer.Option(
+            help="cifar10, cifar100, digits, synthetic; folder, tar, hfds/NAME... (timm's)."
+        ),
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
@@ -493,7 +496,10 @@ def sweep_cmd(
     ],
     seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
     dataset: Annotated[
-        str | None, typer.Option(help="cifar10, cifar100, digits, folder or synthetic.")
+        str | None,
+        typer.Option(
+            help="cifar10, cifar100, digits, synthetic; folder, tar, hfds/NAME... (timm's)."
+        ),
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of every run.")] = None,

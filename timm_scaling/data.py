@@ -4,9 +4,10 @@
 the model's image size, and served by :class:`DeviceBatches`: the tensor lives on the training
 device, and shuffling, random crop, flip and normalisation happen there per batch with tensor
 ops, so no loader workers and no per-image Python (the technique of airbench, the fastest
-CIFAR-10 trainer). ``folder`` (any ImageFolder tree) is read from disk by :func:`folder_loader`,
-a torch DataLoader with workers. ``synthetic`` is random images and labels in a real data set's
-shape (:func:`synthetic`), made on the training device: speed and memory where the data is absent.
+CIFAR-10 trainer). ``folder`` and ``tar`` data, and timm's streamed readers, go through timm's
+own data pipeline (:mod:`timm_scaling.pipeline`). ``synthetic`` is random images and labels in
+a real data set's shape (:func:`synthetic`), made on the training device: speed and memory
+where the data is absent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import DATASETS
+from timm_scaling.recipes import DATASETS, IN_MEMORY, check_dataset
 
 __all__ = [
     "DATASETS",
@@ -34,10 +35,10 @@ __all__ = [
     "SYNTHETIC",
     "DeviceBatches",
     "ImageSet",
-    "count_images",
+    "Normalizer",
     "available",
-    "folder_classes",
-    "folder_loader",
+    "count_images",
+    "data_root",
     "load_images",
     "num_classes",
     "recipe_classes",
@@ -47,7 +48,6 @@ __all__ = [
 
 SPLITS = ("train", "val")
 SYNTHETIC = "synthetic"
-IN_MEMORY = ("cifar10", "cifar100", "digits", SYNTHETIC)
 # (train images, val images, classes) of each in-memory data set: what a synthetic stand-in copies.
 SHAPES = {
     "cifar10": (50_000, 10_000, 10),
@@ -77,52 +77,52 @@ class ImageSet:
         return len(self.labels)
 
 
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-
-
-def _root(data_dir: str | Path | None) -> Path:
+def data_root(data_dir: str | Path | None) -> Path:
+    """The recipe's data_dir, else ./data."""
     return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
 
 
-def folder_classes(data_dir: str | Path | None) -> list[str]:
-    """The class folders of an ImageFolder tree's ``train/`` (its labels are their indices)."""
-    train = _root(data_dir) / "train"
-    classes = sorted(p.name for p in train.iterdir() if p.is_dir()) if train.is_dir() else []
-    if not classes:
-        raise UserError(
-            f"folder data: no class folders in {train}; put an ImageFolder tree (one folder "
-            "of images per class) at DATA_DIR/train and DATA_DIR/val and pass --data-dir DATA_DIR"
-        )
-    return classes
-
-
 def num_classes(dataset: str, data_dir: str | Path | None = None) -> int:
-    """Classes of a data set, without loading it (``folder``: the class folders of train/;
-    ``synthetic``: the recipe says, see :func:`recipe_classes`)."""
-    _check_dataset(dataset)
-    if dataset == "folder":
-        return len(folder_classes(data_dir))
-    if dataset == SYNTHETIC:
-        return SHAPES["cifar10"][2]
-    return SHAPES[dataset][2]
+    """Classes of a data set, without loading it (``folder``/``tar``: the class folders of its
+    training split; ``synthetic`` and streamed data: the recipe says, see
+    :func:`recipe_classes`)."""
+    check_dataset(dataset)
+    if dataset in ("folder", "tar"):
+        from timm_scaling import pipeline
+
+        return len(pipeline.classes(dataset, data_dir))
+    if dataset not in SHAPES and dataset != SYNTHETIC:
+        raise UserError(f"dataset {dataset}: streamed data does not count its classes")
+    return SHAPES.get(dataset, SHAPES["cifar10"])[2]
 
 
 def recipe_classes(recipe) -> int:
-    """Classes of a recipe's data set (``synthetic``: its ``synthetic_classes``)."""
+    """Classes of a recipe's data set (``synthetic``: its ``synthetic_classes``; streamed data:
+    its ``num_classes``)."""
     if recipe.dataset == SYNTHETIC:
         return recipe.synthetic_classes
+    if recipe.num_classes is not None:
+        return recipe.num_classes
     return num_classes(recipe.dataset, recipe.data_dir)
 
 
 def available(dataset: str, data_dir: str | Path | None = None) -> bool:
-    """Whether a data set is here to train on, without downloading anything."""
-    _check_dataset(dataset)
+    """Whether a data set is here to train on, without downloading anything (streamed data:
+    whether its reader's package is installed; the reader says the rest)."""
+    check_dataset(dataset)
     if dataset in ("cifar10", "cifar100"):
-        return not _cifar_missing(_cifar_class(dataset), _root(data_dir))
-    if dataset == "folder":
-        return (_root(data_dir) / "train").is_dir()
+        return not _cifar_missing(_cifar_class(dataset), data_root(data_dir))
+    if dataset in ("folder", "tar"):
+        from timm_scaling import pipeline
+
+        return pipeline.available(dataset, data_dir)
+    if dataset not in IN_MEMORY:
+        from timm_scaling import pipeline
+
+        try:
+            pipeline.check_reader(dataset)
+        except UserError:
+            return False
     return True  # digits ships with scikit-learn; synthetic is made
 
 
@@ -190,7 +190,7 @@ def _download_cifar(dataset: str, root: Path) -> None:
 
 def _cifar(dataset: str, data_dir: str | Path | None, split: str) -> ImageSet:
     cls = _cifar_class(dataset)
-    root = _root(data_dir)
+    root = data_root(data_dir)
     if _cifar_missing(cls, root):
         _download_cifar(dataset, root)
     try:
@@ -217,11 +217,11 @@ def load_images(
     ``split`` is ``train`` or ``val`` (CIFAR's test set; the held-out 20% of digits, the same
     stratified split every time). ``limit`` keeps the first ``limit`` images.
     """
-    _check_dataset(dataset)
+    check_dataset(dataset)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if dataset not in IN_MEMORY:
-        raise UserError(f"{dataset} data is read from disk by folder_loader, not held in memory")
+        raise UserError(f"{dataset} data is read through timm's pipeline, not held in memory")
     if dataset == SYNTHETIC:
         raise UserError("synthetic data is made by data.synthetic(), not loaded")
     data = _digits(split) if dataset == "digits" else _cifar(dataset, data_dir, split)
@@ -234,9 +234,11 @@ def count_images(
     dataset: str, data_dir: str | Path | None, split: str, limit: int | None = None
 ) -> int:
     """How many images one split has (at most ``limit``), without resizing any."""
-    _check_dataset(dataset)
-    if dataset == "folder":
-        count = len(folder_loader(data_dir, split, 8, 1, train=False, num_workers=0).dataset)
+    check_dataset(dataset)
+    if dataset in ("folder", "tar"):
+        from timm_scaling import pipeline
+
+        count = pipeline.count(dataset, data_dir, split)
     else:  # synthetic data takes CIFAR-10's shape unless its recipe says otherwise
         count = SHAPES.get(dataset, SHAPES["cifar10"])[SPLITS.index(split)]
     return count if limit is None else min(count, limit)
@@ -325,11 +327,7 @@ class DeviceBatches:
         self.world_size = world_size
         self.crop_padding = crop_padding
         self.hflip = hflip
-        self.channels_last = channels_last
-        # (x / 255 - mean) / std as one multiply-add: x * scale + shift
-        std_255 = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
-        self._scale = 1 / std_255
-        self._shift = -torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255 / std_255
+        self.normalize = Normalizer(mean, std, self.device, channels_last)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -392,59 +390,24 @@ class DeviceBatches:
             cols[:, None, None, :],
         ]
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float32, (x / 255 - mean) / std, channels_last if asked."""
+
+class Normalizer:
+    """uint8 images -> float32 ``(x / 255 - mean) / std`` on ``device``, as one multiply-add,
+    channels_last if asked: what every batch of every data set goes through on the device."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        std_255 = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.scale = 1 / std_255
+        self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255 / std_255
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return torch.addcmul(self._shift, images.float(), self._scale)
-
-
-def folder_loader(
-    data_dir: str | Path | None,
-    split: str,
-    image_size: int,
-    batch_size: int,
-    train: bool,
-    num_workers: int = 4,
-    crop_padding: int = 4,
-    hflip: bool = True,
-    mean: Sequence[float] = MEAN,
-    std: Sequence[float] = STD,
-    seed: int = 0,
-) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``data_dir/split`` (an ImageFolder tree) with torchvision transforms.
-
-    Images are resized to image_size x image_size, then (training) randomly cropped and
-    flipped as :class:`DeviceBatches` does. Labels index the class folders of ``train/``.
-    Pass it to ``accelerator.prepare``, which shards it across processes.
-    """
-    from torchvision import datasets, transforms
-
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    classes = folder_classes(data_dir)
-    root = _root(data_dir) / split
-    steps: list = [transforms.Resize((image_size, image_size), antialias=True)]
-    if train:
-        if crop_padding:
-            steps.append(transforms.RandomCrop(image_size, padding=crop_padding))
-        if hflip:
-            steps.append(transforms.RandomHorizontalFlip())
-    steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    if not root.is_dir():
-        raise UserError(f"folder data: {root} not found; put the {split} images there")
-    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
-    if dataset.classes != classes:
-        raise UserError(
-            f"folder data: {root} has classes {dataset.classes}, train/ has {classes}; "
-            "give both the same class folders"
-        )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-    )
+        return torch.addcmul(self.shift, images.float(), self.scale)

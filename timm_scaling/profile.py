@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -365,6 +366,19 @@ def _table7_scaling(row: dict[str, str]) -> Scaling:
     if printed != (depth, width, res):
         raise UserError(f"Table 7's compound row {depth, width, res} is not a phi of ours")
     return scaling
+
+
+def paper_dropout(gmacs: float) -> float:
+    """The dropout before the classifier that the paper's B0..B7 give a model of ``gmacs``
+    (Table 2's MACs; the official code's rates, 0.2 at B0 to 0.5 at B7): linear in log MACs
+    between the two B models around it, B0's below B0, B7's above B7."""
+    rows = sorted(
+        (float(row["gmacs"]), float(row["dropout"]))
+        for row in _read_reference("paper_table2_b0_b7.csv")
+    )
+    costs = [math.log(cost) for cost, _ in rows]
+    rates = [rate for _, rate in rows]
+    return float(np.interp(math.log(gmacs), costs, rates))
 
 
 def paper_table2(num_classes: int = 1000) -> list[dict[str, object]]:

@@ -30,8 +30,16 @@ from timm_scaling.errors import UserError
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import BASE_NAME, parse_name
 
-Dataset = Literal["cifar10", "cifar100", "digits", "folder", "synthetic"]
-DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+# Data sets held in memory and augmented on the training device (crop_padding, hflip).
+IN_MEMORY = ("cifar10", "cifar100", "digits", "synthetic")
+# Data sets read from disk through timm's pipeline: an ImageFolder tree, or image tar files.
+ON_DISK = ("folder", "tar")
+DATASETS: tuple[str, ...] = IN_MEMORY + ON_DISK
+# timm's streamed readers, named as timm's create_dataset spells them (``hfds/NAME``), and the
+# pip package each needs.
+STREAMED = {"hfds": "datasets", "hfids": "datasets", "wds": "webdataset", "tfds": "tfds-nightly"}
+# Keys of timm's pipeline (data read from disk or streamed), which in-memory data sets ignore.
+PIPELINE_KEYS = ("auto_augment", "re_prob", "interpolation", "crop_pct", "scale", "num_classes")
 SUFFIXES = (".yaml", ".yml")
 # Keys that would load weights: timm-scaling trains from scratch and never downloads anything.
 WEIGHT_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
@@ -56,6 +64,7 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
             "synthetic_train_size",
             "synthetic_val_size",
             "synthetic_classes",
+            "num_classes",
         ),
         lambda v: v >= 1,
         "1 or more",
@@ -67,7 +76,22 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
         lambda v: 0 <= v < float("inf"),
         "0 or more",
     ),
-    (("momentum", "decay", "lr_decay_rate", "ema_decay"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (
+        (
+            "momentum",
+            "decay",
+            "lr_decay_rate",
+            "ema_decay",
+            "re_prob",
+            "mixup_prob",
+            "mixup_switch_prob",
+            "bn_momentum",
+        ),
+        lambda v: 0 <= v <= 1,
+        "in [0, 1]",
+    ),
+    (("mixup", "cutmix"), lambda v: 0 <= v < float("inf"), "0 (off) or more"),
+    (("crop_pct",), lambda v: 0 < v <= 1, "in (0, 1]"),
     (("label_smoothing", "drop_rate", "drop_path_rate"), lambda v: 0 <= v < 1, "in [0, 1)"),
 )
 
@@ -82,7 +106,10 @@ class Recipe:
     model: str = "effnet_b0"
     # more keyword arguments of timm.create_model, e.g. {output_stride: 8}; never weights
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    dataset: Dataset = "cifar10"
+    # in memory: cifar10, cifar100, digits, synthetic; read through timm's pipeline: folder (an
+    # ImageFolder tree with train/ and val/), tar (train.tar and val.tar), or streamed by timm's
+    # readers: hfds/NAME, hfids/NAME, wds/NAME, tfds/NAME
+    dataset: str = "cifar10"
     # dataset synthetic: random images and labels in this shape (CIFAR-10's by default), made
     # on the training device, to measure speed and memory where the real data is absent
     synthetic_train_size: int = 50_000
@@ -113,7 +140,9 @@ class Recipe:
     lr_decay_rate: float = 0.97
     lr_decay_epochs: float = 2.4
     label_smoothing: float = 0.1
-    drop_rate: float = 0.2
+    # dropout before the classifier; None: by the model's cost, as the paper's B0..B7 give it
+    # (0.2 at B0's MACs rising to 0.5 at B7's, interpolated in log MACs)
+    drop_rate: float | None = 0.2
     drop_path_rate: float = 0.2
     seed: int = 0
     ema: bool = False
@@ -131,8 +160,30 @@ class Recipe:
     # random crop: pad this many pixels on each side, then crop back at a random offset
     crop_padding: int = 4
     hflip: bool = True
-    # loader workers for `folder` data (in-memory data sets use none)
+    # -- timm's pipeline (folder, tar and streamed data; in-memory data sets use none of it) --
+    # loader workers
     num_workers: int = 4
+    # timm's auto_augment string: v0 (the paper's AutoAugment policy), original, rand-m9-mstd0.5...
+    auto_augment: str | None = None
+    # random erasing probability (timm's --reprob), applied on the training device
+    re_prob: float = 0.0
+    # RandomResizedCrop's area range (timm's --scale); None: timm's (0.08, 1.0)
+    scale: list[float] | None = None
+    # None: the model's pretrained cfg says (bicubic for EfficientNets, bilinear for ResNets)
+    interpolation: Literal["bilinear", "bicubic", "nearest", "random"] | None = None
+    # evaluation: resize to img_size / crop_pct, then centre crop; None: the model's cfg says
+    crop_pct: float | None = None
+    # classes of a streamed data set (timm's readers do not count them); others are counted
+    num_classes: int | None = None
+    # timm's Mixup / CutMix (alpha; 0: off), applied to the device's batches of any data set,
+    # trained with the soft-target loss (label smoothing folded into the targets)
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # the probability a batch is mixed, and that it is cut rather than mixed when both are on
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    # BatchNorm's momentum, torch's convention (0.01 is TensorFlow's 0.99); None: the model's
+    bn_momentum: float | None = None
     # use only the first N training / validation images (tests, quick runs); None: all
     limit_train: int | None = None
     limit_val: int | None = None
@@ -144,11 +195,44 @@ class Recipe:
         for key in _FIELD_NAMES:
             _check_value(key, getattr(self, key))
         trackers.parse(self.log_with)
+        self._check_pipeline()
         if self.batch_size % self.grad_accum:
             raise UserError(
                 f"batch_size must be a multiple of grad_accum ({self.grad_accum}), "
                 f"got {self.batch_size}"
             )
+
+    def _check_pipeline(self) -> None:
+        """Keys of timm's pipeline only where the data goes through it; num_classes only (and
+        always) for streamed data."""
+        if self.in_memory:
+            for key in PIPELINE_KEYS:
+                if getattr(self, key) != _DEFAULTS[key]:
+                    raise UserError(
+                        f"{key}: applies to data read through timm's pipeline (folder, tar, "
+                        f"hfds/NAME...); {self.dataset} is held in memory and augmented by "
+                        "crop_padding and hflip; remove the key"
+                    )
+        elif self.streamed and self.num_classes is None:
+            raise UserError(
+                f"dataset {self.dataset}: timm's streamed readers do not count classes; "
+                "--set num_classes=N"
+            )
+        elif not self.streamed and self.num_classes is not None:
+            raise UserError(
+                f"num_classes: {self.dataset} data is counted from its class folders; "
+                "remove the key"
+            )
+
+    @property
+    def in_memory(self) -> bool:
+        """Held in memory and augmented on the device, not read through timm's pipeline."""
+        return self.dataset in IN_MEMORY
+
+    @property
+    def streamed(self) -> bool:
+        """Streamed by one of timm's readers (``hfds/NAME``...)."""
+        return self.dataset.partition("/")[0] in STREAMED
 
     def check_processes(self, world: int) -> None:
         """Each of ``world`` processes takes an equal share of the batch."""
@@ -187,6 +271,19 @@ class Recipe:
 
 _FIELDS: dict[str, Any] = typing.get_type_hints(Recipe)
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(Recipe) if f.default is not dataclasses.MISSING
+}
+
+
+def check_dataset(name: str) -> None:
+    """A data set name the tool reads: in memory, on disk, or ``PREFIX/NAME`` of a streamed
+    reader (timm's spelling)."""
+    prefix, slash, rest = name.partition("/")
+    if name in DATASETS or (slash and prefix in STREAMED and rest):
+        return
+    streams = ", ".join(f"{p}/NAME" for p in STREAMED)
+    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {streams}")
 
 
 def _check_value(key: str, value: Any) -> None:
@@ -201,6 +298,16 @@ def _check_value(key: str, value: Any) -> None:
             raise UserError(f"model: {value!r} is not a model name; e.g. effnet_b0, resnet50")
     if key == "model_kwargs":
         check_model_kwargs(value)
+    if key == "dataset":
+        check_dataset(value)
+    if (
+        key == "scale"
+        and value is not None
+        and not (len(value) == 2 and 0 < value[0] <= value[1] <= 1)
+    ):
+        raise UserError(
+            f"scale must be two numbers [low, high] with 0 < low <= high <= 1, got {value!r}"
+        )
     for keys, ok, allowed in _BOUNDS:
         if key in keys and value is not None and not ok(value):
             raise UserError(f"{key} must be {allowed}, got {value!r}")
@@ -244,13 +351,22 @@ def kwargs_tag(kwargs: Mapping[str, Any]) -> str:
     return "k" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def _union(hint: Any) -> tuple[Any, ...]:
+    """The members of ``A | B`` (``Literal[...] | None`` is a typing.Union), else ()."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return ()
+
+
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
-    if isinstance(hint, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in hint.__args__)
+    if _union(hint):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in _union(hint))
     if typing.get_origin(hint) is dict:
         return "a mapping of names to values, e.g. {output_stride: 8}"
+    if typing.get_origin(hint) is list:
+        return "a list, e.g. [0.08, 1.0]"
     names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
     return names.get(hint, hint.__name__)
 
@@ -258,10 +374,13 @@ def _type_name(hint: Any) -> str:
 def _conforms(value: Any, hint: Any) -> bool:
     if typing.get_origin(hint) is dict:
         return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_conforms(v, item) for v in value)
     if typing.get_origin(hint) is Literal:
         return value in typing.get_args(hint)
-    if isinstance(hint, types.UnionType):
-        return any(_conforms(value, arg) for arg in hint.__args__)
+    if _union(hint):
+        return any(_conforms(value, arg) for arg in _union(hint))
     if hint is type(None):
         return value is None
     if hint is float:  # YAML reads 1 as an int and 1e-5 as a string: accept both as floats
@@ -298,7 +417,9 @@ def _coerce(source: str, key: str, value: Any) -> Any:
         )
     if typing.get_origin(hint) is dict:
         return dict(value)
-    if hint is float or (isinstance(hint, types.UnionType) and float in hint.__args__):
+    if typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in _union(hint)):
+        value = None if value is None else [float(v) for v in value]
+    elif hint is float or float in _union(hint):
         value = None if value is None else float(value)
     try:
         _check_value(key, value)

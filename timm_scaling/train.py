@@ -387,14 +387,26 @@ class Trainer:
         self.num_classes = data.recipe_classes(recipe)
         # Measured first: an image size the network cannot take fails before any training.
         self.cost = cost_columns(recipe, self.num_classes)
+        self.drop_rate = recipe.drop_rate
+        if self.drop_rate is None:  # by the model's cost, as the paper's B0..B7
+            from timm_scaling.profile import paper_dropout
+
+            self.drop_rate = paper_dropout(self.cost["gmacs"])
+            logger.info(
+                f"drop_rate {self.drop_rate:.3f} (the paper's, at {self.cost['gmacs']:.3g} GMACs)"
+            )
         model = create_model(
             recipe.model,
             recipe.image_size,
             self.num_classes,
             recipe.model_kwargs,
-            drop_rate=recipe.drop_rate,
+            drop_rate=self.drop_rate,
             drop_path_rate=recipe.drop_path_rate,
         )
+        if recipe.bn_momentum is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.momentum = recipe.bn_momentum
         if recipe.grad_checkpointing:
             set_grad_checkpointing(model, recipe.model)
         # On the device before the optimizer exists: fused optimizers check where params live.
@@ -439,7 +451,22 @@ class Trainer:
         self.ema = ModelEmaV3(self.unwrapped, decay=recipe.ema_decay) if recipe.ema else None
         if self.ema is not None:
             accelerator.register_for_checkpointing(self.ema)
-        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.mixup = None
+        if recipe.mixup or recipe.cutmix:  # label smoothing goes into Mixup's soft targets
+            from timm.data import Mixup
+            from timm.loss import SoftTargetCrossEntropy
+
+            self.mixup = Mixup(
+                mixup_alpha=recipe.mixup,
+                cutmix_alpha=recipe.cutmix,
+                prob=recipe.mixup_prob,
+                switch_prob=recipe.mixup_switch_prob,
+                label_smoothing=recipe.label_smoothing,
+                num_classes=self.num_classes,
+            )
+            self.criterion = SoftTargetCrossEntropy()
+        else:
+            self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         self.micro_batches = recipe.grad_accum
         self.num_updates = 0
         self.steps: list[dict[str, float]] = []  # the finer history
@@ -452,8 +479,8 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         world = accelerator.num_processes
         per_process = recipe.batch_size // world
-        if recipe.dataset not in data.IN_MEMORY:
-            return self._folder_data(cfg, per_process)
+        if not recipe.in_memory:
+            return self._pipeline_data(cfg, per_process)
         batches = []
         for split, train, size, limit in (
             ("train", True, per_process, recipe.limit_train),
@@ -498,30 +525,32 @@ class Trainer:
             self.accelerator.device,
         )
 
-    def _folder_data(self, cfg: dict[str, Any], per_process: int):
+    def _pipeline_data(self, cfg: dict[str, Any], per_process: int):
+        """Train and val batches of data read through timm's pipeline (folder, tar, streamed):
+        DataLoaders of uint8 images, sharded by Accelerate (timm's streamed readers shard
+        themselves), normalised on the device."""
+        from timm_scaling import pipeline
+
         recipe, accelerator = self.recipe, self.accelerator
-        loaders = [
-            data.folder_loader(
-                recipe.data_dir,
-                split,
-                recipe.image_size,
-                size,
-                train=split == "train",
-                num_workers=recipe.num_workers,
-                crop_padding=recipe.crop_padding,
-                hflip=recipe.hflip,
-                mean=cfg["mean"],
-                std=cfg["std"],
-                seed=recipe.seed,
-            )
-            for split, size in (("train", per_process), ("val", recipe.eval_batch_size))
-        ]
-        train = accelerator.prepare(loaders[0])
-        # Evaluation shards must not be padded with repeats: every image counts once.
-        accelerator.even_batches = False
-        val = accelerator.prepare(loaders[1])
-        accelerator.even_batches = True
-        return train, val
+        config = pipeline.data_config(recipe, cfg)
+        class_map = None
+        if not recipe.streamed:
+            names = pipeline.classes(recipe.dataset, recipe.data_dir)
+            class_map = {name: i for i, name in enumerate(names)}
+        normalizer = data.Normalizer(
+            config["mean"], config["std"], accelerator.device, recipe.channels_last
+        )
+        batches = []
+        for split, size in (("train", per_process), ("val", recipe.eval_batch_size)):
+            loader = pipeline.loader(recipe, split, config, size, class_map)
+            if not recipe.streamed:
+                # Evaluation shards must not be padded with repeats: every image counts once.
+                accelerator.even_batches = split == "train"
+                loader = accelerator.prepare(loader)
+                accelerator.even_batches = True
+            erase = pipeline.eraser(recipe, accelerator.device) if split == "train" else None
+            batches.append(pipeline.DeviceLoader(loader, accelerator.device, normalizer, erase))
+        return batches
 
     @property
     def evaluated_model(self) -> torch.nn.Module:
@@ -592,6 +621,10 @@ class Trainer:
         )
         window = _Window(epoch, len(self.train_batches), loss_sum)
         for images, labels in bar:
+            if self.mixup is not None:
+                images, labels = self._mix(images, labels)
+                if not len(labels):  # a last batch of one image (the same on every process)
+                    continue
             lr = self.optimizer.param_groups[0]["lr"]  # this update's
             loss = self._update(images, labels)
             loss_sum += loss
@@ -613,6 +646,12 @@ class Trainer:
             "train_s": seconds,
             "samples_per_s": count / seconds,
         }
+
+    def _mix(self, images: torch.Tensor, labels: torch.Tensor):
+        """timm's Mixup / CutMix of a batch, into soft targets. Mixup pairs images up: an odd
+        batch (an epoch's last) drops its last image."""
+        even = len(labels) // 2 * 2
+        return self.mixup(images[:even], labels[:even])
 
     def _history_point(self, window: _Window, lr: float) -> None:
         """One point of the finer history: the mean loss of the updates since the last point,
@@ -764,6 +803,7 @@ class Trainer:
     def _finish(self, history: list[dict[str, float]]) -> dict[str, Any]:
         accelerator, recipe = self.accelerator, self.recipe
         checksums = gather_object([weights_checksum(self.unwrapped)])
+        skipped = sorted(set(gather_object(self._skipped_files())))
         peaks = [row["peak_mem_mb"] for row in history if row.get("peak_mem_mb") is not None]
         result: dict[str, Any] = {}
         if accelerator.is_main_process:
@@ -790,6 +830,9 @@ class Trainer:
                 "world_size": accelerator.num_processes,
                 "eval_images": history[-1]["eval_images"],
                 "micro_batches": self.micro_batches,
+                "drop_rate": self.drop_rate,
+                "skipped_images": len(skipped),
+                "skipped_files": skipped,
                 "replica_checksums": checksums,
                 "torch": torch.__version__,
                 "timm": timm.__version__,
@@ -802,6 +845,14 @@ class Trainer:
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return result
+
+    def _skipped_files(self) -> list[str]:
+        """The files this process skipped as undecodable (data read through timm's pipeline)."""
+        return [
+            name
+            for batches in (self.train_batches, self.val_batches)
+            for name in getattr(batches, "skipped_files", list)()
+        ]
 
     def _export(self, top1: float) -> None:
         """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf)."""
