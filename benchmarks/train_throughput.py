@@ -2,6 +2,14 @@
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--batch-size N]
         [--compile-mode reduce-overhead] [--only loop] [--seconds S] [--start-at T] [--json PATH]
+    python benchmarks/train_throughput.py --data folder [--data-dir DIR] [--workers N] ...
+
+With ``--data folder``: timm's pipeline (timm_scaling.pipeline) on an ImageFolder tree (``DIR``,
+else scikit-learn's digits written at 224 px into a temporary folder), with the ``imagenet``
+recipe at 224 px: (loader) images/s of the loader alone (decode, RandomResizedCrop,
+AutoAugment, flip in the workers; to the device and normalised there), against (limit) the
+model's step on one batch already on the device, and (loop) the trainer's epoch. The last line
+is ``loader/limit=R``: above 1, the loader keeps the model fed.
 
 (a) limit: forward + backward + optimizer step on one batch already on the device;
 (b) loop:  timm_scaling.train.Trainer.train_epoch on the in-memory digits path (device-resident
@@ -89,7 +97,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="time the loop this long [default: 10]")
     parser.add_argument("--start-at", type=float, help="Unix time to start measuring at")
     parser.add_argument("--json", type=Path, help="also write every number here")
+    parser.add_argument("--data", choices=("digits", "folder"), default="digits")
+    parser.add_argument("--data-dir", type=Path, help="--data folder: an ImageFolder tree")
+    parser.add_argument("--workers", type=int, help="--data folder: loader workers")
     args = parser.parse_args()
+    if args.data == "folder":
+        folder_main(args)
+        return
     kinds = [kind for kind in args.only.split(",") if kind]
     if not set(kinds) <= set(KINDS) or not kinds:
         parser.error(f"--only {args.only}: choose from {','.join(KINDS)}")
@@ -160,6 +174,73 @@ def main() -> None:
         result[f"loop_over_{other}"] = result["loop"] / result[other]
     if others:
         print(" ".join(f"loop/{other}={result[f'loop_over_{other}']:.2f}" for other in others))
+    if args.json:
+        atomic_write(args.json, json.dumps(result, indent=1) + "\n")
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def folder_main(args) -> None:
+    """--data folder: the loader of timm's pipeline alone, against the model's step."""
+    from timm_scaling import pipeline
+
+    scratch = tempfile.mkdtemp()
+    if args.data_dir is None:
+        args.data_dir = pipeline.write_images("digits", Path(scratch) / "digits224", 224)
+    batch = args.batch_size or 32
+    batches = 3 if args.quick else 20
+    overrides = [
+        f"data_dir={args.data_dir}",
+        f"batch_size={batch}",
+        f"limit_train={batches * batch}",
+        "limit_val=64",
+        "epochs=1",
+    ]
+    if args.workers is not None:
+        overrides.append(f"num_workers={args.workers}")
+    recipe = load_recipe("imagenet", overrides)
+    trainer = Trainer(recipe, scratch, cpu=args.device == "cpu", progress=False)
+    device = trainer.accelerator.device
+    loader = trainer.train_batches
+    workers = loader.loader.num_workers
+    started = time.perf_counter()
+    seen = 0
+    for epoch in range(2):  # the first epoch starts the workers
+        if epoch == 1:
+            synchronize(device)
+            started, seen = time.perf_counter(), 0
+        loader.set_epoch(epoch)
+        for images, _ in loader:
+            seen += len(images)
+    synchronize(device)
+    result = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "model": recipe.model,
+        "img_size": recipe.image_size,
+        "batch_size": batch,
+        "workers": workers,
+        "auto_augment": recipe.auto_augment,
+        "loader": seen / (time.perf_counter() - started),
+    }
+    x, y = next(iter(loader))
+    trainer.model.train()
+
+    def update() -> None:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.accelerator.backward(trainer.criterion(trainer.model(x), y))
+        trainer.optimizer.step()
+
+    result["limit"] = images_per_second(update, min(batches, 5), batch, device)
+    result["loop"] = trainer.train_epoch(1)["samples_per_s"]
+    result["loader_over_limit"] = result["loader"] / result["limit"]
+    print(
+        f"device {result['device']}, torch {torch.__version__}, timm {timm.__version__}, "
+        f"{recipe.model} at {recipe.image_size} px, batch {batch}, {workers} workers, "
+        f"auto_augment {recipe.auto_augment}"
+    )
+    print("; ".join(f"{kind} {result[kind]:.1f} images/s" for kind in ("loader", "limit", "loop")))
+    print(f"loader/limit={result['loader_over_limit']:.2f}")
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=1) + "\n")
     AcceleratorState._reset_state(reset_partial_state=True)

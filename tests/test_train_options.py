@@ -89,3 +89,21 @@ def test_library_allocation_failures_count_as_out_of_memory():
     assert is_out_of_memory(torch.OutOfMemoryError("anything"))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_out_of_memory(ValueError("out of memory"))  # not an error torch raises
+
+
+def test_a_cpu_starts_with_the_micro_batches_its_memory_holds(tmp_path, monkeypatch, caplog):
+    """Out of memory on a CPU is a SIGKILL, not an error to fall back from: the trainer splits
+    the batch up front where the estimate (activations x bytes each) exceeds half the memory."""
+    from timm_scaling import train as train_module
+
+    trainer = Trainer(recipe(), tmp_path / "plenty")
+    assert trainer.micro_batches == 1  # 16 digits at 32 px: a few MB
+    per_image = trainer.cost["macts"] * 1e6 * train_module.CPU_BYTES_PER_ACTIVATION
+    # memory for 4 of the 16 images (half of it for the batch): 4 micro-batches of 4
+    monkeypatch.setattr(train_module, "available_memory", lambda: int(per_image * 8 + 1))
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(recipe(), tmp_path / "scarce")
+    assert trainer.micro_batches == 4
+    assert "4 micro-batches of ~4 per update (the update is unchanged)" in caplog.text
+    monkeypatch.setattr(train_module, "available_memory", lambda: 1)  # never below one image
+    assert Trainer(recipe(), tmp_path / "none").micro_batches == 16

@@ -86,8 +86,12 @@ def stand_in(recipe: Recipe) -> tuple[Recipe, str]:
 
     if data.available(recipe.dataset, recipe.data_dir):
         return recipe, recipe.dataset
-    if recipe.dataset not in data.SHAPES:  # folder data: its size is unknown without it
-        data.folder_classes(recipe.data_dir)  # the one-line error saying where to put it
+    if recipe.dataset in ("folder", "tar"):  # its size is unknown without it
+        from timm_scaling import pipeline
+
+        pipeline.classes(recipe.dataset, recipe.data_dir)  # the error saying where to put it
+    if recipe.dataset not in data.SHAPES:  # streamed: timm's reader says what is missing
+        return recipe, recipe.dataset
     train, val, classes = data.SHAPES[recipe.dataset]
     synthetic = dataclasses.replace(
         recipe,
