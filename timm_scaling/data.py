@@ -239,6 +239,11 @@ def count_images(
         from timm_scaling import pipeline
 
         count = pipeline.count(dataset, data_dir, split)
+    elif dataset not in IN_MEMORY:
+        raise UserError(
+            f"dataset {dataset}: a streamed data set does not say how many images it has; "
+            "plan with a folder or tar copy of it, or time a short run (--epochs 1)"
+        )
     else:  # synthetic data takes CIFAR-10's shape unless its recipe says otherwise
         count = SHAPES.get(dataset, SHAPES["cifar10"])[SPLITS.index(split)]
     return count if limit is None else min(count, limit)
