@@ -356,14 +356,20 @@ def write_images(
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLIT_NAMES:
         images = load_images(source, data_dir, size, split)
+        # Built aside, then moved into place: an interrupted write leaves no half split.
         with tempfile.TemporaryDirectory(dir=out) as scratch:
-            tree = Path(scratch) / split if tar else out / split
+            tree = Path(scratch) / split
             for index, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
                 folder = tree / images.classes[label]
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
             if tar:
-                with tarfile.open(out / f"{split}.tar", "w") as archive:
+                with tarfile.open(tree.with_suffix(".tar"), "w") as archive:
                     for path in sorted(tree.rglob("*.png")):
                         archive.add(path, arcname=str(path.relative_to(tree)))
+                tree = tree.with_suffix(".tar")
+            target = out / tree.name
+            if target.exists():
+                raise UserError(f"{target} exists; write into another folder")
+            os.replace(tree, target)
     return out
