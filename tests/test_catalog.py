@@ -1,6 +1,7 @@
 """Any timm model, not only ours: names, globs, sizes, model_kwargs, and costs checked against
 timm's published benchmark (analysis/paper_cost.md says where calflops and it differ)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,7 @@ def test_train_with_model_kwargs_gets_its_own_folder_and_cost(tmp_path, fresh_ac
     (row,) = read_rows(tmp_path / "report.csv")
     dilated = profile.measure_cost("resnet18", 32, 10, {"output_stride": 8})
     assert float(row["gmacs"]) == pytest.approx(dilated["gmacs"])
+    assert json.loads(row["model_kwargs"]) == {"output_stride": 8}
 
 
 def test_train_at_a_size_the_model_cannot_take_fails_before_training(tmp_path):

@@ -600,6 +600,17 @@ def test_rows_of_one_model_in_two_settings_are_refused_and_where_picks_one(tmp_p
     assert "matches no row" in one_line_error(result, 2)
 
 
+def test_runs_of_one_model_with_other_model_kwargs_are_another_setting(tmp_path):
+    rows = [dict(r, model_kwargs="") for r in settings_rows()]
+    rows.append(dict(rows[0], model_kwargs='{"output_stride": 8}', top1=30.0))
+    path = write_csv(tmp_path / "report.csv", rows)
+    line = one_line_error(runner.invoke(app, ["frontier", str(path)]), 3)
+    assert "effnet_b0 differ in model_kwargs" in line and "--group model_kwargs" in line
+    fr, _ = frontier.run([path], draws=100, group="model_kwargs")
+    b0 = [p for p in fr.points if p.model == "effnet_b0"]
+    assert sorted(p.n for p in b0) == [1, 2]  # the dilated run is a point of its own
+
+
 def test_a_run_written_twice_is_one_run_the_last_kept(tmp_path):
     rows = settings_rows()
     rows.append(dict(rows[0], top1=81.0))  # seed 0 of effnet_b0 again

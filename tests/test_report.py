@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from timm_scaling.cli import app
-from timm_scaling.report import COLUMNS, atomic_write, put_row, read_rows
+from timm_scaling.report import COLUMNS, LEGACY_COLUMNS, atomic_write, put_row, read_rows
 
 runner = CliRunner()
 
@@ -42,6 +42,31 @@ def test_a_run_trained_again_replaces_its_row(tmp_path):
         ("demo", "0", "70.0"),
         ("digits", "0", "80.0"),
     ]
+
+
+def test_runs_differing_only_in_model_kwargs_keep_a_row_each(tmp_path):
+    report = tmp_path / "report.csv"
+    dilated = {**row("resnet18", 0, 50.0), "model_kwargs": '{"output_stride": 8}'}
+    put_row(report, row("resnet18", 0, 40.0))
+    put_row(report, dilated)
+    put_row(report, {**dilated, "top1": 55.0})  # the dilated run, trained again
+    rows = read_rows(report)
+    assert [(r["model_kwargs"], r["top1"]) for r in rows] == [
+        ("", "40.0"),
+        ('{"output_stride": 8}', "55.0"),
+    ]
+
+
+def test_a_report_written_before_model_kwargs_is_upgraded(tmp_path):
+    report = tmp_path / "report.csv"
+    old = dict.fromkeys(LEGACY_COLUMNS, "") | {"model": "effnet_b0", "recipe": "digits"}
+    old |= {"seed": "0", "top1": "50.0"}
+    report.write_text(",".join(LEGACY_COLUMNS) + "\n" + ",".join(old.values()) + "\n")
+    put_row(report, row("effnet_b0", 1, 60.0))
+    put_row(report, row("effnet_b0", 0, 70.0))  # replaces the old row: the same run folder
+    rows = read_rows(report)
+    assert list(rows[0]) == list(COLUMNS)
+    assert [(r["seed"], r["top1"]) for r in rows] == [("1", "60.0"), ("0", "70.0")]
 
 
 @pytest.mark.slow

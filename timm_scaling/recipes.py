@@ -347,8 +347,12 @@ def kwargs_tag(kwargs: Mapping[str, Any]) -> str:
     folders and cached costs of one model built with different model_kwargs."""
     if not kwargs:
         return ""
-    text = json.dumps(dict(kwargs), sort_keys=True, default=str)
-    return "k" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return "k" + hashlib.sha256(kwargs_text(kwargs).encode()).hexdigest()[:8]
+
+
+def kwargs_text(kwargs: Mapping[str, Any]) -> str | None:
+    """model_kwargs as JSON with sorted keys (a report row's column), None for none."""
+    return json.dumps(dict(kwargs), sort_keys=True, default=str) if kwargs else None
 
 
 def _union(hint: Any) -> tuple[Any, ...]:

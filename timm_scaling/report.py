@@ -44,10 +44,15 @@ COLUMNS: tuple[str, ...] = (
     "peak_mem_mb",
     "device",
     "version",
+    # timm.create_model's extra arguments, as JSON with sorted keys; empty for none
+    "model_kwargs",
 )
+# The header of reports written before model_kwargs was a column: read, and upgraded on write.
+LEGACY_COLUMNS: tuple[str, ...] = COLUMNS[:-1]
 
-# What names a run's folder (<recipe>-<model>-s<seed>): a report holds one row per run.
-RUN_KEY: tuple[str, ...] = ("recipe", "model", "seed")
+# What names a run's folder (<recipe>-<model>-s<seed>[-k<hash of model_kwargs>]): a report
+# holds one row per run.
+RUN_KEY: tuple[str, ...] = ("recipe", "model", "model_kwargs", "seed")
 
 
 class Metric(NamedTuple):
@@ -148,7 +153,7 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 def _check_header(path: Path, text: str) -> None:
     first = text.split("\n", 1)[0].strip()
-    if first != ",".join(COLUMNS):
+    if first not in (",".join(COLUMNS), ",".join(LEGACY_COLUMNS)):
         raise UserError(
             f"{path} is not a timm-scaling report (its header differs from ours); "
             "write to another --output, or rebuild it with `timm-scaling collect`"
@@ -174,7 +179,11 @@ def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
         if old:
             _check_header(path, old)
         key = [_format(row.get(column)) for column in RUN_KEY]
-        kept = [r for r in csv.DictReader(io.StringIO(old)) if [r[c] for c in RUN_KEY] != key]
+        kept = [
+            r
+            for r in csv.DictReader(io.StringIO(old))
+            if [r.get(c) or "" for c in RUN_KEY] != key
+        ]
         rows = [*kept, row]
         atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(rows)))
 

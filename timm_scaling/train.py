@@ -42,7 +42,7 @@ from timm_scaling import data, trackers
 from timm_scaling.catalog import create_model
 from timm_scaling.errors import UserError
 from timm_scaling.models import export, scaling_of
-from timm_scaling.recipes import Recipe
+from timm_scaling.recipes import Recipe, kwargs_text
 from timm_scaling.report import atomic_write, put_row, umask_mode
 from timm_scaling.runs import (
     CHECKPOINTS,
@@ -866,6 +866,7 @@ class Trainer:
                 "peak_mem_mb": max(peaks, default=None),
                 "device": self._device_label(),
                 "version": timm_scaling.__version__,
+                "model_kwargs": kwargs_text(recipe.model_kwargs),
             }
             result = {
                 **row,

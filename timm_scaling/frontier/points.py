@@ -16,7 +16,7 @@ from timm_scaling.errors import InputError, UserError
 from timm_scaling.frontier.names import MULTIPLIER_COLUMNS, label_of
 from timm_scaling.frontier.results import PANEL_COLUMNS, Point, group_order
 
-SETTING_COLUMNS = ("dataset", "recipe", "epochs")
+SETTING_COLUMNS = ("dataset", "recipe", "epochs", "model_kwargs")
 HIDDEN = ("source", "line")
 
 
