@@ -216,11 +216,22 @@ class Check:
         atomic_write(self.out / "gpu_check.md", render(self.record))
 
 
+# Seconds a step stopped at its limit has to end by itself after Ctrl-C (pytest writes its
+# summary and XML with every failure's message; a sweep says how to resume) before SIGKILL.
+STOP_GRACE = 15.0
+
+
 def kill_group(process: subprocess.Popen) -> None:
-    """Kill a step's process and everything it started (a sweep's workers)."""
-    with contextlib.suppress(ProcessLookupError):  # it ended by itself meanwhile
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    """Stop a step's process and everything it started (a sweep's workers): Ctrl-C first,
+    then, after STOP_GRACE seconds, SIGKILL."""
+    for sig, grace in ((signal.SIGINT, STOP_GRACE), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):  # it ended by itself meanwhile
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class StepFailed(Exception):
