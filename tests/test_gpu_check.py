@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,21 @@ def test_a_killed_test_run_is_read_from_its_log(tmp_path):
         ("test_data::test_channels_last_output[cuda]", "skipped"),
         ("test_cuda::test_cuda_graphs_give_the_eager_update", "failed"),
     ]
+
+
+def test_a_step_past_its_limit_gets_ctrl_c_first(tmp_path, monkeypatch):
+    """A step killed at its limit is interrupted first, so that it can still say what it knows
+    (pytest: every failure's message), then killed if it does not end within the grace."""
+    script = load_script()
+    monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # keep pytest's SIGTERM
+    check = script.Check(tmp_path, "cpu", quick=True, budget=60)
+    polite = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('told')"
+    with pytest.raises(script.StepFailed, match="killed after 1 s"):
+        check.run("polite", [sys.executable, "-c", polite], limit=1)
+    assert (tmp_path / "logs" / "polite.log").read_text().endswith("told\n")
+    monkeypatch.setattr(script, "STOP_GRACE", 1.0)
+    deaf = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)"
+    started = time.monotonic()
+    with pytest.raises(script.StepFailed, match="killed after 1 s"):
+        check.run("deaf", [sys.executable, "-c", deaf], limit=1)
+    assert time.monotonic() - started < 10  # SIGKILL after the grace, not the sleep's 60 s
