@@ -184,6 +184,9 @@ class Check:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # Ctrl-C's default action, even where gpu_check itself runs in the background
+                # with SIGINT ignored (children inherit that): kill_group's Ctrl-C must land.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
             self.running = process
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -130,8 +131,9 @@ def test_a_step_past_its_limit_gets_ctrl_c_first(tmp_path, monkeypatch):
     """A step killed at its limit is interrupted first, so that it can still say what it knows
     (pytest: every failure's message), then killed if it does not end within the grace."""
     script = load_script()
-    monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # keep pytest's SIGTERM
+    sigterm = signal.getsignal(signal.SIGTERM)
     check = script.Check(tmp_path, "cpu", quick=True, budget=60)
+    signal.signal(signal.SIGTERM, sigterm)  # Check takes SIGTERM over: give it back to pytest
     polite = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('told')"
     with pytest.raises(script.StepFailed, match="killed after 1 s"):
         check.run("polite", [sys.executable, "-c", polite], limit=1)

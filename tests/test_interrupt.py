@@ -28,7 +28,9 @@ def env(tmp_path):
 
 
 def start(args, env) -> subprocess.Popen:
-    """``timm-scaling ARGS`` in a process group of its own, as a shell runs a foreground job."""
+    """``timm-scaling ARGS`` in a process group of its own, as a shell runs a foreground job:
+    with SIGINT's default action, even where the tests themselves run in the background (a
+    shell's `make test &` starts them with SIGINT ignored, and children inherit that)."""
     return subprocess.Popen(
         [sys.executable, "-m", "timm_scaling", *args],
         env=env,
@@ -36,6 +38,7 @@ def start(args, env) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
