@@ -180,9 +180,7 @@ def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
             _check_header(path, old)
         key = [_format(row.get(column)) for column in RUN_KEY]
         kept = [
-            r
-            for r in csv.DictReader(io.StringIO(old))
-            if [r.get(c) or "" for c in RUN_KEY] != key
+            r for r in csv.DictReader(io.StringIO(old)) if [r.get(c) or "" for c in RUN_KEY] != key
         ]
         rows = [*kept, row]
         atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(rows)))
