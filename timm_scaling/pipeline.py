@@ -226,16 +226,13 @@ class CheckedImages(torch.utils.data.Dataset):
 
 
 def _collate(batch):
-    """uint8 images stacked, int64 labels, and the skipped indices as a plain list (kept on the
-    host: Accelerate moves tensors only)."""
+    """uint8 images stacked, int64 labels, and the skipped indices (of :class:`CheckedImages`'
+    items; timm's streamed datasets skip nothing they say) as a plain list, kept on the host:
+    Accelerate moves tensors only."""
     images = torch.stack([item[0] for item in batch])
     labels = torch.tensor([item[1] for item in batch], dtype=torch.int64)
-    return images, labels, [index for item in batch for index in item[2]]
-
-
-def _collate_stream(batch):
-    images = torch.stack([item[0] for item in batch])
-    return images, torch.tensor([item[1] for item in batch], dtype=torch.int64), []
+    skipped = [index for item in batch if len(item) > 2 for index in item[2]]
+    return images, labels, skipped
 
 
 def create(recipe: Recipe, split: str, config: dict[str, Any], class_map: dict[str, int] | None):
@@ -322,7 +319,7 @@ def loader(
         batch_size=batch_size,
         shuffle=train and not recipe.streamed,
         num_workers=workers,
-        collate_fn=_collate_stream if recipe.streamed else _collate,
+        collate_fn=_collate,
         generator=torch.Generator().manual_seed(recipe.seed),
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
