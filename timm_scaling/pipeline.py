@@ -30,6 +30,8 @@ from timm_scaling.errors import UserError
 from timm_scaling.recipes import STREAMED, Recipe
 
 log = logging.getLogger(__name__)
+# timm's tar reader logs four lines each time it scans a tar (and a run scans each split twice).
+logging.getLogger("timm.data.readers").setLevel(logging.WARNING)
 
 # timm's split names (its create_dataset's synonyms), ours first.
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "validation", "valid", "eval")}
