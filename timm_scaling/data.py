@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import DATASETS, IN_MEMORY, check_dataset
+from timm_scaling.recipes import DATASETS, IN_MEMORY, ON_DISK, check_dataset
 
 __all__ = [
     "DATASETS",
     "DEFAULT_DATA_DIR",
     "IN_MEMORY",
+    "ON_DISK",
     "MEAN",
     "SHAPES",
     "STD",
@@ -87,7 +88,7 @@ def num_classes(dataset: str, data_dir: str | Path | None = None) -> int:
     training split; ``synthetic`` and streamed data: the recipe says, see
     :func:`recipe_classes`)."""
     check_dataset(dataset)
-    if dataset in ("folder", "tar"):
+    if dataset in ON_DISK:
         from timm_scaling import pipeline
 
         return len(pipeline.classes(dataset, data_dir))
@@ -112,17 +113,10 @@ def available(dataset: str, data_dir: str | Path | None = None) -> bool:
     check_dataset(dataset)
     if dataset in ("cifar10", "cifar100"):
         return not _cifar_missing(_cifar_class(dataset), data_root(data_dir))
-    if dataset in ("folder", "tar"):
-        from timm_scaling import pipeline
-
-        return pipeline.available(dataset, data_dir)
     if dataset not in IN_MEMORY:
         from timm_scaling import pipeline
 
-        try:
-            pipeline.check_reader(dataset)
-        except UserError:
-            return False
+        return pipeline.available(dataset, data_dir)
     return True  # digits ships with scikit-learn; synthetic is made
 
 
@@ -235,7 +229,7 @@ def count_images(
 ) -> int:
     """How many images one split has (at most ``limit``), without resizing any."""
     check_dataset(dataset)
-    if dataset in ("folder", "tar"):
+    if dataset in ON_DISK:
         from timm_scaling import pipeline
 
         count = pipeline.count(dataset, data_dir, split)

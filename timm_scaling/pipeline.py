@@ -27,7 +27,7 @@ from PIL import Image
 
 from timm_scaling.data import Normalizer, data_root
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import STREAMED, Recipe
+from timm_scaling.recipes import ON_DISK, STREAMED, Recipe
 
 log = logging.getLogger(__name__)
 # timm's tar reader logs four lines each time it scans a tar (and a run scans each split twice).
@@ -62,8 +62,12 @@ def split_path(dataset: str, data_dir: str | Path | None, split: str) -> Path:
 
 
 def available(dataset: str, data_dir: str | Path | None) -> bool:
-    """Whether both splits of ``folder`` or ``tar`` data are where the recipe says."""
+    """Whether both splits of ``folder`` or ``tar`` data are where the recipe says; for a
+    streamed reader, whether its package is installed (the reader says the rest)."""
     try:
+        if dataset not in ON_DISK:
+            check_reader(dataset)
+            return True
         for split in SPLIT_NAMES:
             split_path(dataset, data_dir, split)
     except UserError:
@@ -118,11 +122,11 @@ def check_reader(dataset: str) -> None:
     """A one-line error where a streamed reader's package is not installed."""
     prefix = dataset.partition("/")[0]
     if prefix in STREAMED:
-        module = {"tfds-nightly": "tensorflow_datasets"}.get(STREAMED[prefix], STREAMED[prefix])
+        package, module = STREAMED[prefix]
         if importlib.util.find_spec(module) is None:
             raise UserError(
-                f"dataset {dataset}: timm's {prefix} reader needs the {STREAMED[prefix]} "
-                f"package; pip install {STREAMED[prefix]}"
+                f"dataset {dataset}: timm's {prefix} reader needs the {package} package; "
+                f"pip install {package}"
             )
 
 

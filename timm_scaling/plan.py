@@ -86,7 +86,7 @@ def stand_in(recipe: Recipe) -> tuple[Recipe, str]:
 
     if data.available(recipe.dataset, recipe.data_dir):
         return recipe, recipe.dataset
-    if recipe.dataset in ("folder", "tar"):  # its size is unknown without it
+    if recipe.dataset in data.ON_DISK:  # its size is unknown without it
         from timm_scaling import pipeline
 
         pipeline.classes(recipe.dataset, recipe.data_dir)  # the error saying where to put it

@@ -36,8 +36,13 @@ IN_MEMORY = ("cifar10", "cifar100", "digits", "synthetic")
 ON_DISK = ("folder", "tar")
 DATASETS: tuple[str, ...] = IN_MEMORY + ON_DISK
 # timm's streamed readers, named as timm's create_dataset spells them (``hfds/NAME``), and the
-# pip package each needs.
-STREAMED = {"hfds": "datasets", "hfids": "datasets", "wds": "webdataset", "tfds": "tfds-nightly"}
+# pip package each needs with the module it installs.
+STREAMED = {
+    "hfds": ("datasets", "datasets"),
+    "hfids": ("datasets", "datasets"),
+    "wds": ("webdataset", "webdataset"),
+    "tfds": ("tfds-nightly", "tensorflow_datasets"),
+}
 # Keys of timm's pipeline (data read from disk or streamed), which in-memory data sets ignore.
 PIPELINE_KEYS = ("auto_augment", "re_prob", "interpolation", "crop_pct", "scale", "num_classes")
 SUFFIXES = (".yaml", ".yml")
