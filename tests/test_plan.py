@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 from accelerate.state import AcceleratorState
 from typer.testing import CliRunner
 
@@ -71,6 +72,29 @@ def test_summary_says_total_wall_time_and_fallbacks():
     assert "wall time with --jobs 2: 1 h 0 min" in lines
 
 
+def test_summary_says_whether_grad_checkpointing_fits_a_run_that_does_not():
+    gpu = {"device": "NVIDIA H100", "micro_batches": 4}
+    rows = [
+        row(model="effnet_b0_w2", checkpointed_micro_batches=1, checkpointed_images_per_s=900.0),
+        row(model="effnet_b0_w3", checkpointed_micro_batches=2, checkpointed_images_per_s=80.4),
+        row(model="effnet_b0_w4", checkpointed_micro_batches=0),
+        row(model="effnet_b0_w5"),  # not measured with checkpointing (no support in timm)
+    ]
+    lines = {line.split(":")[0]: line for line in summary([{**r, **gpu} for r in rows])}
+    assert lines["baseline effnet_b0_w2 s0"].endswith(
+        "4 micro-batches (out-of-memory fallback) on NVIDIA H100; with grad_checkpointing, "
+        "it fits whole at 900 images/s (--set grad_checkpointing=true)"
+    )
+    assert (
+        "with grad_checkpointing, 2 micro-batches at 80 images/s"
+        in lines["baseline effnet_b0_w3 s0"]
+    )
+    assert lines["baseline effnet_b0_w4 s0"].endswith(
+        "with grad_checkpointing it does not fit either"
+    )
+    assert lines["baseline effnet_b0_w5 s0"].endswith("on NVIDIA H100")
+
+
 def test_durations_read_as_a_person_would():
     assert [planning.duration(s) for s in (42.46, 61, 3725, None)] == [
         "42.5 s",
@@ -107,6 +131,41 @@ def test_measure_projects_the_epochs_of_the_real_loop(tmp_path):
     assert got["run_s"] == pytest.approx(3 * got["epoch_s"])
     # 64 images in 2 updates an epoch: one timed update of 32 images is half an epoch.
     assert got["train_epoch_s"] == pytest.approx(2 * 32 / got["images_per_s"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_a_run_out_of_memory_is_measured_again_with_grad_checkpointing(monkeypatch):
+    """A card that holds 16 images' activations, or 32 with checkpointing (simulated: a CPU
+    raises no out-of-memory error): the plan measures both and says checkpointing fits it."""
+    from timm_scaling import train
+
+    built, card = [], {False: 16, True: 32}
+
+    class SmallCard(train.Trainer):
+        def __init__(self, recipe, *args, **kwargs):
+            super().__init__(recipe, *args, **kwargs)
+            built.append(recipe.grad_checkpointing)
+            holds = card[recipe.grad_checkpointing]
+
+            def out_of_memory(module, args):
+                if module.training and len(args[0]) > holds:
+                    raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+            self.unwrapped.register_forward_pre_hook(out_of_memory)
+
+    monkeypatch.setattr(train, "Trainer", SmallCard)
+    got = measure(load_recipe("digits", TINY), seconds=0.001)
+    assert built == [False, True]
+    assert (got["micro_batches"], got["checkpointed_micro_batches"]) == (2, 1)
+    assert got["checkpointed_images_per_s"] > 0
+    line = summary([got])[1]
+    assert "2 micro-batches" in line and "with grad_checkpointing, it fits whole" in line
+    # A run that fits is measured once.
+    built.clear()
+    card[False] = 32
+    fits = measure(load_recipe("digits", TINY), seconds=0.001)
+    assert (fits["micro_batches"], fits["checkpointed_micro_batches"]) == (1, None)
+    assert built == [False]
 
 
 @pytest.mark.slow

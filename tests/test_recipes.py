@@ -69,6 +69,35 @@ def test_image_size_is_base_times_resolution(name, size):
     assert load_recipe(name, ["base_size=100"]).image_size == round(100 * resolution)
 
 
+@pytest.mark.parametrize(
+    ("name", "overrides", "peak"),
+    [
+        ("baseline", [], 0.008),  # the paper's 0.256 per 4096 at batch 128
+        ("baseline", ["batch_size=512"], 0.032),
+        ("baseline", ["batch_size=64", "lr_base_scale=sqrt"], 0.016 * 0.5),
+        ("baseline", ["batch_size=512", "lr=0.01"], 0.01),  # given outright: as given
+        ("depth4", ["batch_size=32"], 0.002),
+        ("imagenet", [], 0.016),
+        ("folder-small", [], 0.008),  # batch 128
+        ("digits", [], 0.0005),
+        ("digits", ["batch_size=64"], 0.001),
+    ],
+)
+def test_peak_lr_follows_the_batch_as_timm_scales_it(name, overrides, peak):
+    assert load_recipe(name, overrides).peak_lr == pytest.approx(peak, rel=1e-12)
+
+
+def test_lr_rule_keys_are_checked():
+    for override, words in (
+        ("lr_base=0", ["lr_base", "above 0"]),
+        ("lr_base_size=0", ["lr_base_size", "1 or more"]),
+        ("lr_base_scale=log", ["lr_base_scale", "linear", "sqrt"]),
+    ):
+        with pytest.raises(UserError) as err:
+            load_recipe("baseline", [override])
+        assert all(word in _one_line(err) for word in words), _one_line(err)
+
+
 def test_overrides_are_typed_by_yaml():
     r = load_recipe("baseline", ["lr=0.1", "ema=true", "limit_train=100", "data_dir=/tmp/x"])
     assert r.lr == 0.1 and isinstance(r.lr, float)

@@ -394,7 +394,12 @@ def train_cmd(
     batch_size: Annotated[
         int | None, typer.Option(help="Images per update, over all processes.")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate as given (else the recipe's lr_base, scaled to the batch)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     output: Annotated[Path, typer.Option(help="Run folders and report.csv go here.")] = Path(
         "runs"

@@ -41,6 +41,8 @@ COLUMNS: tuple[str, ...] = (
     "batch_size",
     "grad_accum",
     "micro_batches",
+    "checkpointed_micro_batches",
+    "checkpointed_images_per_s",
     "updates_measured",
     "images_per_s",
     "peak_mem_mb",
@@ -106,44 +108,65 @@ def stand_in(recipe: Recipe) -> tuple[Recipe, str]:
 
 def measure(recipe: Recipe, seconds: float | None = None, cpu: bool = False) -> dict[str, Any]:
     """Measure one run of ``recipe`` with the trainer's loop (``seconds`` of timed updates, else
-    the device's default :func:`budget`); returns its plan row."""
+    the device's default :func:`budget`); returns its plan row. A run that runs out of memory
+    at its batch is measured again with timm's grad checkpointing, which the row reports too."""
+    measured, measured_on = stand_in(recipe)
+    row = {
+        "model": recipe.model,
+        "recipe": recipe.name,
+        "seed": recipe.seed,
+        "dataset": recipe.dataset,
+        "measured_on": measured_on,
+        "img_size": recipe.image_size,
+        "batch_size": recipe.batch_size,
+        "grad_accum": recipe.grad_accum,
+        "epochs": recipe.epochs,
+        **_measure_run(measured, seconds, cpu),
+    }
+    if row.pop("fell_back") and not recipe.grad_checkpointing:
+        checkpointed = dataclasses.replace(measured, grad_checkpointing=True)
+        try:
+            again = _measure_run(checkpointed, seconds, cpu)
+        except UserError:  # this model has no grad checkpointing: nothing to report
+            pass
+        else:
+            # 0: out of memory even at one image per micro-batch with checkpointing
+            row["checkpointed_micro_batches"] = again["micro_batches"] or 0
+            row["checkpointed_images_per_s"] = again.get("images_per_s")
+    return {column: row.get(column) for column in COLUMNS}
+
+
+def _measure_run(measured: Recipe, seconds: float | None, cpu: bool) -> dict[str, Any]:
+    """Time ``measured`` in a temporary folder: the timings, micro-batches, peak memory, and
+    whether it fell back to more micro-batches on out-of-memory errors."""
     import torch
 
     from timm_scaling.train import Trainer, device_name, evaluate, is_out_of_memory, peak_memory_mb
 
-    measured, measured_on = stand_in(recipe)
-    if recipe.compile:  # each model compiles afresh, not against the previous runs' guards
+    if measured.compile:  # each model compiles afresh, not against the previous runs' guards
         torch._dynamo.reset()
     with tempfile.TemporaryDirectory(prefix="timm-scaling-plan-") as folder:
         trainer = Trainer(measured, folder, progress=False, cpu=cpu)
+        started_with = trainer.micro_batches  # a CPU's estimate, else grad_accum
         accelerator = trainer.accelerator
         device = accelerator.device
         cuda = device.type == "cuda"
-        limits = budget(cuda, seconds)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         row: dict[str, Any] = {
-            "model": recipe.model,
-            "recipe": recipe.name,
-            "seed": recipe.seed,
-            "dataset": recipe.dataset,
-            "measured_on": measured_on,
-            "img_size": recipe.image_size,
-            "batch_size": recipe.batch_size,
-            "grad_accum": recipe.grad_accum,
-            "epochs": recipe.epochs,
             "device": device_name(device),
             "device_mem_mb": (
                 torch.cuda.get_device_properties(device).total_memory / 2**20 if cuda else None
             ),
         }
         try:
-            row.update(_time(trainer, limits, evaluate))
+            row.update(_time(trainer, budget(cuda, seconds), evaluate))
+            row["micro_batches"] = trainer.micro_batches
         except RuntimeError as err:  # out of memory even at one image per micro-batch
             if not is_out_of_memory(err):
                 raise
             row["micro_batches"] = None
-        row["micro_batches"] = row.get("micro_batches", trainer.micro_batches)
+        row["fell_back"] = row["micro_batches"] != started_with
         row["peak_mem_mb"] = peak_memory_mb(device)
         accelerator.end_training()
         accelerator.free_memory()
@@ -151,7 +174,7 @@ def measure(recipe: Recipe, seconds: float | None = None, cpu: bool = False) -> 
         gc.collect()  # the next run's peak must not hold this one's tensors
         if cuda:
             torch.cuda.empty_cache()
-    return {column: row.get(column) for column in COLUMNS}
+    return row
 
 
 def _time(trainer, limits: Budget, evaluate) -> dict[str, float]:
@@ -273,6 +296,20 @@ def render(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _with_checkpointing(row: Mapping[str, Any]) -> str:
+    """What grad checkpointing does for a run that did not fit, where it was measured."""
+    micro = row.get("checkpointed_micro_batches")
+    if micro is None:
+        return ""
+    if not micro:
+        return "; with grad_checkpointing it does not fit either"
+    fits = "it fits whole" if micro == row["grad_accum"] else f"{micro} micro-batches"
+    speed = row["checkpointed_images_per_s"]
+    return (
+        f"; with grad_checkpointing, {fits} at {speed:.0f} images/s (--set grad_checkpointing=true)"
+    )
+
+
 def summary(rows: Sequence[Mapping[str, Any]], jobs: int | None = None) -> list[str]:
     """Lines under the table: what was measured on, the total, the wall time with ``jobs``."""
     lines = sorted({f"measured on {row['measured_on']}" for row in rows})
@@ -282,7 +319,10 @@ def summary(rows: Sequence[Mapping[str, Any]], jobs: int | None = None) -> list[
             if row["micro_batches"]
             else "does not fit even at one image per micro-batch"
         )
-        lines.append(f"{row['recipe']} {row['model']} s{row['seed']}: {what} on {row['device']}")
+        lines.append(
+            f"{row['recipe']} {row['model']} s{row['seed']}: {what} on {row['device']}"
+            + _with_checkpointing(row)
+        )
     times = [row["run_s"] for row in rows if row["run_s"] is not None]
     lines.append(f"total: {len(rows)} run(s), {duration(sum(times))} of training")
     if jobs is not None:

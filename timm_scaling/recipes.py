@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,8 @@ STREAMED = {
     "tfds": ("tfds-nightly", "tensorflow_datasets"),
 }
 # Keys of timm's pipeline (data read from disk or streamed), which in-memory data sets ignore.
+# How a recipe writes its lr: Recipe.peak_lr is what it trains at.
+LR_RULE_KEYS = ("lr", "lr_base", "lr_base_size", "lr_base_scale")
 PIPELINE_KEYS = ("auto_augment", "re_prob", "interpolation", "crop_pct", "scale", "num_classes")
 SUFFIXES = (".yaml", ".yml")
 # Keys that would load weights: timm-scaling trains from scratch and never downloads anything.
@@ -70,12 +73,13 @@ _BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
             "synthetic_val_size",
             "synthetic_classes",
             "num_classes",
+            "lr_base_size",
         ),
         lambda v: v >= 1,
         "1 or more",
     ),
     (("limit_train", "limit_val"), lambda v: v >= 1, "1 or more (or null for all)"),
-    (("lr", "opt_eps", "lr_decay_epochs"), lambda v: 0 < v < float("inf"), "above 0"),
+    (("lr", "lr_base", "opt_eps", "lr_decay_epochs"), lambda v: 0 < v < float("inf"), "above 0"),
     (
         ("seed", "warmup_epochs", "warmup_lr", "weight_decay", "crop_padding", "num_workers"),
         lambda v: 0 <= v < float("inf"),
@@ -131,8 +135,13 @@ class Recipe:
     batch_size: int = 128
     # images per forward pass per process at evaluation
     eval_batch_size: int = 256
-    # peak learning rate, for batch_size images per step
-    lr: float = 0.008
+    # peak learning rate as given (timm's --lr); None: lr_base scaled to batch_size
+    lr: float | None = None
+    # timm's --lr-base, --lr-base-size, --lr-base-scale: the peak lr at lr_base_size images
+    # per step, scaled to batch_size linearly (as the paper scales 0.256 per 4096) or by sqrt
+    lr_base: float = 0.016
+    lr_base_size: int = 256
+    lr_base_scale: Literal["linear", "sqrt"] = "linear"
     optimizer: Literal["rmsproptf", "sgd", "adamw"] = "rmsproptf"
     opt_eps: float = 0.001
     momentum: float = 0.9
@@ -262,6 +271,21 @@ class Recipe:
         if not self.is_ours:
             return self.base_size
         return parse_name(self.model).image_size(self.base_size)
+
+    @property
+    def peak_lr(self) -> float:
+        """The peak lr this run trains at: ``lr`` where given, else ``lr_base`` scaled from
+        ``lr_base_size`` to ``batch_size`` images per step (timm's train.py rule)."""
+        if self.lr is not None:
+            return self.lr
+        ratio = self.batch_size / self.lr_base_size
+        return self.lr_base * (ratio if self.lr_base_scale == "linear" else math.sqrt(ratio))
+
+    def trained_settings(self) -> dict[str, Any]:
+        """The settings that decide what a run trains: the lr as trained, not as written
+        (``lr: 0.008`` and ``lr_base: 0.016`` at 256 train the same run at batch 128)."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in LR_RULE_KEYS}
+        return {**settings, "lr": self.peak_lr}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

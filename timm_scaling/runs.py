@@ -64,7 +64,7 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     saved = folder / RECIPE_FILE
     if not saved.exists():
         return []
-    before, now = load_recipe(str(saved)).to_dict(), recipe.to_dict()
+    before, now = load_recipe(str(saved)).trained_settings(), recipe.trained_settings()
     changed = sorted(k for k in now if k not in INCIDENTAL_KEYS and before.get(k) != now[k])
     if resume and "epochs" in changed and now["epochs"] > before["epochs"]:
         changed.remove("epochs")

@@ -436,7 +436,7 @@ class Trainer:
         optimizer = create_optimizer_v2(
             model,
             recipe.optimizer,
-            lr=recipe.lr,
+            lr=recipe.peak_lr,
             weight_decay=recipe.weight_decay,
             momentum=recipe.momentum,
             eps=recipe.opt_eps,
@@ -457,13 +457,13 @@ class Trainer:
             t_in_epochs=False,
         )
         if recipe.warmup_epochs > recipe.epochs:
-            end = recipe.warmup_lr + (recipe.lr - recipe.warmup_lr) * (
+            end = recipe.warmup_lr + (recipe.peak_lr - recipe.warmup_lr) * (
                 recipe.epochs / recipe.warmup_epochs
             )
             logger.warning(
                 f"warm-up ({recipe.warmup_epochs:g} epochs) is longer than the run "
                 f"({recipe.epochs} epoch{'s' * (recipe.epochs > 1)}): the lr ends at "
-                f"{end:.2g}, short of its peak {recipe.lr:g}; --set warmup_epochs= less than "
+                f"{end:.2g}, short of its peak {recipe.peak_lr:g}; --set warmup_epochs= less than "
                 "the epochs"
             )
         self.ema = ModelEmaV3(self.unwrapped, decay=recipe.ema_decay) if recipe.ema else None
@@ -611,7 +611,7 @@ class Trainer:
             recipe.write(self.folder / RECIPE_FILE)
         accelerator.init_trackers(
             trackers.PROJECT,
-            config=trackers.hparams(recipe.to_dict()),
+            config=trackers.hparams(recipe.to_dict() | {"lr": recipe.peak_lr}),
             init_kwargs=trackers.init_kwargs(self.trackers, self.folder.name),
         )
         for epoch in range(len(history), recipe.epochs):
@@ -794,7 +794,7 @@ class Trainer:
             torch.cuda.empty_cache()
         before, self.micro_batches = self.micro_batches, self.micro_batches * 2
         logger.warning(
-            f"out of memory at micro-batch {-(-batch // before)} (process "
+            f"out of memory at micro-batches of ~{-(-batch // before)} images (process "
             f"{self.accelerator.process_index}): now {self.micro_batches} micro-batches of "
             f"~{-(-batch // self.micro_batches)} per update; the update is unchanged",
             main_process_only=False,
