@@ -166,7 +166,14 @@ def test_streamed_reader_without_its_package_is_one_line(tmp_path):
     assert "--set num_classes=N" in message
 
 
-def test_a_folder_without_splits_shows_the_tree_it_expects(tmp_path):
+def test_a_folder_without_splits_shows_the_tree_it_expects(tmp_path, monkeypatch):
+    from timm_scaling import train
+
+    def started(*args, **kwargs):
+        raise AssertionError("a run started for data that is not there")
+
+    monkeypatch.setattr(train, "train", started)  # the check comes before any process
+    monkeypatch.setattr(train, "launch", started)
     (tmp_path / "images" / "cat").mkdir(parents=True)
     args = ["train", "imagenet", "--data-dir", str(tmp_path), "--output", str(tmp_path / "r")]
     message = one_line_error(args)
@@ -174,7 +181,13 @@ def test_a_folder_without_splits_shows_the_tree_it_expects(tmp_path):
     assert "expected DATA_DIR/train/CLASS/IMAGE and DATA_DIR/val/CLASS/IMAGE" in message
     message = one_line_error([*args, "--dataset", "tar"])
     assert "expected DATA_DIR/train.tar and DATA_DIR/val.tar" in message
+    sweep = tmp_path / "pair.yaml"
+    sweep.write_text(f"recipe: imagenet\nset: [data_dir={tmp_path}]\nmodels: [effnet_b0]\n")
+    message = one_line_error(["sweep", str(sweep), "--output", str(tmp_path / "s")])
+    assert "has no train/ or training/;" in message and not (tmp_path / "s").exists()
     (tmp_path / "train" / "cat").mkdir(parents=True)
+    message = one_line_error([*args, "--num-processes", "2"])
+    assert f"{tmp_path} has no val/ or validation/ or valid/ or eval/;" in message
     (tmp_path / "val" / "dog").mkdir(parents=True)
     with pytest.raises(UserError, match=r"classes that the training split lacks \(dog\)"):
         pipeline.classes("folder", tmp_path)

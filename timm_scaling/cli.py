@@ -447,6 +447,10 @@ def train_cmd(
     if done is not None:
         typer.echo(f"{done} is finished (its result.json exists): not retraining it")
         return
+    if not resolved.in_memory:  # before any process starts or any model is built
+        from timm_scaling import pipeline
+
+        pipeline.require(resolved.dataset, resolved.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from timm_scaling import train
 

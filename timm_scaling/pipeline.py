@@ -61,15 +61,21 @@ def split_path(dataset: str, data_dir: str | Path | None, split: str) -> Path:
     )
 
 
+def require(dataset: str, data_dir: str | Path | None) -> None:
+    """The one-line error saying what of a pipeline data set is missing: a split of ``folder``
+    or ``tar`` data, or a streamed reader's package (the reader says the rest). Checked before
+    a run starts, so that no process is launched and no model is built for data not there."""
+    if dataset not in ON_DISK:
+        check_reader(dataset)
+        return
+    for split in SPLIT_NAMES:
+        split_path(dataset, data_dir, split)
+
+
 def available(dataset: str, data_dir: str | Path | None) -> bool:
-    """Whether both splits of ``folder`` or ``tar`` data are where the recipe says; for a
-    streamed reader, whether its package is installed (the reader says the rest)."""
+    """Whether :func:`require` finds nothing missing."""
     try:
-        if dataset not in ON_DISK:
-            check_reader(dataset)
-            return True
-        for split in SPLIT_NAMES:
-            split_path(dataset, data_dir, split)
+        require(dataset, data_dir)
     except UserError:
         return False
     return True

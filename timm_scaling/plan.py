@@ -91,7 +91,7 @@ def stand_in(recipe: Recipe) -> tuple[Recipe, str]:
     if recipe.dataset in data.ON_DISK:  # its size is unknown without it
         from timm_scaling import pipeline
 
-        pipeline.classes(recipe.dataset, recipe.data_dir)  # the error saying where to put it
+        pipeline.require(recipe.dataset, recipe.data_dir)  # the error saying where to put it
     if recipe.dataset not in data.SHAPES:  # streamed: timm's reader says what is missing
         return recipe, recipe.dataset
     train, val, classes = data.SHAPES[recipe.dataset]

@@ -337,6 +337,12 @@ def run_sweep(
     done = [finished(output, r) is not None for r in mine]  # reads each run's recipe.yaml
     skipped = [r for r, d in zip(mine, done, strict=True) if d]
     trained = [r for r, d in zip(mine, done, strict=True) if not d]
+    for dataset, data_dir in dict.fromkeys(
+        (r.dataset, r.data_dir) for r in trained if not r.in_memory
+    ):
+        from timm_scaling import pipeline  # data not there: one line before any job starts
+
+        pipeline.require(dataset, data_dir)
     notify = on_run or (lambda *_: None)
     landed = on_result or (lambda *_: None)
     for i, recipe in enumerate(skipped):
