@@ -106,12 +106,14 @@ def test_interpreter_start_imports_neither_torch_nor_timm(fresh_env):
 
 def test_env_switch_turns_the_hook_off(fresh_env):
     python, _, root = fresh_env
+    # Off: timm alone has none of our models, until an explicit import registers them.
+    code = (
+        "import timm; before = 'effnet_b0_w2' in timm.list_models()\n"
+        "import timm_scaling; print(before, 'effnet_b0_w2' in timm.list_models())"
+    )
+    assert run(python, code, root, TIMM_SCALING_AUTOLOAD="0").stdout.split() == ["False", "True"]
     code = "import timm; print('effnet_b0_w2' in timm.list_models())"
-    assert run(python, code, root, TIMM_SCALING_AUTOLOAD="0").stdout.strip() == "False"
     assert run(python, code, root, TIMM_SCALING_AUTOLOAD="1").stdout.strip() == "True"
-    # An explicit import registers whatever the switch says.
-    code = "import timm_scaling, timm; print('effnet_b0_w2' in timm.list_models())"
-    assert run(python, code, root, TIMM_SCALING_AUTOLOAD="0").stdout.strip() == "True"
 
 
 def test_a_broken_plugin_never_breaks_python_or_timm(fresh_env, tmp_path):

@@ -8,7 +8,8 @@ they are ordered cheapest first, so that a time limit cuts the slowest (compilin
 from __future__ import annotations
 
 import math
-import warnings
+import traceback
+from pathlib import Path
 
 import helpers
 import pytest
@@ -78,24 +79,27 @@ def test_a_bf16_update_in_channels_last(tmp_path):
 
 
 def test_an_update_makes_no_host_sync(tmp_path):
-    """The loop never waits for the GPU inside an epoch: no .item(), no copy to the host."""
+    """The loop never waits for the GPU inside an epoch: no .item(), no copy to the host. A sync
+    fails the test with the line that made it (torch's sync debug mode raises there)."""
     trainer = Trainer(recipe(limit_train=32 * 6), tmp_path)
     trainer.train_epoch(0)  # warm-up: cuDNN's algorithm search, the allocator
     trainer.train_batches.set_epoch(1)
     batches = iter(trainer.train_batches)
     first = next(batches)  # the epoch's shuffle is made (and copied over) once, here
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            trainer._update(*first)
-            for images, labels in batches:
-                trainer._update(images, labels)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
-    assert not syncs, f"{len(syncs)} host syncs in 6 updates, the first: {syncs[0]}"
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer._update(*first)
+        for images, labels in batches:
+            trainer._update(images, labels)
+    except RuntimeError as err:
+        if "synchroniz" not in str(err):
+            raise
+        frames = traceback.extract_tb(err.__traceback__)[-4:]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames[::-1])
+        pytest.fail(f"a host sync in an update at {where}: {str(err).splitlines()[0]}")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_evaluation_counts_every_image_once():

@@ -70,9 +70,10 @@ def test_finer_history_shows_the_warm_up(logged_run):
     assert [p["epoch"] for p in steps] == [0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
     assert steps[-1]["images"] == 128
     lrs = [p["lr"] for p in steps]
-    # Warm-up from 1e-6 over 2 updates to the peak 0.0005, then x0.8 an epoch.
-    assert lrs[:3] == pytest.approx([1e-6, 0.0005 / 2, 0.0005], rel=0.01)
-    assert lrs[2:] == sorted(lrs[2:], reverse=True) and lrs[-1] == pytest.approx(0.0004)
+    # Warm-up from 1e-6 over 2 updates to the peak, digits' 0.0005 per 32 images at batch 16,
+    # then x0.8 an epoch.
+    assert lrs[:3] == pytest.approx([1e-6, 0.00025 / 2, 0.00025], rel=0.01)
+    assert lrs[2:] == sorted(lrs[2:], reverse=True) and lrs[-1] == pytest.approx(0.0002)
 
 
 @pytest.mark.slow
