@@ -87,6 +87,13 @@ def test_peak_lr_follows_the_batch_as_timm_scales_it(name, overrides, peak):
     assert load_recipe(name, overrides).peak_lr == pytest.approx(peak, rel=1e-12)
 
 
+def test_lr_text_says_where_the_peak_lr_comes_from():
+    assert load_recipe("digits", ["batch_size=64"]).lr_text() == "0.001 (lr_base 0.0005 x 64/32)"
+    sqrt = load_recipe("baseline", ["lr_base_scale=sqrt", "batch_size=1024"])
+    assert sqrt.lr_text() == "0.032 (lr_base 0.016 x sqrt(1024/256))"
+    assert load_recipe("baseline", ["lr=0.02"]).lr_text() == "0.02"
+
+
 def test_lr_rule_keys_are_checked():
     for override, words in (
         ("lr_base=0", ["lr_base", "above 0"]),

@@ -385,6 +385,8 @@ def test_log_lines_one_per_checkpoint_and_a_warm_up_longer_than_the_run(tmp_path
     folder = tmp_path / "two" / "digits-effnet_b0-s0"
     assert checkpoints == [f"checkpoint {folder / CHECKPOINTS / f'epoch-{k:04d}'}" for k in (1, 2)]
     assert not [m for m in messages if "RANK" in m]
+    start = "effnet_b0 at 32 px: 2 epochs of 2 updates of 32 images, peak lr 0.0005 (lr_base"
+    assert [m for m in messages if m.startswith(start)] == [f"{start} 0.0005 x 32/32)"]
     caplog.clear()
     train(tiny(warmup_epochs=2), tmp_path)  # 1 epoch
     (message,) = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]

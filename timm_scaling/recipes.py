@@ -281,6 +281,14 @@ class Recipe:
         ratio = self.batch_size / self.lr_base_size
         return self.lr_base * (ratio if self.lr_base_scale == "linear" else math.sqrt(ratio))
 
+    def lr_text(self) -> str:
+        """The peak lr and where it comes from: ``'0.001 (lr_base 0.0005 x 64/32)'``."""
+        if self.lr is not None:
+            return f"{self.lr:.3g}"
+        ratio = f"{self.batch_size}/{self.lr_base_size}"
+        scaled = ratio if self.lr_base_scale == "linear" else f"sqrt({ratio})"
+        return f"{self.peak_lr:.3g} (lr_base {self.lr_base:g} x {scaled})"
+
     def trained_settings(self) -> dict[str, Any]:
         """The settings that decide what a run trains: the lr as trained, not as written
         (``lr: 0.008`` and ``lr_base: 0.016`` at 256 train the same run at batch 128)."""

@@ -456,6 +456,12 @@ class Trainer:
             warmup_lr_init=recipe.warmup_lr,
             t_in_epochs=False,
         )
+        logger.info(
+            f"{recipe.model} at {recipe.image_size} px: {recipe.epochs} "
+            f"epoch{'s' * (recipe.epochs != 1)} of {updates_per_epoch} "
+            f"update{'s' * (updates_per_epoch != 1)} of {recipe.batch_size} images, "
+            f"peak lr {recipe.lr_text()}"
+        )
         if recipe.warmup_epochs > recipe.epochs:
             end = recipe.warmup_lr + (recipe.peak_lr - recipe.warmup_lr) * (
                 recipe.epochs / recipe.warmup_epochs
