@@ -564,7 +564,8 @@ def sweep_cmd(
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.
     terminal = sys.stderr.isatty()
-    logging.basicConfig(level=logging.WARNING if terminal else logging.INFO, format="%(message)s")
+    quiet = terminal or plan  # a plan's runs are set up, not trained: their lines are noise
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     if plan:
         from timm_scaling.plan import budget
 
