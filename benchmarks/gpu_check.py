@@ -1,6 +1,7 @@
 """Everything a GPU session must verify, as one script (``make gpu-check``).
 
     python benchmarks/gpu_check.py --device cuda|cpu [--quick] --out DIR [--budget SECONDS]
+                                   [--steps a,b1,...]
 
 Writes ``DIR/gpu_check.md`` (to read) and ``DIR/gpu_check.json`` (every number), the device's
 name and the torch, CUDA and timm versions first, then one section each:
@@ -18,7 +19,9 @@ e. packing:    the trainer's loop alone, then four copies at once on the same GP
 
 Each step runs in its own process with a time limit taken from one overall ``--budget``; a step
 that fails or runs out of time is recorded as such and the next one runs. Both files are
-rewritten after every step, so a killed run still leaves what it measured. ``--quick`` cuts
+rewritten after every step, so a killed run still leaves what it measured. ``--steps`` runs
+only the steps named (in the order above; the others are recorded as not run), so that a
+short GPU lease spends itself on what is still unmeasured. ``--quick`` cuts
 every step to a smoke run and plans each sweep once (``--device cpu --quick`` runs in minutes
 on a CPU). Exit status: 0
 when every step passed, 1 when one failed or was cut, 2 for ``--device cuda`` without a GPU.
@@ -71,6 +74,8 @@ PACKAGES = {
 VERSIONS = ("torch", "timm", "accelerate", "transformers", "calflops", "pandas", "numpy")
 TABLE7_SEEDS = 3  # the study: each Table 7 recipe with 3 seeds (its recipes' 35 epochs)
 PACKED = 4  # jobs on the one GPU
+STEPS = ("a", "b1", "b2", "c1", "c2", "d", "c3", "e", "c4")  # in the order they run
+NOT_ASKED = "not run: not in --steps"
 
 
 def now() -> str:
@@ -104,8 +109,10 @@ def git_commit() -> str | None:
 class Check:
     """The record of one gpu_check run, rewritten to DIR after every step."""
 
-    def __init__(self, out: Path, device: str, quick: bool, budget: float) -> None:
-        self.out, self.device, self.quick = out, device, quick
+    def __init__(
+        self, out: Path, device: str, quick: bool, budget: float, steps: set[str] | None = None
+    ) -> None:
+        self.out, self.device, self.quick, self.steps = out, device, quick, steps
         self.deadline = time.monotonic() + budget
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -147,6 +154,10 @@ class Check:
         limit = min(limit, self.left())
         entry: dict[str, Any] = {"title": title, "status": "running", "started": now()}
         self.record["steps"][name] = entry
+        if self.steps is not None and name not in self.steps:
+            entry["status"] = NOT_ASKED
+            self.save()
+            return None
         if limit < 15:
             entry["status"] = "not run: out of time (raise --budget)"
             self.save()
@@ -649,7 +660,21 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds for everything [default: 460 on a GPU (under 8 min), 170 with --quick]",
     )
+    parser.add_argument(
+        "--steps", help=f"run only these steps, comma separated ({', '.join(STEPS)}) [default: all]"
+    )
     args = parser.parse_args(argv)
+    steps = None
+    if args.steps is not None:
+        steps = {name.strip() for name in args.steps.split(",") if name.strip()}
+        unknown = sorted(steps - set(STEPS))
+        if unknown or not steps:
+            print(
+                f"error: --steps {args.steps}: no step {', '.join(unknown) or 'named'}; "
+                f"choose from {', '.join(STEPS)}",
+                file=sys.stderr,
+            )
+            return 2
     missing = missing_packages()
     if "torch" in missing:
         print(f"error: torch is missing; {how_to_bring(missing)}", file=sys.stderr)
@@ -664,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     budget = args.budget or (170.0 if args.quick else 460.0)
-    check = Check(args.out, args.device, args.quick, budget)
+    check = Check(args.out, args.device, args.quick, budget, steps)
     check.record["environment"] = environment(args.device)
     check.save()
     print(f"gpu_check: {check.record['environment']['device_name']}; writing {args.out}")
@@ -693,7 +718,11 @@ def main(argv: list[str] | None = None) -> int:
         check.step("e", f"packing: {PACKED} jobs on one GPU", cap(90), packing)
     if full:
         check.step("c4", "sweep figure8 --plan --jobs 1", cap(150), plan, "figure8", 1)
-    failed = [name for name, step in check.record["steps"].items() if step["status"] != "ok"]
+    failed = [
+        name
+        for name, step in check.record["steps"].items()
+        if step["status"] not in ("ok", NOT_ASKED)
+    ]
     failed += ["packages"] if missing else []
     print(
         f"wrote {args.out / 'gpu_check.md'} and gpu_check.json; "

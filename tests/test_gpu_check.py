@@ -69,6 +69,30 @@ def test_quick_cpu_run_writes_both_files_with_every_step(tmp_path):
     assert "The Table 7 study (1 recipes x 3 seeds" in text
 
 
+def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
+    """What a short lease still needs: the others are recorded as not asked for, not failed."""
+    script = load_script()
+    monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
+    ran = []
+    for fn in ("tests", "throughput", "plan", "demo", "packing"):
+        monkeypatch.setattr(script, fn, lambda check, limit, *args, fn=fn: ran.append(fn))
+    out = tmp_path / "out"
+    assert script.main(["--device", "cpu", "--quick", "--out", str(out), "--steps", "d,c1"]) == 0
+    assert ran == ["plan", "demo"]  # c1 then d: the script's order, not the option's
+    steps = json.loads((out / "gpu_check.json").read_text())["steps"]
+    assert {name: step["status"] for name, step in steps.items()} == {
+        "a": "not run: not in --steps",
+        "b1": "not run: not in --steps",
+        "c1": "ok",
+        "d": "ok",
+        "c3": "not run: not in --steps",
+    }
+    capsys.readouterr()
+    assert script.main(["--device", "cpu", "--out", str(out), "--steps", "a,z9"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --steps a,z9: no step z9; choose from a, b1, b2, c1, c2, d, c3, e, c4\n"
+
+
 def test_report_renders_every_section():
     """The Markdown of a full GPU record (the numbers are made up; the layout is checked)."""
     script = load_script()
