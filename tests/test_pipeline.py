@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import helpers
 import numpy as np
@@ -73,6 +74,32 @@ def test_two_epochs_on_a_tree_learn(digits_trees, dataset, tmp_path):
     assert result["drop_rate"] == pytest.approx(0.2)  # the paper's B0 rate for a model this small
     (row,) = read_rows(tmp_path / "report.csv")
     assert row["dataset"] == dataset and row["model"] == "test_efficientnet"
+
+
+def test_each_tar_is_scanned_once_for_its_classes_count_and_dataset(digits_trees, monkeypatch):
+    """timm's scan of a tar's members takes minutes for ImageNet: one per split and run."""
+    from timm.data.readers import reader_image_in_tar
+
+    scans, scan = [], reader_image_in_tar.extract_tarinfos
+
+    def counted(root, *args, **kwargs):
+        scans.append(Path(root).name)
+        return scan(root, *args, **kwargs)
+
+    monkeypatch.setattr(reader_image_in_tar, "extract_tarinfos", counted)
+    monkeypatch.setattr(pipeline, "_SCANS", {})
+    pipeline._classes.cache_clear()
+    tree = digits_trees["tar"]
+    recipe = imagenet(tree, "tar")
+    config = pipeline.data_config(recipe, {"interpolation": "bilinear", "crop_pct": 0.875})
+    counts = [pipeline.count("tar", tree, split) for split in ("train", "val")]
+    made = [pipeline.create(recipe, split, config) for split in ("train", "val")]
+    assert sorted(scans) == ["train.tar", "val.tar"]
+    assert [len(d) for d in made] == counts == list(data.SHAPES["digits"][:2])
+    reader = made[0].dataset.reader  # labels: the class folders' indices
+    assert all(reader[i][1] == int(reader.filename(i).split("/")[0]) for i in range(len(reader)))
+    pipeline.create(recipe, "train", config)  # a dataset owns its reader: another scans anew
+    assert sorted(scans) == ["train.tar", "train.tar", "val.tar"]
 
 
 def test_eval_transform_resizes_to_size_over_crop_pct_and_centre_crops(tmp_path):

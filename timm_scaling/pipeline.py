@@ -3,7 +3,7 @@
 ``folder`` (an ImageFolder tree: ``DATA_DIR/train/CLASS/IMAGE`` and ``DATA_DIR/val/...``, or
 timm's other split names), ``tar`` (``DATA_DIR/train.tar`` and ``DATA_DIR/val.tar`` holding
 ``CLASS/IMAGE`` files) and timm's streamed readers (``hfds/NAME``, ``hfids/NAME``, ``wds/NAME``,
-``tfds/NAME``) are built with ``timm.data.create_dataset``, and transformed as timm trains on
+``tfds/NAME``) are read by timm's own readers and datasets, and transformed as timm trains on
 ImageNet: ``resolve_data_config(model)`` and ``create_transform`` (training: RandomResizedCrop at
 the model's size, flip, the recipe's auto_augment; evaluation: resize to size / crop_pct and a
 centre crop; interpolation from the model's cfg). Images leave the loader's workers as uint8
@@ -30,7 +30,7 @@ from timm_scaling.errors import UserError
 from timm_scaling.recipes import ON_DISK, STREAMED, Recipe
 
 log = logging.getLogger(__name__)
-# timm's tar reader logs four lines each time it scans a tar (and a run scans each split twice).
+# timm's tar reader logs four lines each time it scans a tar.
 logging.getLogger("timm.data.readers").setLevel(logging.WARNING)
 
 # timm's split names (its create_dataset's synonyms), ours first.
@@ -81,14 +81,41 @@ def available(dataset: str, data_dir: str | Path | None) -> bool:
     return True
 
 
+# Readers scanned for a class list or a count, kept until a dataset takes one: the scan of a
+# split's files (minutes for ImageNet's train.tar) is made once per run, not once per use.
+_SCANS: dict[tuple[Path, tuple[str, ...] | None], Any] = {}
+
+
+def _scan(path: Path, names: tuple[str, ...] | None = None, take: bool = False):
+    """timm's reader of one split of folder or tar data, labelling ``names`` 0, 1, ... (None:
+    the reader's own classes). ``take``: for a dataset, which then owns it (a tar reader's
+    open file must not be shared by two datasets' loader workers)."""
+    reader = _SCANS.pop((path, names), None) if take else _SCANS.get((path, names))
+    if reader is None:
+        from timm.data.readers import create_reader
+
+        class_map = {name: i for i, name in enumerate(names)} if names else ""
+        reader = create_reader("", root=str(path), class_map=class_map)
+        if not take:
+            _SCANS[(path, names)] = reader
+    return reader
+
+
+def _labelled(dataset: str, path: Path, names: tuple[str, ...], take: bool = False):
+    """The reader of a split labelling ``names`` in order: a tar's own scan where it labels them
+    so already (the same classes, sorted), else a reader made with that class map."""
+    wanted = {name: i for i, name in enumerate(names)}
+    if dataset == "tar" and _scan(path).class_name_to_idx == wanted:
+        return _scan(path, take=take)
+    return _scan(path, names, take=take)
+
+
 @functools.cache
 def _classes(dataset: str, train: Path) -> tuple[str, ...]:
     if dataset == "folder":
         names = sorted(p.name for p in train.iterdir() if p.is_dir())
     else:  # the tar's class folders, as timm's reader finds them
-        from timm.data.readers.reader_image_in_tar import ReaderImageInTar
-
-        names = sorted(ReaderImageInTar(str(train)).class_name_to_idx)
+        names = sorted(_scan(train).class_name_to_idx)
     if not names:
         raise UserError(
             f"{dataset} data: no class folders in {train}; expected {_expected(dataset)}"
@@ -117,11 +144,8 @@ def classes(dataset: str, data_dir: str | Path | None) -> list[str]:
 def count(dataset: str, data_dir: str | Path | None, split: str) -> int:
     """Images of one split of ``folder`` or ``tar`` data (every image file timm's reader finds
     in the class folders of the training split)."""
-    from timm.data import create_dataset
-
-    class_map = {name: i for i, name in enumerate(classes(dataset, data_dir))}
-    path = split_path(dataset, data_dir, split)
-    return len(create_dataset("", root=str(path), search_split=False, class_map=class_map))
+    names = tuple(classes(dataset, data_dir))
+    return len(_labelled(dataset, split_path(dataset, data_dir, split).resolve(), names))
 
 
 def check_reader(dataset: str) -> None:
@@ -247,10 +271,11 @@ def _collate(batch):
     return images, labels, skipped
 
 
-def create(recipe: Recipe, split: str, config: dict[str, Any], class_map: dict[str, int] | None):
+def create(recipe: Recipe, split: str, config: dict[str, Any]):
     """The split's timm dataset with its transform: :class:`CheckedImages` over timm's
-    ImageDataset for folder and tar data, timm's own dataset for streamed readers."""
-    from timm.data import create_dataset
+    ImageDataset for folder and tar data (labels: the indices of :func:`classes` in both
+    splits), timm's own dataset for streamed readers."""
+    from timm.data import ImageDataset, create_dataset
 
     check_reader(recipe.dataset)
     train = split == "train"
@@ -269,15 +294,10 @@ def create(recipe: Recipe, split: str, config: dict[str, Any], class_map: dict[s
             )
         except (OSError, ValueError, ConnectionError) as err:
             raise UserError(f"dataset {recipe.dataset}: timm's reader fails ({err})") from None
-    path = split_path(recipe.dataset, recipe.data_dir, split)
-    dataset = create_dataset(
-        "",
-        root=str(path),
-        split=split,
-        search_split=False,
-        class_map=class_map,
-        transform=transform(recipe, config, train),
-    )
+    names = tuple(classes(recipe.dataset, recipe.data_dir))
+    path = split_path(recipe.dataset, recipe.data_dir, split).resolve()
+    reader = _labelled(recipe.dataset, path, names, take=True)
+    dataset = ImageDataset(str(path), reader=reader, transform=transform(recipe, config, train))
     return CheckedImages(dataset, limit)
 
 
@@ -316,12 +336,11 @@ def loader(
     split: str,
     config: dict[str, Any],
     batch_size: int,
-    class_map: dict[str, int] | None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over one split: workers, pinned memory on a GPU, persistent workers and
     prefetching; shuffled in training. Pass folder/tar loaders to ``accelerator.prepare``
     (which shards them); timm's streamed readers shard by process themselves."""
-    dataset = create(recipe, split, config, class_map)
+    dataset = create(recipe, split, config)
     # No more workers than the CPUs this process may use (torch warns, and they would contend).
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(recipe.num_workers, cpus or 1)

@@ -581,16 +581,12 @@ class Trainer:
 
         recipe, accelerator = self.recipe, self.accelerator
         config = pipeline.data_config(recipe, cfg)
-        class_map = None
-        if not recipe.streamed:
-            names = pipeline.classes(recipe.dataset, recipe.data_dir)
-            class_map = {name: i for i, name in enumerate(names)}
         normalizer = data.Normalizer(
             config["mean"], config["std"], accelerator.device, recipe.channels_last
         )
         batches = []
         for split, size in (("train", per_process), ("val", recipe.eval_batch_size)):
-            loader = pipeline.loader(recipe, split, config, size, class_map)
+            loader = pipeline.loader(recipe, split, config, size)
             if not recipe.streamed:
                 # Evaluation shards must not be padded with repeats: every image counts once.
                 accelerator.even_batches = split == "train"
