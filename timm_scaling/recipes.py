@@ -44,9 +44,9 @@ STREAMED = {
     "wds": ("webdataset", "webdataset"),
     "tfds": ("tfds-nightly", "tensorflow_datasets"),
 }
-# Keys of timm's pipeline (data read from disk or streamed), which in-memory data sets ignore.
 # How a recipe writes its lr: Recipe.peak_lr is what it trains at.
 LR_RULE_KEYS = ("lr", "lr_base", "lr_base_size", "lr_base_scale")
+# Keys of timm's pipeline (data read from disk or streamed), which in-memory data sets ignore.
 PIPELINE_KEYS = ("auto_augment", "re_prob", "interpolation", "crop_pct", "scale", "num_classes")
 SUFFIXES = (".yaml", ".yml")
 # Keys that would load weights: timm-scaling trains from scratch and never downloads anything.
