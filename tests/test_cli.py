@@ -115,3 +115,26 @@ def test_bad_batch_split_and_output_file_are_caught_before_training(tmp_path):
             f"error: --output {afile} is a file: pass a folder (it holds the run folders and "
             "report.csv)\n"
         )
+
+
+def test_a_run_folder_that_cannot_be_trained_into_is_refused_before_any_process(
+    tmp_path, monkeypatch
+):
+    from timm_scaling import train
+    from timm_scaling.recipes import load_recipe
+    from timm_scaling.runs import CHECKPOINTS, LATEST, RECIPE_FILE
+
+    def started(*args, **kwargs):
+        raise AssertionError("a run started for a folder it may not train into")
+
+    monkeypatch.setattr(train, "train", started)
+    monkeypatch.setattr(train, "launch", started)
+    folder = tmp_path / "digits-effnet_b0-s0"
+    (folder / CHECKPOINTS).mkdir(parents=True)
+    (folder / CHECKPOINTS / LATEST).write_text("epoch-0001\n")
+    load_recipe("digits").write(folder / RECIPE_FILE)
+    out = ["--output", str(tmp_path)]
+    message = one_line_error(["train", "digits", *out, "--num-processes", "2"])
+    assert f"{folder} holds an unfinished run (checkpoint epoch-0001); pass --resume" in message
+    message = one_line_error(["train", "digits", *out, "--resume", "--set", "lr_base=0.001"])
+    assert f"--resume: the recipe differs from {folder / RECIPE_FILE} in lr;" in message

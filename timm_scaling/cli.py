@@ -420,7 +420,7 @@ def train_cmd(
     import os
 
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import check_output, finished, run_folder
+    from timm_scaling.runs import check_folder, check_output, finished, run_folder
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
@@ -447,7 +447,9 @@ def train_cmd(
     if done is not None:
         typer.echo(f"{done} is finished (its result.json exists): not retraining it")
         return
-    if not resolved.in_memory:  # before any process starts or any model is built
+    # Before any process starts or any model is built: the run folder, and the data.
+    check_folder(run_folder(output, resolved), resolved, resume)
+    if not resolved.in_memory:
         from timm_scaling import pipeline
 
         pipeline.require(resolved.dataset, resolved.data_dir)

@@ -71,6 +71,25 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     return changed
 
 
+def check_folder(folder: Path, recipe, resume: bool) -> None:
+    """A run may train into ``folder``: an unfinished run there only with ``resume``, and only
+    with the same settings (but more epochs). Checked before any process starts, and again by
+    each process's trainer (a worker started by ``accelerate launch`` itself)."""
+    latest = folder / CHECKPOINTS / LATEST
+    if latest.exists() and not resume:
+        raise UserError(
+            f"{folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
+            "pass --resume to continue it, or delete the folder to start again"
+        )
+    changed = changed_keys(folder, recipe, resume=True) if resume else []
+    if changed:
+        raise UserError(
+            f"--resume: the recipe differs from {folder / RECIPE_FILE} in "
+            f"{', '.join(changed)}; resume with the same settings (only more --epochs), or "
+            "use another --output"
+        )
+
+
 def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | None:
     """The run folder of ``recipe`` under ``output`` if it is finished (result.json exists).
 

@@ -54,7 +54,7 @@ from timm_scaling.runs import (
     RESULT_FILE,
     STATE_FILE,
     STEPS_FILE,
-    changed_keys,
+    check_folder,
     finished,
     run_folder,
 )
@@ -359,7 +359,7 @@ class Trainer:
             project_dir=self.folder,
         )
         self._check_processes(num_processes)
-        self._check_folder()
+        check_folder(self.folder, self.recipe, self.resume)
         self._build()
 
     # -- set-up -------------------------------------------------------------------------------
@@ -377,21 +377,6 @@ class Trainer:
             f"world size {world} ({self.accelerator.distributed_type}), "
             f"device {self.accelerator.device}, mixed precision {self.accelerator.mixed_precision}"
         )
-
-    def _check_folder(self) -> None:
-        latest = self.folder / CHECKPOINTS / LATEST
-        if latest.exists() and not self.resume:
-            raise UserError(
-                f"{self.folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
-                "pass --resume to continue it, or delete the folder to start again"
-            )
-        changed = changed_keys(self.folder, self.recipe, resume=True) if self.resume else []
-        if changed:
-            raise UserError(
-                f"--resume: the recipe differs from {self.folder / RECIPE_FILE} in "
-                f"{', '.join(changed)}; resume with the same settings (only more --epochs), or "
-                "use another --output"
-            )
 
     def _build(self) -> None:
         recipe, accelerator = self.recipe, self.accelerator
