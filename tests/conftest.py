@@ -1,7 +1,14 @@
 """Shared test set-up: tests marked ``cuda`` are skipped where no GPU is visible; modules that
-train use the ``isolated`` fixture (``pytestmark = pytest.mark.usefixtures("isolated")``)."""
+train use the ``isolated`` fixture (``pytestmark = pytest.mark.usefixtures("isolated")``).
+
+Trained runs take disk (a digits run's model and checkpoint are 60-180 MB): a passing test's
+``tmp_path`` is removed when it ends (``tmp_path_retention_policy`` in pyproject.toml), and a
+module's shared runs live in ``module_tmp_path``, removed after its module, so that the suite
+needs about 1 GB of free disk at a time, not the sum of every run."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -18,6 +25,17 @@ def isolated(tmp_path_factory, monkeypatch):
     monkeypatch.delenv(NUM_PROCESSES_ENV, raising=False)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def module_tmp_path(request, tmp_path_factory):
+    """A folder for a module's shared runs, removed after the module unless one of its tests
+    failed (kept to look into, as pytest keeps a failed test's ``tmp_path``)."""
+    failed = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -37,9 +37,9 @@ RUN = [
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(module_tmp_path, tmp_path_factory):
     """A finished one-epoch digits run with EMA: its recipe, result.json and model/ folder."""
-    output = tmp_path_factory.mktemp("runs")
+    output = module_tmp_path
     os.environ["TIMM_SCALING_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
     recipe = load_recipe("digits", RUN)
     result = train(recipe, output)

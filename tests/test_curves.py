@@ -23,14 +23,14 @@ RUNS = [("effnet_b0", 0), ("effnet_b0", 1), ("effnet_b0", 2), ("effnet_b0_w1p4",
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp_path, tmp_path_factory):
     """Two models on digits, 2 epochs of 2 updates: B0 with seeds 0-2, width 1.4 with one."""
     from accelerate.state import AcceleratorState
 
     from timm_scaling.recipes import load_recipe
     from timm_scaling.train import train
 
-    output = tmp_path_factory.mktemp("runs")
+    output = module_tmp_path
     patch = pytest.MonkeyPatch()
     patch.setenv("TIMM_SCALING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     try:

@@ -40,9 +40,9 @@ LEARNS = {
 
 
 @pytest.fixture(scope="module")
-def digits_trees(tmp_path_factory):
+def digits_trees(module_tmp_path):
     """scikit-learn's digits at 64 px as a folder tree and as two tar files."""
-    root = tmp_path_factory.mktemp("digits64")
+    root = module_tmp_path
     return {
         "folder": pipeline.write_images("digits", root / "folder", 64),
         "tar": pipeline.write_images("digits", root / "tar", 64, tar=True),

@@ -29,9 +29,9 @@ def lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory):
+def logged_run(module_tmp_path, tmp_path_factory):
     """`timm-scaling train digits --epochs 2 --log-with tensorboard`, stderr into a file."""
-    output = tmp_path_factory.mktemp("runs")
+    output = module_tmp_path
     env = dict(os.environ, TIMM_SCALING_CACHE=str(tmp_path_factory.getbasetemp() / "cache"))
     command = [sys.executable, "-m", "timm_scaling", "train", "digits", "--epochs", "2"]
     command += ["--log-with", "tensorboard", "--output", str(output)]

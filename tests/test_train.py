@@ -85,9 +85,9 @@ def history(folder: Path, keys=("epoch", "loss", "lr", "top1", "top5", "eval_ima
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(module_tmp_path, tmp_path_factory):
     """One finished one-epoch baseline run on digits."""
-    output = tmp_path_factory.mktemp("runs")
+    output = module_tmp_path
     os.environ["TIMM_SCALING_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
     result = train(tiny(), output)
     AcceleratorState._reset_state(reset_partial_state=True)
