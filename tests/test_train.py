@@ -30,9 +30,11 @@ from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,
     METRICS_FILE,
+    RECIPE_FILE,
     RESULT_FILE,
     STEPS_FILE,
     finished,
+    interrupted,
     run_folder,
 )
 from timm_scaling.train import NUM_PROCESSES_ENV, LossNotFinite, Trainer, evaluate, train
@@ -189,14 +191,14 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path):
     straight = train(recipe, tmp_path / "straight")
     AcceleratorState._reset_state(reset_partial_state=True)
 
-    interrupted = Trainer(recipe, tmp_path / "resumed")
+    stopped = Trainer(recipe, tmp_path / "resumed")
 
     def interrupt(output):
         raise KeyboardInterrupt  # Ctrl-C in the first update of epoch 2
 
-    training_forwards(interrupted.unwrapped, interrupt, after=UPDATES_PER_EPOCH)
+    training_forwards(stopped.unwrapped, interrupt, after=UPDATES_PER_EPOCH)
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit()
+        stopped.fit()
     folder = run_folder(tmp_path / "resumed", recipe)
     assert not (folder / RESULT_FILE).exists() and len(history(folder)) == 1
     assert len((folder / STEPS_FILE).read_text().splitlines()) == UPDATES_PER_EPOCH
@@ -213,6 +215,10 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path):
         ],
     )
     assert without_resume.exit_code == 2 and "--resume" in without_resume.output
+    assert interrupted(tmp_path / "resumed", recipe) == (
+        f"{folder} keeps its last finished epoch (1); run the same command with --resume to "
+        "continue it"
+    )
     AcceleratorState._reset_state(reset_partial_state=True)
 
     resumed = train(recipe, tmp_path / "resumed", resume=True)
@@ -316,6 +322,34 @@ def test_two_processes_count_each_image_once_and_stay_equal(tmp_path):
     alone = evaluate(model, batches, Accelerator(cpu=True))
     assert alone["eval_images"] == 61
     assert (alone["top1"], alone["top5"]) == (result["top1"], result["top5"])
+
+
+def test_ctrl_c_before_the_first_epoch_ends_says_run_it_again(tmp_path, monkeypatch):
+    """No epoch to resume from: the message says so, and the same command starts the run."""
+    command = [
+        "train",
+        "digits",
+        "--output",
+        str(tmp_path),
+        *sum((["--set", o] for o in overrides()), []),
+    ]
+
+    def ctrl_c(self, epoch):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", ctrl_c)
+        stopped = runner.invoke(app, command)
+    folder = run_folder(tmp_path, tiny())
+    assert stopped.exit_code == 130 and (folder / RECIPE_FILE).exists()
+    assert stopped.output.strip().splitlines()[-1] == (
+        f"interrupted: {folder} has no finished epoch yet: run the same command again to start "
+        "it afresh"
+    )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    again = runner.invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert (folder / RESULT_FILE).exists() and len(history(folder)) == 1
 
 
 @pytest.mark.slow

@@ -420,7 +420,7 @@ def train_cmd(
     import os
 
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import check_folder, check_output, finished, run_folder
+    from timm_scaling.runs import check_folder, check_output, finished, interrupted, run_folder
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
@@ -472,11 +472,7 @@ def train_cmd(
         raise
     except KeyboardInterrupt:
         if launcher:
-            typer.echo(
-                f"interrupted: {run_folder(output, resolved)} keeps its last finished epoch; "
-                "run the same command with --resume to continue it",
-                err=True,
-            )
+            typer.echo(f"interrupted: {interrupted(output, resolved)}", err=True)
         raise typer.Exit(130) from None
 
 

@@ -128,6 +128,18 @@ def run_state(output: str | os.PathLike, recipe) -> str:
     return "to train"
 
 
+def interrupted(output: str | os.PathLike, recipe) -> str:
+    """What an interrupted run's folder holds, and how to go on from it."""
+    folder, state = run_folder(output, recipe), run_state(output, recipe)
+    if state.startswith("resumable from epoch"):
+        epoch = state.rpartition(" ")[2]
+        return (
+            f"{folder} keeps its last finished epoch ({epoch}); run the same command with "
+            "--resume to continue it"
+        )
+    return f"{folder} has no finished epoch yet: run the same command again to start it afresh"
+
+
 def collect(
     runs: str | os.PathLike, output: str | os.PathLike, recipes: Iterable | None = None
 ) -> int:
