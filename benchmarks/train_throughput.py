@@ -1,7 +1,8 @@
 """Training throughput: our loop against the model's own limit and a plain DataLoader loop.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--batch-size N]
-        [--compile-mode reduce-overhead] [--only loop] [--seconds S] [--start-at T] [--json PATH]
+        [--compile-mode reduce-overhead] [--only loop] [--seconds S] [--copies N --ready-dir DIR]
+        [--json PATH]
     python benchmarks/train_throughput.py --data folder [--data-dir DIR] [--workers N] ...
 
 With ``--data folder``: timm's pipeline (timm_scaling.pipeline) on an ImageFolder tree (``DIR``,
@@ -17,10 +18,12 @@ is ``loader/limit=R``: above 1, the loader keeps the model fed.
 (c) plain: the same model and optimizer fed by a torch DataLoader with torchvision transforms.
 All three use the digits recipe's model, precision and memory format, at ``--batch-size``
 (default: the recipe's 32), and only whole batches (no shape changes, so a compiled model is
-compiled once). ``--start-at`` (a Unix time) holds the measurement back until then, so that
-several copies started together measure while they share the GPU (benchmarks/gpu_check.py's
-packing check). The last line is ``loop/limit=R1 loop/plain=R2``. A benchmark, not a test: it
-prints, never asserts.
+compiled once). ``--copies N --ready-dir DIR``: each of N copies started together says it
+is ready (a file in DIR) after its warm-up, then waits for all N, so that they measure while
+they share the GPU (benchmarks/gpu_check.py's packing check); ``--json`` records when each
+measured (``loop_from``, ``loop_to``, Unix times), so that the overlap can be checked. The
+last line is ``loop/limit=R1 loop/plain=R2``. A benchmark, not a test: it prints, never
+asserts.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -93,6 +97,21 @@ def loop_images_per_second(trainer: Trainer, seconds: float) -> tuple[float, lis
     return images / spent, per_epoch
 
 
+def wait_for_copies(folder: Path | None, copies: int, timeout: float = 300.0) -> float:
+    """Say this copy is ready (a file in ``folder``), then wait until all ``copies`` are, so
+    that they measure at the same time; returns the seconds waited."""
+    if folder is None:
+        raise SystemExit("error: --copies needs --ready-dir (a folder the copies share)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+    started = time.monotonic()
+    while (ready := sum(1 for _ in folder.iterdir())) < copies:
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"error: {ready} of {copies} copies ready after {timeout:.0f} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -105,7 +124,8 @@ def main() -> None:
     )
     parser.add_argument("--only", default=",".join(KINDS), help="limit,loop,plain (a subset)")
     parser.add_argument("--seconds", type=float, help="time the loop this long [default: 10]")
-    parser.add_argument("--start-at", type=float, help="Unix time to start measuring at")
+    parser.add_argument("--copies", type=int, default=1, help="copies that measure together")
+    parser.add_argument("--ready-dir", type=Path, help="with --copies: where copies say ready")
     parser.add_argument("--json", type=Path, help="also write every number here")
     parser.add_argument("--data", choices=("digits", "folder"), default="digits")
     parser.add_argument("--data-dir", type=Path, help="--data folder: an ImageFolder tree")
@@ -135,9 +155,7 @@ def main() -> None:
     trainer.train_epoch(0)  # warm-up epoch (compiles, if compiling)
     synchronize(device)
     warm_up_s = time.perf_counter() - started
-    if args.start_at:
-        time.sleep(max(0.0, args.start_at - time.time()))
-    late_s = max(0.0, time.time() - args.start_at) if args.start_at else 0.0
+    waited_s = wait_for_copies(args.ready_dir, args.copies) if args.copies > 1 else 0.0
 
     def update(images_: torch.Tensor, labels: torch.Tensor) -> None:
         if trainer.cuda_graphs:
@@ -159,7 +177,7 @@ def main() -> None:
         "compile_mode": args.compile_mode,
         "optimizer_step": optimizer_step(trainer.optimizer),
         "warm_up_s": warm_up_s,
-        "late_s": late_s,
+        "waited_s": waited_s,
     }
     if "limit" in kinds:
         x = torch.randn(batch, 3, recipe.image_size, recipe.image_size, device=device)
@@ -168,7 +186,9 @@ def main() -> None:
         result["limit"] = images_per_second(lambda: update(x, y), batches, batch, device)
     if "loop" in kinds:
         seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 10.0)
+        result["loop_from"] = time.time()
         result["loop"], result["loop_epochs"] = loop_images_per_second(trainer, seconds)
+        result["loop_to"] = time.time()
     if "plain" in kinds:
         result["plain"] = plain_images_per_second(trainer, recipe, images, fmt, update, device)
 
