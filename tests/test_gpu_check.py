@@ -54,7 +54,7 @@ def test_quick_cpu_run_writes_both_files_with_every_kind_of_step(tmp_path):
     steps = record["steps"]
     assert {name: step["status"] for name, step in steps.items()} == {
         **dict.fromkeys(("a", "b1", "c1", "d"), "ok"),
-        "c3": "not run: not in --steps",
+        **dict.fromkeys(("b2", "c3", "e"), "not run: not in --steps"),
     }, done.stdout + done.stderr
     assert done.returncode == 0
     env = record["environment"]
@@ -83,12 +83,17 @@ def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
     assert ran == ["plan", "demo"]  # c1 then d: the script's order, not the option's
     steps = json.loads((out / "gpu_check.json").read_text())["steps"]
     assert {name: step["status"] for name, step in steps.items()} == {
-        "a": "not run: not in --steps",
-        "b1": "not run: not in --steps",
+        **dict.fromkeys(("a", "b1", "b2", "c3", "e"), "not run: not in --steps"),
         "c1": "ok",
         "d": "ok",
-        "c3": "not run: not in --steps",
     }
+    # Asked for on a CPU, the GPU-only steps say so (and fail nothing).
+    ran.clear()
+    assert script.main(["--device", "cpu", "--quick", "--out", str(out), "--steps", "b2,e"]) == 0
+    steps = json.loads((out / "gpu_check.json").read_text())["steps"]
+    assert (
+        ran == [] and steps["b2"]["status"] == steps["e"]["status"] == "not run: needs a CUDA GPU"
+    )
     capsys.readouterr()
     assert script.main(["--device", "cpu", "--out", str(out), "--steps", "a,z9"]) == 2
     err = capsys.readouterr().err
