@@ -110,7 +110,7 @@ def epoch(n: int, **extra) -> dict:
 def test_a_cut_line_is_a_warning_and_the_readable_lines_are_drawn(tmp_path):
     folder = write_run(tmp_path / "digits-effnet_b0-s0", "effnet_b0", [epoch(1), epoch(2)], '{"ep')
     (folder / STEPS_FILE).write_text('{"epoch": 0.5, "images": 32, "lr": 0.1, "loss": 2.0}\n{"lr"')
-    outcome = runner.invoke(app, ["curves", str(folder), "--out", str(tmp_path / "pictures")])
+    outcome = runner.invoke(app, ["curves", str(folder), "--output", str(tmp_path / "pictures")])
     assert outcome.exit_code == 0, outcome.output
     assert f"warning: {folder / METRICS_FILE}: line 3 is cut" in outcome.output
     assert "used its 2 readable line(s)" in outcome.output

@@ -275,7 +275,7 @@ TIMM_STYLE = [  # timm's results/benchmark column names; numbers of the order ti
 def test_timm_style_csv_with_infer_gmacs(tmp_path):
     path = write_csv(tmp_path / "results.csv", TIMM_STYLE)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["frontier", str(path), "--out", str(out), "--bootstrap", "200"])
+    result = runner.invoke(app, ["frontier", str(path), "-o", str(out), "--bootstrap", "200"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "frontier.json").read_text())
     (g,) = data["groups"]

@@ -191,7 +191,10 @@ def frontier_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder; default: beside the first CSV.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", "--out", help="Output folder; default: beside the first CSV."
+        ),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="What to print: table, json or markdown.")
@@ -268,7 +271,12 @@ def curves_cmd(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output folder; default: the PATH (several: their folder)."),
+        typer.Option(
+            "--output",
+            "-o",
+            "--out",
+            help="Output folder; default: the PATH (several: their folder).",
+        ),
     ] = None,
 ) -> None:
     """Training curves: validation top-1, training loss and learning rate per model.

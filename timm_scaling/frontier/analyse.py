@@ -208,7 +208,7 @@ def write_outputs(fr: Frontier, out: str | os.PathLike, everything: bool = False
     """frontier.json, frontier.md, frontier.png and frontier.svg in ``out``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: pass a folder for the frontier's outputs")
+        raise UserError(f"--output {out} is a file: pass a folder for the frontier's outputs")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "frontier.json", to_json(fr))
     atomic_write(out / "frontier.md", to_markdown(fr, everything))
