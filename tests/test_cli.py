@@ -49,7 +49,10 @@ def test_list_fits_80_columns_and_gives_every_column_as_csv_and_json(tmp_path, m
     b0 = models.architecture("effnet_b0").param_count
     assert lines[1].split()[-2] == f"{b0 / 1e6:.2f}"
 
-    # Every column, from the cache now: no model is built.
+    # Every column, from the cache now: no model is built. The variants are those the fresh
+    # process listed (earlier tests in this process may have registered more, never cached).
+    listed = [line.split()[0] for line in lines[1:]]
+    monkeypatch.setattr(models, "_registered", {name: models.scaling_of(name) for name in listed})
     monkeypatch.setattr(models, "architecture", None)
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["list", "--csv"]).output)))
     phi1 = next(row for row in rows if row["model"] == "effnet_b0_phi1")

@@ -339,11 +339,11 @@ def profile_cmd(
     """Params, MACs, FLOPs, activations (counted), throughput and peak memory (measured)."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from timm_scaling import profile
     from timm_scaling.report import atomic_write
+    from timm_scaling.tables import print_table
 
     if paper:
         if models or csv_path or match_gmacs is not None:
@@ -384,7 +384,7 @@ def profile_cmd(
             table.add_column(column, justify="left" if column in profile.TEXT_COLUMNS else "right")
         for row in table_rows:
             table.add_row(*(profile.format_cell(key, value) for key, value in row.items()))
-        Console().print(table)
+        print_table(table)
 
 
 @app.command("train")
@@ -699,10 +699,10 @@ def search_cmd(
 
     Prints the plan first: candidates, proxy runs per rung and the projected time."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from timm_scaling import search
+    from timm_scaling.tables import print_table
 
     settings = search.SearchSettings(
         target=target,
@@ -739,7 +739,7 @@ def search_cmd(
     table = Table(*headers, title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for row in cells:
         table.add_row(*row)
-    Console().print(table)
+    print_table(table)
     typer.echo(f"wrote {', '.join(str(path) for path in result.written)}")
     if result.chosen is None:
         typer.echo(

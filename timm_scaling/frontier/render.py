@@ -162,6 +162,8 @@ def show(fr: Frontier, fmt: str = "table", console=None, everything: bool = Fals
     from rich.console import Console
     from rich.table import Table
 
+    from timm_scaling.tables import print_table
+
     console = console or Console()
     if fmt == "json":
         console.out(to_json(fr), end="", highlight=False)
@@ -180,10 +182,10 @@ def show(fr: Frontier, fmt: str = "table", console=None, everything: bool = Fals
     ):
         table = Table(title=title)
         for column in header:
-            table.add_column(column, overflow="fold")
+            table.add_column(column)
         for row in rows:
             table.add_row(*row)
-        console.print(table)
+        print_table(table, console)
     for verdict in v.verdicts:
         console.print(verdict.line + _floor_text(verdict), highlight=False, markup=False)
     for note in fr.notes:
