@@ -90,9 +90,10 @@ def analyse(
     check_options(at, eval_size, draws)
     xm, ym = metric(x), metric(y)
     rows = where(rows, conditions)
+    groups_of = assign_groups(rows, group)  # an unknown --group fails before the rows' checks
     present = settings(rows, group)
     rows, repeats = drop_repeats(rows, present)
-    groups_of = assign_groups(rows, group)
+    groups_of = groups_of.loc[rows.index]
     picked = select_models(rows["model"], models) if models else pd.Series(True, rows.index)
     unselected = aggregate(rows[~picked], x, y, groups_of[~picked]) if models else []
     rows, groups_of = rows[picked], groups_of[picked]
