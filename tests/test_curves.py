@@ -120,6 +120,22 @@ def test_a_cut_line_is_a_warning_and_the_readable_lines_are_drawn(tmp_path):
     assert list(line.get_ydata()) == [30.0, 60.0]
 
 
+def test_output_is_a_folder_not_a_picture_or_a_file(tmp_path):
+    folder = write_run(tmp_path / "digits-effnet_b0-s0", "effnet_b0", [epoch(1), epoch(2)])
+    afile = tmp_path / "notes"
+    afile.write_text("")
+    for out, problem in ((tmp_path / "curves.png", "names a file"), (afile, "is a file")):
+        outcome = runner.invoke(app, ["curves", str(folder), "--output", str(out)])
+        assert outcome.exit_code == 2 and outcome.output.count("\n") == 1, outcome.output
+        assert outcome.output.startswith(f"error: --output {out} {problem}")
+        assert "(it holds curves.png and curves.svg)" in outcome.output
+    assert not (tmp_path / "curves.png").exists()  # no folder made under a picture's name
+    assert (
+        "pass --output " + str(tmp_path / "curves")
+        in runner.invoke(app, ["curves", str(folder), "-o", str(tmp_path / "curves.png")]).output
+    )
+
+
 def test_runs_with_other_metrics_draw_the_panels_they_share(tmp_path):
     write_run(tmp_path / "a", "effnet_b0", [epoch(1, top5=90.0)])
     write_run(tmp_path / "b", "effnet_b0_d2", [epoch(1)])

@@ -598,6 +598,13 @@ def test_rows_of_one_model_in_two_settings_are_refused_and_where_picks_one(tmp_p
     assert (b0["n"], b0["y"]) == (2, 80.5)  # the two seeds, not the 1-epoch run
     result = runner.invoke(app, ["frontier", str(path), "--where", "epochs=9"])
     assert "matches no row" in one_line_error(result, 2)
+    picture = tmp_path / "front.png"
+    result = runner.invoke(app, ["frontier", str(path), "--where", "epochs=3", "-o", str(picture)])
+    assert one_line_error(result, 2) == (
+        f"error: --output {picture} names a file, but --output is a folder (it holds "
+        "frontier.json, frontier.md, frontier.png and frontier.svg); pass --output "
+        f"{tmp_path / 'front'}"
+    )
     # A mistyped --group is named first, not the rows' settings it was meant to sort out.
     result = runner.invoke(app, ["frontier", str(path), "--group", "epoch"])
     assert "no 'epoch' column to group by" in one_line_error(result, 2)

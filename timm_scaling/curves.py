@@ -35,6 +35,7 @@ from timm_scaling.runs import (
     REPORT_FILE,
     RESULT_FILE,
     STEPS_FILE,
+    check_output,
     run_folder,
 )
 
@@ -345,5 +346,6 @@ def run(
     (default: :func:`default_out`); return what was drawn and the files written."""
     curves = read(paths, x, metrics)
     target = default_out(paths) if out is None else Path(out)
+    check_output(target, "curves.png and curves.svg")
     target.mkdir(parents=True, exist_ok=True)
     return curves, save_figure(figure(curves), target, "curves")

@@ -46,12 +46,23 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
 INCIDENTAL_KEYS = ("name", "log_with")
 
 
-def check_output(output: str | os.PathLike) -> None:
-    """``--output`` must be a folder (or not exist yet)."""
-    if Path(output).exists() and not Path(output).is_dir():
+# Suffixes of the files our commands write: an --output that does not exist yet and ends in one
+# is a file name given where a folder is asked for, not a folder to create.
+FILE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".csv", ".json", ".jsonl", ".md", ".txt")
+
+
+def check_output(
+    output: str | os.PathLike, holds: str = f"the run folders and {REPORT_FILE}"
+) -> None:
+    """``--output`` must be a folder, or not exist yet and not be named like a file; ``holds``
+    says what goes into it."""
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--output {output} is a file: pass a folder (it holds {holds})")
+    if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
         raise UserError(
-            f"--output {output} is a file: pass a folder (it holds the run folders and "
-            f"{REPORT_FILE})"
+            f"--output {output} names a file, but --output is a folder (it holds {holds}); "
+            f"pass --output {path.with_suffix('')}"
         )
 
 

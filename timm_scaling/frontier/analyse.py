@@ -33,6 +33,7 @@ from timm_scaling.frontier.render import to_json, to_markdown
 from timm_scaling.frontier.results import FORMATS, REFERENCE, Frontier, Group
 from timm_scaling.frontier.verdict import compare_groups
 from timm_scaling.report import atomic_write
+from timm_scaling.runs import check_output
 
 # A data set whose accuracy is chance by construction (random images, see data.py).
 CHANCE_DATASETS = ("synthetic",)
@@ -208,8 +209,7 @@ def _setting_text(rows: pd.DataFrame, present: Sequence[str]) -> dict[str, str]:
 def write_outputs(fr: Frontier, out: str | os.PathLike, everything: bool = False) -> list[Path]:
     """frontier.json, frontier.md, frontier.png and frontier.svg in ``out``."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {out} is a file: pass a folder for the frontier's outputs")
+    check_output(out, "frontier.json, frontier.md, frontier.png and frontier.svg")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "frontier.json", to_json(fr))
     atomic_write(out / "frontier.md", to_markdown(fr, everything))
