@@ -350,6 +350,9 @@ def test_ctrl_c_before_the_first_epoch_ends_says_run_it_again(tmp_path, monkeypa
     again = runner.invoke(app, command)
     assert again.exit_code == 0, again.output
     assert (folder / RESULT_FILE).exists() and len(history(folder)) == 1
+    assert interrupted(tmp_path, tiny()) == (
+        f"{folder} finished before the interrupt: its result.json is written"
+    )
 
 
 @pytest.mark.slow

@@ -142,6 +142,8 @@ def run_state(output: str | os.PathLike, recipe) -> str:
 def interrupted(output: str | os.PathLike, recipe) -> str:
     """What an interrupted run's folder holds, and how to go on from it."""
     folder, state = run_folder(output, recipe), run_state(output, recipe)
+    if state == "finished":  # Ctrl-C after its result.json was written
+        return f"{folder} finished before the interrupt: its result.json is written"
     if state.startswith("resumable from epoch"):
         epoch = state.rpartition(" ")[2]
         return (
