@@ -82,14 +82,26 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     return changed
 
 
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint of a run folder's last finished epoch (``checkpoints/latest`` names it),
+    or None before its first epoch ends."""
+    latest = folder / CHECKPOINTS / LATEST
+    return latest.parent / latest.read_text().strip() if latest.exists() else None
+
+
+def checkpoint_epoch(checkpoint: Path) -> int:
+    """The epoch a checkpoint was saved after."""
+    return json.loads((checkpoint / STATE_FILE).read_text())["epoch"]
+
+
 def check_folder(folder: Path, recipe, resume: bool) -> None:
     """A run may train into ``folder``: an unfinished run there only with ``resume``, and only
     with the same settings (but more epochs). Checked before any process starts, and again by
     each process's trainer (a worker started by ``accelerate launch`` itself)."""
-    latest = folder / CHECKPOINTS / LATEST
-    if latest.exists() and not resume:
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is not None and not resume:
         raise UserError(
-            f"{folder} holds an unfinished run (checkpoint {latest.read_text().strip()}); "
+            f"{folder} holds an unfinished run (checkpoint {checkpoint.name}); "
             "pass --resume to continue it, or delete the folder to start again"
         )
     changed = changed_keys(folder, recipe, resume=True) if resume else []
@@ -132,23 +144,22 @@ def run_state(output: str | os.PathLike, recipe) -> str:
         return f"conflicting ({', '.join(changed)} differ; delete it or use another --output)"
     if (folder / RESULT_FILE).exists():
         return "finished"
-    latest = folder / CHECKPOINTS / LATEST
-    if latest.exists():
-        state = json.loads((latest.parent / latest.read_text().strip() / STATE_FILE).read_text())
-        return f"resumable from epoch {state['epoch']}"
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is not None:
+        return f"resumable from epoch {checkpoint_epoch(checkpoint)}"
     return "to train"
 
 
 def interrupted(output: str | os.PathLike, recipe) -> str:
     """What an interrupted run's folder holds, and how to go on from it."""
-    folder, state = run_folder(output, recipe), run_state(output, recipe)
-    if state == "finished":  # Ctrl-C after its result.json was written
+    folder = run_folder(output, recipe)
+    if (folder / RESULT_FILE).exists():  # Ctrl-C after its result.json was written
         return f"{folder} finished before the interrupt: its result.json is written"
-    if state.startswith("resumable from epoch"):
-        epoch = state.rpartition(" ")[2]
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is not None:
         return (
-            f"{folder} keeps its last finished epoch ({epoch}); run the same command with "
-            "--resume to continue it"
+            f"{folder} keeps its last finished epoch ({checkpoint_epoch(checkpoint)}); run the "
+            "same command with --resume to continue it"
         )
     return f"{folder} has no finished epoch yet: run the same command again to start it afresh"
 

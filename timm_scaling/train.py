@@ -56,6 +56,7 @@ from timm_scaling.runs import (
     STEPS_FILE,
     check_folder,
     finished,
+    latest_checkpoint,
     run_folder,
 )
 
@@ -714,10 +715,10 @@ class Trainer:
         return self.accelerator.gather(torch.tensor([peak], device=device)).max().item()
 
     def _diverged(self, epoch: int, loss: float) -> None:
-        latest = self.folder / CHECKPOINTS / LATEST
+        checkpoint = latest_checkpoint(self.folder)
         kept = (
-            f"the last good checkpoint ({latest.read_text().strip()}) is kept"
-            if latest.exists()
+            f"the last good checkpoint ({checkpoint.name}) is kept"
+            if checkpoint is not None
             else "no epoch finished, so there is no checkpoint"
         )
         raise LossNotFinite(
@@ -815,11 +816,10 @@ class Trainer:
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self) -> list[dict[str, float]]:
-        latest = self.folder / CHECKPOINTS / LATEST
-        if not latest.exists():
+        path = latest_checkpoint(self.folder)
+        if path is None:
             logger.info(f"--resume: {self.folder} has no checkpoint; starting from epoch 1")
             return []
-        path = latest.parent / latest.read_text().strip()
         self.accelerator.load_state(str(path))
         state = json.loads((path / STATE_FILE).read_text())
         self.num_updates = state["num_updates"]
