@@ -125,7 +125,7 @@ def test_a_run_folder_that_cannot_be_trained_into_is_refused_before_any_process(
 ):
     from timm_scaling import train
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import CHECKPOINTS, LATEST, RECIPE_FILE
+    from timm_scaling.runs import CHECKPOINTS, LATEST, RECIPE_FILE, STATE_FILE
 
     def started(*args, **kwargs):
         raise AssertionError("a run started for a folder it may not train into")
@@ -133,7 +133,8 @@ def test_a_run_folder_that_cannot_be_trained_into_is_refused_before_any_process(
     monkeypatch.setattr(train, "train", started)
     monkeypatch.setattr(train, "launch", started)
     folder = tmp_path / "digits-effnet_b0-s0"
-    (folder / CHECKPOINTS).mkdir(parents=True)
+    (folder / CHECKPOINTS / "epoch-0001").mkdir(parents=True)
+    (folder / CHECKPOINTS / "epoch-0001" / STATE_FILE).write_text('{"epoch": 1, "history": []}')
     (folder / CHECKPOINTS / LATEST).write_text("epoch-0001\n")
     load_recipe("digits").write(folder / RECIPE_FILE)
     out = ["--output", str(tmp_path)]

@@ -23,8 +23,10 @@ WAIT_S = 300  # a bound for a hang, not a speed target
 
 
 @pytest.fixture
-def env(tmp_path):
-    return dict(os.environ, TIMM_SCALING_CACHE=str(tmp_path / "cache"))
+def env(tmp_path_factory):
+    """The suite's shared cost cache: each model's cost is counted once, not in every process."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    return dict(os.environ, TIMM_SCALING_CACHE=str(cache))
 
 
 def start(args, env) -> subprocess.Popen:

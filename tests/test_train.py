@@ -404,11 +404,12 @@ def test_a_run_trained_again_has_one_row_and_its_files_are_readable(finished_run
     assert {str(p): oct(p.stat().st_mode & 0o777) for p in files} == {
         str(p): "0o644" for p in files
     }
+    # Its folder deleted, collect finds no run: an error, never a report emptied silently.
+    report = (runs / "report.csv").read_text()
     shutil.rmtree(folder)
     outcome = runner.invoke(app, ["collect", str(runs)])
-    assert outcome.exit_code == 0, outcome.output
-    assert f"0 run(s) from {runs} -> {runs / 'report.csv'}" in outcome.output
-    assert read_rows(runs / "report.csv") == []
+    assert outcome.exit_code == 2 and "holds no finished run" in outcome.output
+    assert (runs / "report.csv").read_text() == report
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from torch import nn
 
 from timm_scaling.errors import UserError
 from timm_scaling.models import ensure_registered, registered, scaling_of
-from timm_scaling.recipes import check_model_kwargs
+from timm_scaling.recipes import check_model_kwargs, list_recipes
 from timm_scaling.scaling import BASE_IMAGE_SIZE, is_model_name
 
 # More matches than this is a typo or a too-wide glob, not a study: profiling 'res*' (100+
@@ -62,7 +62,7 @@ def resolve_model(name: str) -> str:
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UserError(
         f"unknown model {name!r}: {hint}see `timm-scaling list` for our variants and "
-        "timm.list_models() for timm's (or name a recipe: `timm-scaling train --help`)"
+        f"timm.list_models() for timm's (or name a recipe: {', '.join(list_recipes())})"
     )
 
 

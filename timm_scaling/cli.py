@@ -6,7 +6,9 @@ Heavy imports (torch, timm, calflops) happen inside the commands that need them,
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -56,8 +58,21 @@ def user_errors(fn: Callable) -> Callable:
         except UserError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:  # a full disk, a read-only folder, a name too long, ...
+            typer.echo(f"error: {os_error(err)}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def os_error(err: OSError) -> str:
+    """An error of the file system as one line: what failed, on which file, and what to do."""
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    return (
+        f"{where + ': ' if where else ''}{err.strerror or err}; nothing was lost (results are "
+        "replaced whole): free space or pick a path you can write to, then run the same "
+        "command again"
+    )
 
 
 LOG_WITH_HELP = (
@@ -362,9 +377,9 @@ def profile_cmd(
         rows = profile.match_gmacs(match_gmacs, base_size, num_classes)
         tables = {f"Single-axis variants at {match_gmacs:g} GMACs (+-3%)": rows}
     elif models:
-        from timm_scaling.recipes import parse_override
+        from timm_scaling.recipes import Override, parse_override
 
-        kwargs = dict(parse_override(text) for text in model_kwarg or ())
+        kwargs = dict(parse_override(Override(t, "--model-kwarg")) for t in model_kwarg or ())
         rows = profile.profile_rows(
             models, base_size, num_classes, batch_size, device, speed, kwargs
         )
@@ -428,7 +443,15 @@ def train_cmd(
     import os
 
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.runs import check_folder, check_output, finished, interrupted, run_folder
+    from timm_scaling.runs import (
+        REPORT_FILE,
+        check_folder,
+        check_output,
+        ensure_row,
+        finished,
+        lock_run,
+        run_folder,
+    )
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
@@ -451,20 +474,35 @@ def train_cmd(
         path = planning.write(output / planning.PLAN_FILE, [row])
         _show_plan([row], path, time.perf_counter() - started)
         return
-    done = finished(output, resolved, resume)
-    if done is not None:
-        typer.echo(f"{done} is finished (its result.json exists): not retraining it")
-        return
-    # Before any process starts or any model is built: the run folder, and the data.
-    check_folder(run_folder(output, resolved), resolved, resume)
-    if not resolved.in_memory:
-        from timm_scaling import pipeline
+    launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
+    folder = run_folder(output, resolved)
+    with lock_run(folder) if launcher else contextlib.nullcontext():
+        done = finished(output, resolved, resume)
+        if done is not None:
+            typer.echo(f"{done} is finished (its result.json exists): not retraining it")
+            if launcher and ensure_row(done, output):
+                typer.echo(f"its row was missing from {output / REPORT_FILE}: put back")
+            return
+        # Before any process starts or any model is built: the run folder, and the data.
+        check_folder(folder, resolved, resume)
+        if not resolved.in_memory:
+            from timm_scaling import pipeline
 
-        pipeline.require(resolved.dataset, resolved.data_dir)
+            pipeline.require(resolved.dataset, resolved.data_dir)
+        _train(resolved, recipe, output, resume, num_processes, overrides, launcher)
+
+
+def _train(resolved, recipe: str, output: Path, resume: bool, num_processes, overrides, launcher):
+    """Train in this process, or launch ``num_processes`` workers; Ctrl-C and SIGTERM say what
+    the run folder keeps and how to go on."""
+    import logging
+    import os
+
+    from timm_scaling.runs import interrupted
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from timm_scaling import train
 
-    launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
     try:
         if (num_processes or 1) > 1 and launcher:
             args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
@@ -478,10 +516,10 @@ def train_cmd(
         if os.environ.get("RANK", "0") != "0":  # the main process says it, once
             raise typer.Exit(err.exit_code) from None
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if launcher:
-            typer.echo(f"interrupted: {interrupted(output, resolved)}", err=True)
-        raise typer.Exit(130) from None
+            typer.echo(f"{stop_word(stop)}: {interrupted(output, resolved)}", err=True)
+        raise typer.Exit(stop_code(stop)) from None
 
 
 @app.command("collect")
@@ -492,13 +530,17 @@ def collect_cmd(
         Path | None,
         typer.Option("--output", "-o", help="The CSV to write [default: RUNS/report.csv]."),
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Drop the report's rows whose run folders are not under RUNS."),
+    ] = False,
 ) -> None:
     """Rebuild a report.csv from the result.json of every finished run folder under RUNS: one
-    row per run folder that exists (rows of deleted folders go)."""
+    row per run folder. Rows of runs not under RUNS (deleted folders) go only with --prune."""
     from timm_scaling.runs import REPORT_FILE, collect
 
     output = output or runs / REPORT_FILE
-    rows = collect(runs, output)
+    rows = collect(runs, output, prune=prune)
     typer.echo(f"{rows} run(s) from {runs} -> {output}")
 
 
@@ -605,11 +647,10 @@ def sweep_cmd(
         disable=not terminal,
     )
 
-    def progress(i: int, total: int, recipe, done: bool) -> None:
+    def progress(i: int, total: int, recipe, state: str) -> None:
         bar.n = i
-        bar.set_postfix_str(f"{recipe.model} s{recipe.seed}{' (finished)' if done else ''}")
+        bar.set_postfix_str(f"{recipe.model} s{recipe.seed} ({state})")
         if not terminal:
-            state = "finished before" if done else "training" if jobs == 1 else "trained"
             line = f"{sweep}: {i}/{total} done; {recipe.model} s{recipe.seed} {state}"
             typer.echo(line, err=True)
 
@@ -622,16 +663,16 @@ def sweep_cmd(
         )
         bar.n = len(runs)
         bar.refresh()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         bar.close()
         now = [finished(output, recipe) is not None for recipe in runs]
         newly = sum(done and state != "finished" for done, state in zip(now, states, strict=True))
         typer.echo(
-            f"interrupted: trained {newly} run(s), {now.count(False)} not finished (each resumes "
-            "from its last finished epoch); run the same command again to resume",
+            f"{stop_word(stop)}: trained {newly} run(s), {now.count(False)} not finished (each "
+            "resumes from its last finished epoch); run the same command again to resume",
             err=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(stop_code(stop)) from None
     finally:
         bar.close()
     typer.echo(f"trained {len(result.trained)} run(s), {len(result.skipped)} already finished")
@@ -754,7 +795,26 @@ def search_cmd(
         typer.echo(f"registered: {' '.join(search.register_ladder(result.chosen))}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what SLURM and Kubernetes send before a kill: handled as Ctrl-C is (the run
+    folder keeps its last finished epoch, a sweep stops its jobs, the message says how to go
+    on), with exit code 143."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated
+
+
+def stop_word(stop: KeyboardInterrupt) -> str:
+    return "terminated" if isinstance(stop, Terminated) else "interrupted"
+
+
+def stop_code(stop: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="timm-scaling")
 
 

@@ -118,6 +118,11 @@ def find_run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
         raise UserError("pass one or more run folders: timm-scaling curves runs/")
     found: list[Path] = []
     for path in map(Path, paths):
+        if path.is_file():
+            raise InputError(
+                f"{path} is a file: pass the folder holding it ({path.parent}), run folders or "
+                "a --output folder"
+            )
         if not path.is_dir():
             raise InputError(f"{path}: no such folder; pass run folders or a --output folder")
         if is_run_folder(path):
@@ -314,7 +319,11 @@ def figure(curves: Curves):
         for ax, metric in zip(axes, panels, strict=True):
             xs, mean, std = band(runs, metric, curves.x)
             colour = palette[method]
-            ax.plot(xs, mean, color=colour, linestyle=style, linewidth=1.5, label=label)
+            # A curve of one point (a one-epoch run's top-1) is a marker, not an invisible line.
+            marker = "o" if len(xs) == 1 else None
+            ax.plot(
+                xs, mean, color=colour, linestyle=style, linewidth=1.5, label=label, marker=marker
+            )
             if len(runs) > 1:
                 ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     for ax, metric in zip(axes, panels, strict=True):

@@ -540,7 +540,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``'lr=0.1'`` -> ``('lr', 0.1)``: the value typed by YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--set {text!r}: expected key=value, e.g. --set lr=0.01")
+        option = typed(text).split(" ", 1)[0]
+        raise UserError(f"{option} {str(text)!r}: expected key=value, e.g. {option} key=1")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:

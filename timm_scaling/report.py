@@ -10,6 +10,7 @@ Imports no torch, timm or pandas: the trainer appends rows with it, the frontier
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
 import tempfile
@@ -18,9 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from filelock import FileLock
-
-from timm_scaling.errors import UserError
+from timm_scaling.errors import InputError, UserError
 
 COLUMNS: tuple[str, ...] = (
     "model",
@@ -152,17 +151,77 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 
 def _check_header(path: Path, text: str) -> None:
-    first = text.split("\n", 1)[0].strip()
-    if first not in (",".join(COLUMNS), ",".join(LEGACY_COLUMNS)):
+    if not is_ours(text.split("\n", 1)[0]):
         raise UserError(
             f"{path} is not a timm-scaling report (its header differs from ours); "
             "write to another --output, or rebuild it with `timm-scaling collect`"
         )
 
 
-def _lock(path: Path) -> FileLock:
-    """The lock that serialises writers of ``path``: a hidden file beside it (it stays)."""
-    return FileLock(path.with_name(f".{path.name}.lock"))
+def parse_rows(path: Path, text: str) -> list[dict[str, str]]:
+    """The rows of our report ``text`` (read from ``path``); a row with too few or too many
+    fields (a write cut short, a hand edit) is an error naming its line, never a row of blanks."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    rows = []
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path} line {reader.line_num} has {len(fields)} of {len(header)} fields (a row "
+                "cut short?): delete that line, or rebuild the report with `timm-scaling collect`"
+            )
+        rows.append(dict(zip(header, fields, strict=True)))
+    return rows
+
+
+def is_ours(header: str) -> bool:
+    """Whether a CSV's first line is our report's header (this version's or the one before)."""
+    return header.strip() in (",".join(COLUMNS), ",".join(LEGACY_COLUMNS))
+
+
+class Busy(UserError):
+    """Another process holds the lock asked for without waiting."""
+
+
+@contextmanager
+def locked(path: Path, wait: bool = True) -> Iterator[None]:
+    """Hold the kernel lock (flock) of the file ``path`` for the block; a killed holder frees
+    it. With ``wait`` False, :class:`Busy` (naming the holder's pid) if another process holds it.
+    The file goes when the block ends: a process that opened it just before is told by its inode
+    and locks the new file instead."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            holder = path.read_text().strip() if path.exists() else ""
+            raise Busy(f"pid {holder or '?'}") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed the file as we opened it: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """Serialise the writers of ``path`` (a hidden lock file beside it); once the lock is held,
+    temporary files of ``path`` left by a writer killed mid-write are removed."""
+    with locked(path.with_name(f".{path.name}.lock")):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield
 
 
 def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
@@ -179,11 +238,20 @@ def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
         if old:
             _check_header(path, old)
         key = [_format(row.get(column)) for column in RUN_KEY]
-        kept = [
-            r for r in csv.DictReader(io.StringIO(old)) if [r.get(c) or "" for c in RUN_KEY] != key
-        ]
+        kept = [r for r in parse_rows(path, old) if [r.get(c) or "" for c in RUN_KEY] != key]
         rows = [*kept, row]
         atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(rows)))
+
+
+def has_row(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
+    """Whether the report ``path`` holds ``row`` as :func:`put_row` writes it."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    _check_header(path, text)
+    want = [_format(row.get(column)) for column in COLUMNS]
+    return any([r.get(c, "") for c in COLUMNS] == want for r in parse_rows(path, text))
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> int:
@@ -191,6 +259,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) ->
     path = Path(path)
     rows = list(rows)
     text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         atomic_write(path, text or ",".join(COLUMNS) + "\n")
     return len(rows)
@@ -201,5 +270,6 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: pass a report.csv written by `timm-scaling train`")
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    text = path.read_text()
+    _check_header(path, text)
+    return parse_rows(path, text)

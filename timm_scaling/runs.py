@@ -17,20 +17,24 @@ and each finished run appends one row to ``<output>/report.csv``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import kwargs_tag, load_recipe
-from timm_scaling.report import COLUMNS, write_rows
+from timm_scaling.report import COLUMNS, Busy, has_row, locked, put_row, write_rows
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
 STEPS_FILE = "steps.jsonl"
 CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
 MODEL_DIR = "model"
 REPORT_FILE = "report.csv"
+LOCK_FILE = ".lock"
 
 
 def run_folder(output: str | os.PathLike, recipe) -> Path:
@@ -57,6 +61,12 @@ def check_output(
     """``--output`` must be a folder, or not exist yet and not be named like a file; ``holds``
     says what goes into it."""
     path = Path(output)
+    long = [part for part in path.absolute().parts if len(os.fsencode(part)) > 255]
+    if long:
+        raise UserError(
+            f"--output has a name over 255 bytes ({long[0][:40]}...), more than a file system "
+            "takes: pass a shorter one"
+        )
     if path.exists() and not path.is_dir():
         raise UserError(f"--output {output} is a file: pass a folder (it holds {holds})")
     if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
@@ -64,6 +74,28 @@ def check_output(
             f"--output {output} names a file, but --output is a folder (it holds {holds}); "
             f"pass --output {path.with_suffix('')}"
         )
+    check_writable(path, "--output")
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """``folder`` can be made and written to (checked before anything is trained or measured:
+    a read-only or full disk, a file on the way, a name too long). Makes nothing: a file is
+    written and removed in ``folder``, or in its nearest existing parent."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(existing))
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        raise UserError(
+            f"{option} {folder} cannot be written ({err.strerror or err}): pass a folder you "
+            "can write to, or free space there"
+        ) from None
 
 
 def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
@@ -76,22 +108,115 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     if not saved.exists():
         return []
     before, now = load_recipe(str(saved)).trained_settings(), recipe.trained_settings()
+    if (folder / RESULT_FILE).exists():
+        # A longer continuation writes recipe.yaml and result.json as it finishes: killed
+        # between the two, the result's own epochs say what the folder holds.
+        before["epochs"] = read_result(folder / RESULT_FILE)["epochs"]
     changed = sorted(k for k in now if k not in INCIDENTAL_KEYS and before.get(k) != now[k])
     if resume and "epochs" in changed and now["epochs"] > before["epochs"]:
         changed.remove("epochs")
     return changed
 
 
+def damaged(what: Path, why: str) -> UserError:
+    """The one-line error for a run folder's file that cannot be read."""
+    folder = next((p.parent for p in what.parents if p.name == CHECKPOINTS), what.parent)
+    return UserError(
+        f"{what} {why}: the run folder {folder} is damaged; delete that folder and train again"
+    )
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The checkpoint of a run folder's last finished epoch (``checkpoints/latest`` names it),
-    or None before its first epoch ends."""
+    or None before its first epoch ends. A ``latest`` naming no checkpoint is an error."""
     latest = folder / CHECKPOINTS / LATEST
-    return latest.parent / latest.read_text().strip() if latest.exists() else None
+    if not latest.exists():
+        return None
+    name = latest.read_text(errors="replace").strip()
+    checkpoint = latest.parent / name
+    if not name or "/" in name or not (checkpoint / STATE_FILE).is_file():
+        raise damaged(latest, f"names {name!r}, which is no whole checkpoint")
+    return checkpoint
+
+
+def checkpoint_state(checkpoint: Path) -> dict:
+    """What the trainer saved beside a checkpoint: epoch, updates, history."""
+    state = read_json(checkpoint / STATE_FILE)
+    if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
+        raise damaged(checkpoint / STATE_FILE, "lacks its epoch or history")
+    return state
 
 
 def checkpoint_epoch(checkpoint: Path) -> int:
     """The epoch a checkpoint was saved after."""
-    return json.loads((checkpoint / STATE_FILE).read_text())["epoch"]
+    return checkpoint_state(checkpoint)["epoch"]
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a run folder; a file that is no JSON object is a one-line error."""
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise damaged(path, "is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise damaged(path, f"holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def read_result(path: Path) -> dict:
+    """A finished run's result.json."""
+    result = read_json(path)
+    missing = [key for key in ("model", "top1", "epochs") if key not in result]
+    if missing:
+        raise damaged(path, f"lacks {', '.join(missing)}")
+    return result
+
+
+def report_row(result: dict) -> dict:
+    """A result.json's report.csv row."""
+    return {key: result.get(key) for key in COLUMNS}
+
+
+def ensure_row(folder: Path, output: str | os.PathLike) -> bool:
+    """Put a finished run's row into ``output``/report.csv if it is not there as its result.json
+    has it (a run killed between the two, or a report that could not be written); True if it
+    was put back."""
+    row = report_row(read_result(folder / RESULT_FILE))
+    report = Path(output) / REPORT_FILE
+    if has_row(report, row):
+        return False
+    put_row(report, row)
+    return True
+
+
+# Run folders whose lock this process holds: the CLI takes it, and the trainer it calls again.
+_held: set[Path] = set()
+
+
+@contextmanager
+def lock_run(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock while a run trains into it: a second command training the same run
+    is refused at once (a one-line error). The lock is the kernel's (flock): a killed holder
+    frees it; the file goes when the holder ends."""
+    folder = folder.resolve()
+    if folder in _held:
+        yield
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with locked(folder / LOCK_FILE, wait=False):
+            _held.add(folder)
+            yield
+    except Busy as busy:
+        raise UserError(
+            f"{folder} is being trained by another process ({busy}); wait for it to end, or "
+            "train into another --output"
+        ) from None
+    finally:
+        _held.discard(folder)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a run refused before it wrote anything leaves no folder
 
 
 def check_folder(folder: Path, recipe, resume: bool) -> None:
@@ -165,32 +290,45 @@ def interrupted(output: str | os.PathLike, recipe) -> str:
 
 
 def collect(
-    runs: str | os.PathLike, output: str | os.PathLike, recipes: Iterable | None = None
+    runs: str | os.PathLike,
+    output: str | os.PathLike,
+    recipes: Iterable | None = None,
+    prune: bool = False,
 ) -> int:
     """Rebuild ``output`` (a report.csv) from every result.json under ``runs``, or from the run
-    folders of ``recipes`` only (those finished); returns the number of rows."""
+    folders of ``recipes`` only (those finished); returns the number of rows.
+
+    With no finished run under ``runs`` it is an error; so is dropping rows of an existing
+    report (runs whose folders are gone, or another folder's runs) unless ``prune``."""
     runs = Path(runs)
     if not runs.is_dir():
         raise UserError(f"{runs} is not a folder: pass the --output folder of `timm-scaling train`")
     if recipes is None:
         paths = sorted(runs.rglob(RESULT_FILE))
+        if not paths:
+            raise UserError(
+                f"{runs} holds no finished run (no {RESULT_FILE} under it): pass the --output "
+                "folder of `timm-scaling train` or `sweep`"
+            )
     else:
         paths = [run_folder(runs, r) / RESULT_FILE for r in recipes]
-    return write_rows(
-        output, [{key: result.get(key) for key in COLUMNS} for result in results(paths)]
-    )
+    rows = [report_row(result) for result in results(paths)]
+    output = Path(output)
+    if not prune and output.is_file():
+        from timm_scaling.report import RUN_KEY, read_rows
+
+        keys = {tuple("" if r.get(c) is None else str(r[c]) for c in RUN_KEY) for r in rows}
+        lost = [r for r in read_rows(output) if tuple(r.get(c, "") for c in RUN_KEY) not in keys]
+        if lost:
+            names = ", ".join(f"{r['model']} s{r['seed']}" for r in lost[:3])
+            raise UserError(
+                f"{output} has {len(lost)} row(s) with no finished run under {runs} ({names}"
+                f"{', ...' * (len(lost) > 3)}); collect would drop them: pass --prune to drop "
+                "them, or --output another file"
+            )
+    return write_rows(output, rows)
 
 
 def results(paths: Iterable[Path]) -> list[dict]:
     """The result.json of each path that exists."""
-    found = []
-    for path in paths:
-        if not path.exists():
-            continue
-        try:
-            found.append(json.loads(path.read_text()))
-        except ValueError:
-            raise UserError(
-                f"{path} is not valid JSON; delete that run folder and train again"
-            ) from None
-    return found
+    return [read_result(path) for path in paths if path.exists()]

@@ -37,7 +37,15 @@ from timm_scaling import trackers
 from timm_scaling.errors import UserError
 from timm_scaling.plan import PLAN_FILE, fitting_per_gpu, measure, read_plan, write
 from timm_scaling.recipes import Recipe, find_file, kwargs_tag, load_recipe, recipe_dirs
-from timm_scaling.runs import REPORT_FILE, RESULT_FILE, collect, finished, results, run_folder
+from timm_scaling.runs import (
+    REPORT_FILE,
+    RESULT_FILE,
+    collect,
+    ensure_row,
+    finished,
+    results,
+    run_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +316,7 @@ def run_sweep(
     overrides: Sequence[str] = (),
     shard: str | None = None,
     output: str | os.PathLike = "runs",
-    on_run: Callable[[int, int, Recipe, bool], None] | None = None,
+    on_run: Callable[[int, int, Recipe, str], None] | None = None,
     jobs: int = 1,
     gpus: str | None = None,
     on_result: Callable[[Recipe, dict], None] | None = None,
@@ -322,7 +330,8 @@ def run_sweep(
     two cores finish a sweep nearly twice as fast. On G GPUs, job i trains on GPU i mod G
     (``gpus``: ``"0,1"`` uses only those; see :func:`job_environments`), as many jobs per GPU
     as the sweep's plan.csv says fit in its memory, if there is one (:func:`packed_jobs`).
-    ``on_run(done, total, recipe, skipped)`` is called as each run starts (one job) or ends;
+    ``on_run(done, total, recipe, state)`` is called for each run finished before (state
+    ``finished before``), as each starts (one job: ``training``) and as each ends (``trained``);
     ``on_result(recipe, result)`` as each run trained here finishes, with its result.json.
 
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
@@ -345,17 +354,19 @@ def run_sweep(
         pipeline.require(dataset, data_dir)
     notify = on_run or (lambda *_: None)
     landed = on_result or (lambda *_: None)
-    for i, recipe in enumerate(skipped):
-        notify(i, len(mine), recipe, True)
+    for i, recipe in enumerate(skipped, start=1):
+        ensure_row(run_folder(output, recipe), output)  # lost if killed before it was written
+        notify(i, len(mine), recipe, "finished before")
     if jobs == 1 and gpus is None:
         for i, recipe in enumerate(trained, start=len(skipped)):
-            notify(i, len(mine), recipe, False)
+            notify(i, len(mine), recipe, "training")
             landed(recipe, _train_resuming(recipe, output))
+            notify(i + 1, len(mine), recipe, "trained")
     elif trained:
 
         def ended(i: int, recipe: Recipe, result: dict) -> None:
             landed(recipe, result)
-            notify(len(skipped) + i, len(mine), recipe, False)
+            notify(len(skipped) + i, len(mine), recipe, "trained")
 
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
@@ -365,7 +376,7 @@ def run_sweep(
         return SweepResult(trained, skipped, pending, None)
     folder = Path(output) / sweep.name
     report = folder / REPORT_FILE
-    collect(output, report, everything)
+    collect(output, report, everything, prune=True)  # the sweep's own report: its runs only
     eval_sizes = {
         r.get("eval_images")
         for r in results(run_folder(output, r) / RESULT_FILE for r in everything)

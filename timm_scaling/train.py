@@ -15,6 +15,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -55,8 +56,12 @@ from timm_scaling.runs import (
     STATE_FILE,
     STEPS_FILE,
     check_folder,
+    checkpoint_state,
+    ensure_row,
     finished,
     latest_checkpoint,
+    lock_run,
+    read_result,
     run_folder,
 )
 
@@ -84,12 +89,16 @@ HISTORY_POINTS = 20
 # Without progress bars (stderr not a terminal): a log line every this many updates in epochs
 # longer than that (timm's train.py default), besides the line of each epoch.
 LOG_INTERVAL = 50
+# A point of the finer history whose loss is this many times the run's first has diverged (a
+# too-high lr: losses of 1e9 while top-1 falls to chance), as a nan or inf has.
+DIVERGED_FACTOR = 100
 # torch.compile modes that replay CUDA graphs on a GPU.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class LossNotFinite(UserError):
-    """The training loss became nan or inf: the run stops, its last good checkpoint is kept."""
+    """The training loss became nan or inf, or grew DIVERGED_FACTOR times its first value: the
+    run stops, its last good checkpoint is kept, no result is written."""
 
     exit_code = 3
 
@@ -313,14 +322,20 @@ def train(
     bar per epoch; None: when stderr is a terminal (elsewhere, log lines that a file can hold);
     False also for a sweep's parallel jobs, whose bars would draw over each other.
     """
-    done = finished(output, recipe, resume)
-    if done is not None:
-        log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
-        return json.loads((done / RESULT_FILE).read_text())
-    trainer = Trainer(
-        recipe, output, resume=resume, num_processes=num_processes, cpu=cpu, progress=progress
-    )
-    return trainer.fit()
+    # One process trains a run folder at a time: the launching process (or rank 0 where
+    # `accelerate launch` started the workers itself) holds its lock.
+    owner = os.environ.get("RANK", "0") == "0" and NUM_PROCESSES_ENV not in os.environ
+    with lock_run(run_folder(output, recipe)) if owner else nullcontext():
+        done = finished(output, recipe, resume)
+        if done is not None:
+            log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
+            if owner and ensure_row(done, output):
+                log.info(f"its row was missing from {Path(output) / REPORT_FILE}: put back")
+            return read_result(done / RESULT_FILE)
+        trainer = Trainer(
+            recipe, output, resume=resume, num_processes=num_processes, cpu=cpu, progress=progress
+        )
+        return trainer.fit()
 
 
 def _mixed_precision(recipe: Recipe, cpu: bool) -> str:
@@ -593,9 +608,9 @@ class Trainer:
         """Train the remaining epochs, checkpointing each; write the results; return result.json."""
         recipe, accelerator = self.recipe, self.accelerator
         history = self._load_checkpoint() if self.resume else []
-        if accelerator.is_main_process:
-            # A finished run continued for more epochs is unfinished until it ends again.
-            (self.folder / RESULT_FILE).unlink(missing_ok=True)
+        if accelerator.is_main_process and not (self.folder / RESULT_FILE).exists():
+            # A finished run continued for more epochs keeps its recipe and result until the
+            # longer run replaces them as it finishes.
             recipe.write(self.folder / RECIPE_FILE)
         accelerator.init_trackers(
             trackers.PROJECT,
@@ -696,6 +711,9 @@ class Trainer:
             "lr": lr,
             "loss": loss / images,
         }
+        bound = DIVERGED_FACTOR * self.steps[0]["loss"] if self.steps else math.inf
+        if not math.isfinite(point["loss"]) or point["loss"] > bound:
+            self._diverged(window.epoch, point["loss"])
         self.steps.append(point)
         self.accelerator.log({"train/loss": point["loss"], "train/lr": lr}, step=self.num_updates)
         window.restart(int(images))
@@ -721,8 +739,14 @@ class Trainer:
             if checkpoint is not None
             else "no epoch finished, so there is no checkpoint"
         )
+        reason = (
+            f"over {DIVERGED_FACTOR}x its first, {self.steps[0]['loss']:.3g}"
+            if math.isfinite(loss)
+            else "not a number"
+        )
         raise LossNotFinite(
-            f"training loss is {loss} in epoch {epoch + 1} of {self.folder}: the run diverged; "
+            f"training loss is {loss:.4g} in epoch {epoch + 1} of {self.folder} ({reason}): "
+            "the run diverged; "
             f"{kept}; no result was written; lower --lr (or raise opt_eps) and train again"
         )
 
@@ -820,8 +844,15 @@ class Trainer:
         if path is None:
             logger.info(f"--resume: {self.folder} has no checkpoint; starting from epoch 1")
             return []
-        self.accelerator.load_state(str(path))
-        state = json.loads((path / STATE_FILE).read_text())
+        state = checkpoint_state(path)
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as err:  # safetensors, torch.load and pickle raise their own kinds
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"{path} cannot be loaded ({reason[:200]}): the checkpoint is damaged; delete "
+                f"{self.folder} and train again"
+            ) from None
         self.num_updates = state["num_updates"]
         self.micro_batches = state["micro_batches"]
         self.steps = state.get("steps", [])  # absent in checkpoints of earlier versions
@@ -866,8 +897,13 @@ class Trainer:
                 "replica_checksums": checksums,
                 "torch": torch.__version__,
                 "timm": timm.__version__,
+                # The same seed trains to other weights with another thread count.
+                "threads": torch.get_num_threads(),
             }
             self._export(row["top1"])
+            # The run's recipe, then its result (a longer continuation replaces both; killed
+            # between them, runs.changed_keys takes the epochs from the result).
+            recipe.write(self.folder / RECIPE_FILE)
             atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
             put_row(self.output / REPORT_FILE, row)
             accelerator.log(trackers.scalars(row, "final/"), step=self.num_updates)
@@ -888,7 +924,8 @@ class Trainer:
         """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf)."""
         recipe, cfg = self.recipe, self.unwrapped.pretrained_cfg
         notes = (
-            f"trained {recipe.epochs} epochs on {recipe.dataset} at {recipe.image_size} px "
+            f"trained {recipe.epochs} epoch{'s' * (recipe.epochs != 1)} on {recipe.dataset} "
+            f"at {recipe.image_size} px "
             f"(recipe {recipe.name}, seed {recipe.seed}{', EMA weights' * recipe.ema}): "
             f"top-1 {top1:.2f}"
         )

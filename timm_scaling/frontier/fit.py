@@ -41,12 +41,23 @@ def pareto_front(
     lower_x_is_better: bool = True,
     higher_y_is_better: bool = True,
 ) -> np.ndarray:
-    """A boolean mask of the points no other point dominates (as good on both, better on one)."""
+    """A boolean mask of the points no other point dominates (as good on both, better on one).
+
+    Sorted by cost, O(N log N) (100,000 points in well under a second): a point is on the front
+    when it is the best of its cost and better than every cheaper point."""
     x = np.asarray(xs, dtype=float) * (1 if lower_x_is_better else -1)
     y = np.asarray(ys, dtype=float) * (1 if higher_y_is_better else -1)
-    no_worse = (x[None, :] <= x[:, None]) & (y[None, :] >= y[:, None])
-    better = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
-    return ~(no_worse & better).any(axis=1)
+    if not len(x):
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((-y, x))  # by cost, the best first within a cost
+    sx, sy = x[order], y[order]
+    starts = np.flatnonzero(np.r_[True, sx[1:] != sx[:-1]])  # where each cost begins
+    group = np.cumsum(np.r_[True, sx[1:] != sx[:-1]]) - 1
+    best_cheaper = np.r_[-np.inf, np.maximum.accumulate(sy)[starts[1:] - 1]]
+    on = (sy == sy[starts][group]) & (sy > best_cheaper[group])
+    mask = np.empty_like(on)
+    mask[order] = on
+    return mask
 
 
 def log_linear_design(xs: Sequence[float]) -> np.ndarray:
@@ -109,7 +120,8 @@ def fit_power_law(
             row += len(x)
         return jac
 
-    c_hi = c_max * (1 - 1e-9)
+    # An error of 0 (top-5 at 100%) leaves c no room: bound it to a sliver above 0.
+    c_hi = max(c_max * (1 - 1e-9), 1e-12)
     if start is None:
         c0 = 0.5 * c_max
         x0 = [c0]

@@ -233,7 +233,8 @@ def title(fr: Frontier) -> str:
     """Data set, epochs and runs per point: ``digits, 3 epochs, n=3 per point``."""
     parts = [fr.settings.get("dataset") or ", ".join(Path(s).name for s in fr.sources[:2])]
     if "epochs" in fr.settings:
-        parts.append(f"{fr.settings['epochs']} epochs")
+        epochs = fr.settings["epochs"]
+        parts.append(f"{epochs} epoch{'s' * (str(epochs) != '1')}")
     if "recipe" in fr.settings:
         parts.append(f"recipe {fr.settings['recipe']}")
     ns = sorted({p.n for p in fr.points})

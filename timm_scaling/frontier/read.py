@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from timm_scaling.errors import InputError, UserError
-from timm_scaling.report import ALIASES, METRICS, Metric
+from timm_scaling.report import ALIASES, METRICS, Metric, is_ours, parse_rows
 
 ACCURACY_COLUMNS = ("top1", "top5")
 COST_COLUMNS = ("gmacs", "gflops", "macts", "param_count")
@@ -68,6 +68,9 @@ def read_table(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         reason = str(err).strip().splitlines()[0]
         raise InputError(f"{path} is not a readable CSV ({reason}): fix or remove it") from None
+    text = path.read_text(errors="replace")
+    if is_ours(text.split("\n", 1)[0]):
+        parse_rows(path, text)  # a row cut short is named by its line, not read as blanks
     if frame.empty:
         raise InputError(f"{path} has a header but no rows: pass a CSV with one row per run")
     renames = {}
@@ -295,8 +298,9 @@ def read_results(
         )
     if cost_frames:
         frames = accuracy + [f for f in frames if not _is_accuracy(f, y) and not _is_cost(f, y)]
-    _check_columns(frames, ["model", y] if cost_frames else ["model", x, y], bool(cost_frames))
-    costs = CostTable(cost_frames) if cost_frames else None
+    joins = bool(cost_frames) or measure_missing  # costs looked up, or measured where missing
+    _check_columns(frames, ["model", y] if joins else ["model", x, y], joins)
+    costs = CostTable(cost_frames) if joins else None
     warnings = list(costs.warnings) if costs else []
     kept = []
     for frame in frames:
@@ -319,16 +323,22 @@ def read_results(
 
 
 def _usable(frame: pd.DataFrame, x: str, y: str) -> tuple[pd.DataFrame, list[str]]:
-    """Rows with a model, a numeric ``y`` and an ``x`` above 0; a warning for the rest."""
+    """Rows with a model, a finite ``y`` (within 0..100 for a percentage) and a finite ``x``
+    above 0; a warning naming the lines of the rest."""
     frame = frame.copy()
     for column in (x, y):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     model = frame["model"]
-    keep = model.notna() & (model != "") & frame[y].notna() & (frame[x] > 0)
+    keep = model.notna() & (model != "") & np.isfinite(frame[y]) & np.isfinite(frame[x])
+    keep &= frame[x] > 0
+    percent = y in METRICS and METRICS[y].unit == "%"
+    if percent:
+        keep &= frame[y].between(0, 100)
     if keep.all():
         return frame, []
     lines = _first(frame.loc[~keep, "line"].tolist(), int((~keep).sum()))
     return frame.loc[keep], [
         f"{frame['source'].iat[0]}: dropped {(~keep).sum()} of {len(frame)} rows with no model, "
-        f"or a missing or non-numeric {y}, or a {x} that is not a number above 0 (lines {lines})"
+        f"or a missing or non-numeric {y}{' or one outside 0..100' * percent}, or a {x} that is "
+        f"not a finite number above 0 (lines {lines})"
     ]

@@ -17,6 +17,8 @@ from timm_scaling.frontier.results import (
 )
 from timm_scaling.report import Metric
 
+# Verdicts at each point of a reference with at most this many, else at this many costs.
+MAX_TARGETS = 20
 EVALUATION_ONLY = "evaluation noise only; the spread between training runs is unknown"
 
 
@@ -45,6 +47,12 @@ def compare_groups(
     eval_size: int | None,
 ) -> list[Verdict]:
     points = curves.points
+    own = sum(p.group == reference for p in points)
+    if not at and own > MAX_TARGETS:
+        # A verdict at each of thousands of reference points says nothing more than at
+        # MAX_TARGETS costs spread evenly (in log cost) over the reference's range.
+        levels = curves.distinct(reference)
+        at = tuple(10 ** np.linspace(levels[0], levels[-1], MAX_TARGETS))
     if at:
         targets = [(cost, *curves.read_at(reference, cost)) for cost in at]
     else:
@@ -82,7 +90,7 @@ def compare_groups(
                 verdicts.append(Verdict(reference, other, cost, ref_value, line))
                 continue
             diff_weights = ref_weights - weights
-            used = [p.n for p, w in zip(points, diff_weights, strict=True) if abs(w) > 1e-12]
+            used = ns[np.flatnonzero(np.abs(diff_weights) > 1e-12)].tolist()
             other_value = float(weights @ means)
             diff = ref_value - other_value
             ci, source = None, None

@@ -1,0 +1,474 @@
+"""Faults a trusted trainer survives (issue 20): a kill at any write point, a killed longer
+continuation, two copies of one command, a diverged run, SIGTERM, damaged files, bad reports.
+
+Each test reproduces one fault from outside (a kill injected where the files are replaced, a
+second real process, a real signal) and checks that nothing finished is lost or wrong and that
+the CLI says one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from typer.testing import CliRunner
+
+import timm_scaling.report
+from timm_scaling.cli import app
+from timm_scaling.errors import InputError
+from timm_scaling.recipes import load_recipe
+from timm_scaling.report import COLUMNS, read_rows
+from timm_scaling.runs import (
+    CHECKPOINTS,
+    LATEST,
+    LOCK_FILE,
+    RESULT_FILE,
+    STATE_FILE,
+    finished,
+    lock_run,
+    report_row,
+    run_folder,
+)
+from timm_scaling.train import LossNotFinite, Trainer, train
+
+TINY = [
+    "limit_train=64",
+    "limit_val=32",
+    "batch_size=32",
+    "eval_batch_size=32",
+    "base_size=32",
+    "epochs=1",
+]
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+class Killed(BaseException):
+    """A kill -9 at a chosen moment: nothing after it runs (not even ``except Exception``)."""
+
+
+def tiny(**changes):
+    return load_recipe("digits", TINY + [f"{k}={v}" for k, v in changes.items()])
+
+
+def reset() -> None:
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def kill_at_replace(monkeypatch, at: int) -> list[str]:
+    """Kill the process at the ``at``-th file replacement (every result, checkpoint pointer,
+    recipe, report and model folder is committed by one rename); returns the names renamed."""
+    renamed: list[str] = []
+    real_replace, real_rename = os.replace, Path.rename
+
+    def counted(commit, source, target):
+        if len(renamed) == at:
+            raise Killed
+        renamed.append(Path(target).name)
+        return commit(source, target)
+
+    monkeypatch.setattr(os, "replace", lambda s, t: counted(real_replace, s, t))
+    monkeypatch.setattr(Path, "rename", lambda s, t: counted(real_rename, s, t))
+    return renamed
+
+
+def report_has(output: Path, result: dict) -> bool:
+    """``output``/report.csv holds ``result``'s row as the trainer writes it."""
+    path = output / "report.csv"
+    return path.is_file() and timm_scaling.report.has_row(path, report_row(result))
+
+
+@pytest.fixture(scope="module")
+def finished_run(module_tmp_path, tmp_path_factory):
+    """A finished one-epoch run whose report row was lost: killed just before the row was put
+    into report.csv (issue 20, case 1). Returns its output folder and result."""
+    os.environ["TIMM_SCALING_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    output = module_tmp_path / "runs"
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr("timm_scaling.train.put_row", lambda *a: (_ for _ in ()).throw(Killed))
+    with pytest.raises(Killed):
+        train(tiny(), output)
+    monkeypatch.undo()
+    reset()
+    folder = run_folder(output, tiny())
+    result = json.loads((folder / RESULT_FILE).read_text())
+    assert not (output / "report.csv").exists()
+    return output, result
+
+
+def copy_of(finished_run, tmp_path) -> Path:
+    output = tmp_path / "runs"
+    shutil.copytree(finished_run[0], output)
+    return output
+
+
+@pytest.mark.slow
+def test_a_rerun_of_a_finished_run_puts_its_lost_row_back(finished_run, tmp_path):
+    output = copy_of(finished_run, tmp_path)
+    outcome = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "not retraining" in outcome.output and "put back" in outcome.output
+    assert report_has(output, finished_run[1])
+    assert [r["model"] for r in read_rows(output / "report.csv")] == ["effnet_b0"]
+    # The result records the CPU threads it trained with: the same seed differs with another.
+    assert finished_run[1]["threads"] == torch.get_num_threads()
+    again = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
+    assert "put back" not in again.output and len(read_rows(output / "report.csv")) == 1
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for text in overrides for arg in ("--set", text)]
+
+
+@pytest.mark.slow
+def test_a_kill_at_every_write_of_a_longer_continuation_keeps_a_whole_result(
+    finished_run, tmp_path, monkeypatch
+):
+    """`--resume --epochs 2` on a finished one-epoch run, killed at each file replacement in
+    turn: the folder holds the one-epoch result or the two-epoch one, never neither, and a
+    rerun of either command puts that result's row into the report."""
+    old, longer = tiny(), tiny(epochs=2)
+    points = None
+    at = 0
+    while points is None or at < len(points):
+        output = tmp_path / (f"kill-{at}" if points is not None else "whole")
+        shutil.copytree(finished_run[0], output)
+        renamed = kill_at_replace(monkeypatch, at if points is not None else 10**6)
+        if points is None:  # a first continuation, not killed: count its write points
+            train(longer, output, resume=True)
+            points = list(renamed)
+            assert RESULT_FILE in points and "report.csv" in points
+            monkeypatch.undo()
+            reset()
+            continue
+        with pytest.raises(Killed):
+            train(longer, output, resume=True)
+        monkeypatch.undo()
+        reset()
+        folder = run_folder(output, old)
+        result = json.loads((folder / RESULT_FILE).read_text())
+        assert result["epochs"] in (1, 2), (at, points[at])
+        # The command whose result the folder holds finds it finished, and puts its row back.
+        kept = old if result["epochs"] == 1 else longer
+        assert finished(output, kept, resume=True) == folder, (at, points[at])
+        assert train(kept, output, resume=True) == result
+        reset()
+        assert report_has(output, result), (at, points[at])
+        if result["epochs"] == 1 and at == len(points) // 2:  # the continuation goes on
+            assert train(longer, output, resume=True)["epochs"] == 2
+            reset()
+            assert report_has(output, json.loads((folder / RESULT_FILE).read_text()))
+        shutil.rmtree(output)
+        at += 1
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "timm_scaling", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_a_second_copy_of_a_training_run_is_refused_at_once(tmp_path):
+    """While one process holds a run folder, the same command in another process is one line
+    and trains nothing; the lock file goes with its holder."""
+    recipe = tiny()
+    folder = run_folder(tmp_path, recipe)
+    with lock_run(folder):
+        second = subprocess.run(
+            [sys.executable, "-m", "timm_scaling", "train", "digits"]
+            + ["--output", str(tmp_path), *sets(TINY)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"is being trained by another process (pid {os.getpid()})" in second.stderr
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE]
+    assert not folder.exists()  # refused before it wrote anything: no folder left behind
+
+
+@pytest.mark.slow
+def test_a_diverging_loss_stops_the_run_as_nan_does(tmp_path):
+    """A loss 100x its first (an lr far too high: 1e9 while top-1 falls to chance) is divergence
+    as a nan is: no result, no row, the message names the loss and the fix."""
+    recipe = tiny(epochs=2)
+    trainer = Trainer(recipe, tmp_path)
+    forwards = 0
+
+    def blow_up(module, args, output):
+        nonlocal forwards
+        forwards += module.training
+        return output * 1e6 if module.training and forwards > 1 else None
+
+    trainer.unwrapped.register_forward_hook(blow_up)
+    with pytest.raises(LossNotFinite) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert "over 100x its first" in message and "epoch 1" in message and "\n" not in message
+    assert "lower --lr" in message
+    assert not (run_folder(tmp_path, recipe) / RESULT_FILE).exists()
+    assert not (tmp_path / "report.csv").exists()
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
+    env = dict(os.environ)
+    command = ["train", "digits", "--output", str(tmp_path), *sets(TINY + ["epochs=3"])]
+    folder = run_folder(tmp_path, tiny(epochs=3))
+    process = start(command, env)
+    wait_for(lambda: (folder / CHECKPOINTS / LATEST).exists(), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("terminated: ") and "--resume" in last, err
+    assert "Traceback" not in err
+    assert not (folder / LOCK_FILE).exists()
+    resumed = runner.invoke(app, [*command, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((folder / RESULT_FILE).read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_stops_its_workers(tmp_path):
+    """SLURM's SIGTERM to the sweep process alone: its jobs end with it, no orphan trains on."""
+    import yaml
+
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(
+        yaml.safe_dump({"recipe": "digits", "set": TINY + ["epochs=20"], "models": ["effnet_b0"]})
+    )
+    output = tmp_path / "runs"
+    command = ["sweep", str(sweep), "--seeds", "2", "--output", str(output), "--jobs", "2"]
+    process = start(command, dict(os.environ))
+    folders = [output / f"digits-effnet_b0-s{seed}" for seed in range(2)]
+    wait_for(lambda: all((f / CHECKPOINTS / LATEST).exists() for f in folders), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("terminated: trained 0 run(s), 2 not finished")
+    deadline = time.monotonic() + 10
+    while members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert members(process.pid) == [], "a job outlived the sweep"
+
+
+def members(pgid: int) -> list[int]:
+    """Live processes of a process group, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+# -- damaged files: one line, never a traceback -------------------------------------------------
+
+
+def one_line(outcome, *words: str) -> None:
+    """A CLI outcome that failed with one ``error:`` line naming ``words``, no traceback."""
+    assert outcome.exit_code != 0, outcome.output
+    assert isinstance(outcome.exception, SystemExit), outcome.exception
+    assert "Traceback" not in outcome.output
+    lines = outcome.output.strip().splitlines()
+    assert lines[-1].startswith("error: "), outcome.output
+    assert all(word in lines[-1] for word in words), outcome.output
+
+
+def damage(output: Path, how) -> Path:
+    folder = run_folder(output, tiny())
+    (folder / RESULT_FILE).unlink()  # an unfinished run: its checkpoint is what resumes
+    how(folder)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "how, words",
+    [
+        (
+            lambda f: (f / CHECKPOINTS / "epoch-0001" / STATE_FILE).write_text("{garbage"),
+            [STATE_FILE, "is not valid JSON"],
+        ),
+        (lambda f: (f / CHECKPOINTS / LATEST).write_text("epoch-0042\n"), ["names 'epoch-0042'"]),
+        (lambda f: (f / CHECKPOINTS / LATEST).write_text(""), ["names ''"]),
+        (
+            lambda f: shutil.rmtree(f / CHECKPOINTS / "epoch-0001"),
+            ["names 'epoch-0001', which is no whole checkpoint"],
+        ),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_in_dry_run_and_resume(finished_run, tmp_path, how, words):
+    output = copy_of(finished_run, tmp_path)
+    damage(output, how)
+    recipe = ["--output", str(output), *sets(TINY)]
+    one_line(runner.invoke(app, ["train", "digits", "--resume", *recipe]), *words, "delete")
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text(f"recipe: digits\nset: {TINY}\nmodels: [effnet_b0]\n")
+    dry = runner.invoke(app, ["sweep", str(sweep), "--output", str(output), "--dry-run"])
+    one_line(dry, *words)
+
+
+@pytest.mark.slow
+def test_truncated_weights_are_one_line_on_resume(finished_run, tmp_path):
+    output = copy_of(finished_run, tmp_path)
+    weights = damage(output, lambda f: None) / CHECKPOINTS / "epoch-0001" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    command = ["train", "digits", "--resume", "--output", str(output), *sets(TINY)]
+    outcome = runner.invoke(app, command)
+    one_line(outcome, "cannot be loaded", "damaged")
+
+
+@pytest.mark.slow
+def test_a_result_holding_a_list_is_one_line_in_collect(finished_run, tmp_path):
+    output = copy_of(finished_run, tmp_path)
+    (run_folder(output, tiny()) / RESULT_FILE).write_text("[1, 2]\n")
+    one_line(runner.invoke(app, ["collect", str(output)]), "holds a JSON list")
+
+
+# -- collect never replaces rows with fewer without saying so ----------------------------------
+
+
+@pytest.mark.slow
+def test_collect_refuses_to_empty_or_shrink_a_report(finished_run, tmp_path):
+    output = copy_of(finished_run, tmp_path)
+    assert runner.invoke(app, ["collect", str(output)]).exit_code == 0
+    report = output / "report.csv"
+    before = report.read_text()
+    # A sweep's report folder, or a folder with no runs: an error, the report untouched.
+    sweep_folder = output / "demo"
+    sweep_folder.mkdir()
+    (sweep_folder / "report.csv").write_text(before)
+    one_line(runner.invoke(app, ["collect", str(sweep_folder)]), "holds no finished run")
+    assert (sweep_folder / "report.csv").read_text() == before
+    # A run folder deleted: its row goes only with --prune.
+    shutil.rmtree(run_folder(output, tiny()))
+    (output / "other").mkdir()
+    shutil.copytree(finished_run[0] / run_folder(Path(), tiny()), output / "other" / "run")
+    extra = output / "other" / "run" / RESULT_FILE
+    extra.write_text(json.dumps(json.loads(extra.read_text()) | {"seed": 7}))
+    shrink = runner.invoke(app, ["collect", str(output)])
+    one_line(shrink, "1 row(s) with no finished run", "effnet_b0 s0", "--prune")
+    assert report.read_text() == before
+    pruned = runner.invoke(app, ["collect", str(output), "--prune"])
+    assert pruned.exit_code == 0, pruned.output
+    assert [r["seed"] for r in read_rows(report)] == ["7"]
+
+
+# -- reports: cut rows and impossible accuracies -------------------------------------------------
+
+
+def test_a_cut_report_row_is_named_by_its_line_not_rewritten(tmp_path):
+    report = tmp_path / "report.csv"
+    row = {"model": "effnet_b0", "top1": 80.0, "gmacs": 0.4, "seed": 0, "recipe": "digits"}
+    timm_scaling.report.put_row(report, row)
+    timm_scaling.report.put_row(report, row | {"seed": 1})
+    whole = report.read_text()
+    report.write_text(whole[: whole.rindex("digits")])  # the last row cut mid-write
+    cut = report.read_text()
+    fields = rf"report.csv line 3 has \d+ of {len(COLUMNS)} fields"
+    with pytest.raises(InputError, match=fields) as caught:
+        timm_scaling.report.put_row(report, row | {"seed": 2})
+    assert caught.value.exit_code == 3
+    assert report.read_text() == cut  # not rewritten with blanks
+    outcome = runner.invoke(app, ["frontier", str(report), "-o", str(tmp_path / "f")])
+    assert outcome.exit_code == 3
+    one_line(outcome, "line 3 has", "collect")
+
+
+def test_frontier_drops_impossible_accuracies_naming_their_lines(tmp_path):
+    report = tmp_path / "report.csv"
+    base = {"recipe": "digits", "epochs": 3, "dataset": "digits"}
+    good = [("effnet_b0", 0.03, 80.0), ("effnet_b0_w2", 0.1, 85.0), ("effnet_b0_d2", 0.06, 82.0)]
+    bad = [("effnet_b0_d3", 0.09, float("inf")), ("effnet_b0_r2", 0.1, 150.0)]
+    bad.append(("effnet_b0_phi1", 0.05, -5.0))
+    rows = [{"model": m, "gmacs": g, "top1": t, "seed": 0, **base} for m, g, t in good + bad]
+    timm_scaling.report.write_rows(report, rows)
+    out = tmp_path / "front"
+    outcome = runner.invoke(app, ["frontier", str(report), "-o", str(out), "--format", "json"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "dropped 3 of 6 rows" in outcome.output and "outside 0..100" in outcome.output
+    assert "lines 5, 6, 7" in outcome.output
+    points = json.loads((out / "frontier.json").read_text())["points"]
+    assert sorted(p["model"] for p in points) == sorted(m for m, _, _ in good)
+
+
+def test_sort_based_pareto_front_equals_the_pairwise_definition():
+    import numpy as np
+
+    from timm_scaling.frontier import pareto_front
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 25))
+        xs, ys = rng.integers(0, 5, n).astype(float), rng.integers(0, 5, n).astype(float)
+        for lower_x, higher_y in ((True, True), (False, True), (True, False), (False, False)):
+            x = xs * (1 if lower_x else -1)
+            y = ys * (1 if higher_y else -1)
+            no_worse = (x[None, :] <= x[:, None]) & (y[None, :] >= y[:, None])
+            better = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
+            expected = ~(no_worse & better).any(axis=1)
+            assert (pareto_front(xs, ys, lower_x, higher_y) == expected).all(), (xs, ys)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "digits", "--output", "FILE/sub"], ["--output", "a file is in the way"]),
+        (["train", "digits", "--output", "x" * 300], ["a name over 255 bytes"]),
+        (["profile", "effnet_b0", "--no-speed", "--csv", "FOLDER"], ["Is a directory"]),
+    ],
+)
+def test_unwritable_outputs_are_one_line(tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    Path("FILE").write_text("a file\n")
+    Path("FOLDER").mkdir()
+    outcome = runner.invoke(app, args)
+    one_line(outcome, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "FOLDER"]  # nothing made
+
+
+def test_frontier_of_a_top5_at_100_fits_without_a_bounds_error(tmp_path):
+    """Every top-5 at 100% (digits): 100 - accuracy is 0, which left the power law's c no room."""
+    report = tmp_path / "report.csv"
+    costs = {"effnet_b0": 0.03, "effnet_b0_w1p4": 0.05, "effnet_b0_w2": 0.1}
+    costs |= {"effnet_b0_d2": 0.06, "effnet_b0_d3": 0.09, "effnet_b0_r1p3": 0.05}
+    costs |= {"effnet_b0_r1p5": 0.07, "effnet_b0_phi1": 0.05, "effnet_b0_phi2": 0.1}
+    rows = [
+        {"model": m, "gmacs": g, "top1": 80 + s, "top5": 100.0, "seed": s, "recipe": "digits"}
+        for m, g in costs.items()
+        for s in range(2)
+    ]
+    timm_scaling.report.write_rows(report, rows)
+    out = tmp_path / "front"
+    outcome = runner.invoke(app, ["frontier", str(report), "--y", "top5", "-o", str(out)])
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads((out / "frontier.json").read_text())["y"]["column"] == "top5"
