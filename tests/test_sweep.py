@@ -180,6 +180,10 @@ def test_sweep_trains_by_shard_then_reports_and_resumes(tiny_sweep, tmp_path):
     result = json.loads((runs / "tiny" / "frontier.json").read_text())
     assert len(result["points"]) == 4
     assert f"report: {report}" in second.output
+    # The frontier command that prints the same table: the runs' evaluation set size with it.
+    size = result["eval_size"]
+    assert size == json.loads(next(runs.rglob("result.json")).read_text())["eval_images"]
+    assert f"this table again: timm-scaling frontier {report} --eval-size {size}" in second.output
 
     again = invoke(tiny_sweep, "--output", runs)
     assert again.exit_code == 0, again.output

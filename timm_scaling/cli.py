@@ -687,6 +687,13 @@ def sweep_cmd(
     for warning in result.frontier.warnings:
         typer.echo(f"warning: {warning}", err=True)
     frontier.show(result.frontier, "table")
+    # One rule for both commands: intervals from evaluation noise need --eval-size, which the
+    # sweep takes from its runs (every run is evaluated on the same split).
+    size = result.frontier.eval_size
+    typer.echo(
+        f"this table again: timm-scaling frontier {result.report}"
+        + f" --eval-size {size}" * bool(size)
+    )
     typer.echo(f"report: {result.report}")
     for path in result.written:
         typer.echo(f"wrote {path}")
