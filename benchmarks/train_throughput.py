@@ -211,11 +211,10 @@ def main() -> None:
 
 def folder_main(args) -> None:
     """--data folder: the loader of timm's pipeline alone, against the model's step."""
-    from timm_scaling import pipeline
 
     scratch = scratch_folder()
     if args.data_dir is None:
-        args.data_dir = pipeline.write_images("digits", Path(scratch) / "digits224", 224)
+        args.data_dir = data.write_images("digits", Path(scratch) / "digits224", 224)
     batch = args.batch_size or 32
     batches = 3 if args.quick else 20
     overrides = [

@@ -10,6 +10,7 @@ from accelerate.state import AcceleratorState
 from typer.testing import CliRunner
 
 from timm_scaling import catalog, profile
+from timm_scaling.cache import CACHE_ENV
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import load_recipe
@@ -28,7 +29,7 @@ BELOW = {"resnet": (-0.006, 0.0), "efficientnet": (-0.037, -0.023)}
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(profile.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

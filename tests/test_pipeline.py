@@ -44,8 +44,8 @@ def digits_trees(module_tmp_path):
     """scikit-learn's digits at 64 px as a folder tree and as two tar files."""
     root = module_tmp_path
     return {
-        "folder": pipeline.write_images("digits", root / "folder", 64),
-        "tar": pipeline.write_images("digits", root / "tar", 64, tar=True),
+        "folder": data.write_images("digits", root / "folder", 64),
+        "tar": data.write_images("digits", root / "tar", 64, tar=True),
     }
 
 

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from timm_scaling import profile
+from timm_scaling.cache import CACHE_ENV
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.models import register_variant, registered, scaling_of
@@ -21,7 +22,7 @@ from timm_scaling.scaling import Scaling
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(profile.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

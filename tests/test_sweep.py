@@ -45,8 +45,9 @@ def test_figure8_has_a_ladder_of_four_costs_per_method():
 def test_matched_sweep_matches_compound_cost_or_brackets_it(compound, tmp_path, monkeypatch):
     """Per single axis, a model within 3% of compound's measured MACs at 32 px, or, where timm's
     staircase has none, its two neighbours: no multiplier gives a cost between them."""
+    from timm_scaling.cache import CACHE_ENV
     from timm_scaling.models import register_variant
-    from timm_scaling.profile import CACHE_ENV, MATCH_TOLERANCE, image_size, measure_cost
+    from timm_scaling.profile import MATCH_TOLERANCE, image_size, measure_cost
     from timm_scaling.scaling import Scaling, parse_name
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))

@@ -13,6 +13,7 @@ where the data is absent.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from timm_scaling.errors import UserError
+from timm_scaling.imagesets import DEFAULT_DATA_DIR, Normalizer, data_root
 from timm_scaling.recipes import DATASETS, IN_MEMORY, ON_DISK, check_dataset
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "recipe_classes",
     "resize",
     "synthetic",
+    "write_images",
 ]
 
 SPLITS = ("train", "val")
@@ -55,7 +58,6 @@ SHAPES = {
     "cifar100": (50_000, 10_000, 100),
     "digits": (1437, 360, 10),
 }
-DEFAULT_DATA_DIR = "data"
 # timm's IMAGENET_DEFAULT_MEAN / _STD, the statistics every timm EfficientNet is normalised with.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -76,11 +78,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def data_root(data_dir: str | Path | None) -> Path:
-    """The recipe's data_dir, else ./data."""
-    return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
 
 
 def num_classes(dataset: str, data_dir: str | Path | None = None) -> int:
@@ -390,23 +387,38 @@ class DeviceBatches:
         ]
 
 
-class Normalizer:
-    """uint8 images -> float32 ``(x / 255 - mean) / std`` on ``device``, as one multiply-add,
-    channels_last if asked: what every batch of every data set goes through on the device."""
+def write_images(
+    source: str, out: str | Path, size: int, tar: bool = False, data_dir: str | Path | None = None
+) -> Path:
+    """Write an in-memory data set (``digits``, ``cifar10``...) as ``folder`` data (an ImageFolder
+    tree of PNG files, ``out/train/CLASS/N.png`` and ``out/val/...``) at ``size`` px, or with
+    ``tar`` as ``out/train.tar`` and ``out/val.tar`` holding the same files: real images to try
+    timm's pipeline on where no ImageNet-like data is at hand. Returns ``out``."""
+    import tarfile
+    import tempfile
 
-    def __init__(
-        self,
-        mean: Sequence[float],
-        std: Sequence[float],
-        device: torch.device | str = "cpu",
-        channels_last: bool = False,
-    ) -> None:
-        std_255 = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
-        self.scale = 1 / std_255
-        self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255 / std_255
-        self.channels_last = channels_last
+    from PIL import Image
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return torch.addcmul(self.shift, images.float(), self.scale)
+    from timm_scaling.pipeline import SPLIT_NAMES
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLIT_NAMES:
+        images = load_images(source, data_dir, size, split)
+        # Built aside, then moved into place: an interrupted write leaves no half split.
+        with tempfile.TemporaryDirectory(dir=out) as scratch:
+            tree = Path(scratch) / split
+            for index, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
+                folder = tree / images.classes[label]
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
+            if tar:
+                with tarfile.open(tree.with_suffix(".tar"), "w") as archive:
+                    for path in sorted(tree.rglob("*.png")):
+                        archive.add(path, arcname=str(path.relative_to(tree)))
+                tree = tree.with_suffix(".tar")
+            target = out / tree.name
+            if target.exists():
+                raise UserError(f"{target} exists; write into another folder")
+            os.replace(tree, target)
+    return out

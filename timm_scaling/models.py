@@ -292,7 +292,7 @@ for _scaling in BUILTIN_SCALINGS:
 def cached_architectures(names: list[str]) -> dict[str, Architecture]:
     """:func:`architecture` of each registered name, kept on disk per timm version beside the
     cost counts (``$TIMM_SCALING_CACHE``): a model is built once, not at every `list`."""
-    from timm_scaling.profile import cache_dir
+    from timm_scaling.cache import cache_dir
     from timm_scaling.report import atomic_write
 
     path = cache_dir() / "architecture" / f"timm-{timm.__version__}.json"

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from timm_scaling.data import Normalizer, data_root
 from timm_scaling.errors import UserError
+from timm_scaling.imagesets import Normalizer, data_root
 from timm_scaling.recipes import ON_DISK, STREAMED, Recipe
 
 log = logging.getLogger(__name__)
@@ -366,38 +366,3 @@ def eraser(recipe: Recipe, device: torch.device):
     from timm.data.random_erasing import RandomErasing
 
     return RandomErasing(recipe.re_prob, mode="pixel", device=device)
-
-
-def write_images(
-    source: str, out: str | Path, size: int, tar: bool = False, data_dir: str | Path | None = None
-) -> Path:
-    """Write an in-memory data set (``digits``, ``cifar10``...) as ``folder`` data (an ImageFolder
-    tree of PNG files, ``out/train/CLASS/N.png`` and ``out/val/...``) at ``size`` px, or with
-    ``tar`` as ``out/train.tar`` and ``out/val.tar`` holding the same files: real images to try
-    timm's pipeline on where no ImageNet-like data is at hand. Returns ``out``."""
-    import tarfile
-    import tempfile
-
-    from timm_scaling.data import load_images
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for split in SPLIT_NAMES:
-        images = load_images(source, data_dir, size, split)
-        # Built aside, then moved into place: an interrupted write leaves no half split.
-        with tempfile.TemporaryDirectory(dir=out) as scratch:
-            tree = Path(scratch) / split
-            for index, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
-                folder = tree / images.classes[label]
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
-            if tar:
-                with tarfile.open(tree.with_suffix(".tar"), "w") as archive:
-                    for path in sorted(tree.rglob("*.png")):
-                        archive.add(path, arcname=str(path.relative_to(tree)))
-                tree = tree.with_suffix(".tar")
-            target = out / tree.name
-            if target.exists():
-                raise UserError(f"{target} exists; write into another folder")
-            os.replace(tree, target)
-    return out

@@ -26,7 +26,6 @@ import functools
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from timm_scaling.cache import cache_dir
 from timm_scaling.catalog import (
     check_size,
     create_model,
@@ -54,7 +54,6 @@ from timm_scaling.recipes import kwargs_tag
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import ALPHA, MAX_MULT, MIN_MULT, Scaling, compound
 
-CACHE_ENV = "TIMM_SCALING_CACHE"
 COST_KEYS = ("param_count", "gmacs", "gflops", "macts")
 
 # What calflops 0.3.2 patches besides torch.nn.functional (calflops/pytorch_ops.py).
@@ -141,10 +140,6 @@ def count_cost(model: nn.Module, img_size: int) -> dict[str, float]:
         "gflops": flops / 1e9,
         "macts": activations / 1e6,
     }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "timm-scaling")
 
 
 def _cache_path(model: str, img_size: int, num_classes: int, tag: str) -> Path:

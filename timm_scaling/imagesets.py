@@ -1,0 +1,41 @@
+"""What every data path shares, in-memory (:mod:`timm_scaling.data`) and timm's pipeline
+(:mod:`timm_scaling.pipeline`): where data lives, and normalisation on the device.
+
+Imports nothing of ours, so both import it downwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA_DIR = "data"
+
+
+def data_root(data_dir: str | Path | None) -> Path:
+    """The recipe's data_dir, else ./data."""
+    return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
+
+
+class Normalizer:
+    """uint8 images -> float32 ``(x / 255 - mean) / std`` on ``device``, as one multiply-add,
+    channels_last if asked: what every batch of every data set goes through on the device."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        std_255 = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.scale = 1 / std_255
+        self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255 / std_255
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return torch.addcmul(self.shift, images.float(), self.scale)
