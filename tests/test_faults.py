@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import timm_scaling.report
 from timm_scaling.cli import app
-from timm_scaling.errors import InputError
+from timm_scaling.errors import InputError, UserError
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import COLUMNS, read_rows
 from timm_scaling.runs import (
@@ -472,3 +472,41 @@ def test_frontier_of_a_top5_at_100_fits_without_a_bounds_error(tmp_path):
     outcome = runner.invoke(app, ["frontier", str(report), "--y", "top5", "-o", str(out)])
     assert outcome.exit_code == 0, outcome.output
     assert json.loads((out / "frontier.json").read_text())["y"]["column"] == "top5"
+
+
+@pytest.mark.slow
+def test_a_disk_filling_up_at_a_checkpoint_is_one_line_keeping_the_last(tmp_path):
+    """safetensors raises its own error on a full disk: the half-written checkpoint goes, the
+    last whole one stays, and the message says to free space and --resume."""
+    recipe = tiny(epochs=2)
+    trainer = Trainer(recipe, tmp_path)
+    save_state = trainer.accelerator.save_state
+
+    def full_on_the_second(path):
+        if path.endswith("epoch-0002"):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise RuntimeError("Error while serializing: I/O error: No space left on device")
+        return save_state(path)
+
+    trainer.accelerator.save_state = full_on_the_second
+    with pytest.raises(UserError) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert "No space left on device" in message and "epoch-0001, is kept" in message
+    assert "--resume" in message and "\n" not in message
+    checkpoints = run_folder(tmp_path, recipe) / CHECKPOINTS
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0001", LATEST]
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`timm-scaling sweep demo --dry-run | head -1` on more lines than a pipe holds (64 KiB):
+    the reader goes away, and the command ends without an error line about it."""
+    dry = f"{sys.executable} -m timm_scaling sweep demo --seeds 300 --dry-run --output runs"
+    command = f"{dry} | head -1"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.stdout.count("\n") == 1 and "demo-effnet_b0-s0" in done.stdout
+    assert done.stderr == "" and done.returncode == 141

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 import time
@@ -58,6 +59,9 @@ def user_errors(fn: Callable) -> Callable:
         except UserError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except BrokenPipeError:  # `timm-scaling ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except OSError as err:  # a full disk, a read-only folder, a name too long, ...
             typer.echo(f"error: {os_error(err)}", err=True)
             raise typer.Exit(1) from None
@@ -69,9 +73,8 @@ def os_error(err: OSError) -> str:
     """An error of the file system as one line: what failed, on which file, and what to do."""
     where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
     return (
-        f"{where + ': ' if where else ''}{err.strerror or err}; nothing was lost (results are "
-        "replaced whole): free space or pick a path you can write to, then run the same "
-        "command again"
+        f"{where + ': ' if where else ''}{err.strerror or err}: free space, or pick a path you "
+        "can write to, then run the same command again"
     )
 
 
@@ -440,7 +443,6 @@ def train_cmd(
 ) -> None:
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
     import logging
-    import os
 
     from timm_scaling.recipes import load_recipe
     from timm_scaling.runs import (
@@ -496,7 +498,6 @@ def _train(resolved, recipe: str, output: Path, resume: bool, num_processes, ove
     """Train in this process, or launch ``num_processes`` workers; Ctrl-C and SIGTERM say what
     the run folder keeps and how to go on."""
     import logging
-    import os
 
     from timm_scaling.runs import interrupted
 

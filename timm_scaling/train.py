@@ -23,8 +23,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -819,7 +819,8 @@ class Trainer:
         accelerator = self.accelerator
         root = self.folder / CHECKPOINTS
         name = f"epoch-{len(history):04d}"
-        accelerator.save_state(str(root / name))
+        with self._writing(root / name, f"epoch {len(history)}'s checkpoint"):
+            accelerator.save_state(str(root / name))
         logger.info(f"checkpoint {root / name}")
         if accelerator.is_main_process:
             umask_mode(root / name)
@@ -838,6 +839,27 @@ class Trainer:
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
+
+    @contextmanager
+    def _writing(self, partial: Path, what: str) -> Iterator[None]:
+        """Writing ``what`` into ``partial``: a failure (a full disk; safetensors and torch.save
+        raise their own kinds) removes the half-written folder and is one line saying what the
+        run folder keeps."""
+        try:
+            yield
+        except Exception as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            checkpoint = latest_checkpoint(self.folder)
+            kept = (
+                f"its last checkpoint, {checkpoint.name}, is kept"
+                if checkpoint
+                else "no epoch is kept"
+            )
+            raise UserError(
+                f"could not write {what} into {self.folder} ({reason[:200]}); {kept}: free space, "
+                "then run the same command with --resume"
+            ) from None
 
     def _load_checkpoint(self) -> list[dict[str, float]]:
         path = latest_checkpoint(self.folder)
@@ -930,7 +952,10 @@ class Trainer:
             f"top-1 {top1:.2f}"
         )
         model_dir = self.folder / MODEL_DIR
-        export(self.evaluated_model, model_dir, recipe.image_size, cfg["mean"], cfg["std"], notes)
+        with self._writing(model_dir.with_name(model_dir.name + ".partial"), "the trained model"):
+            export(
+                self.evaluated_model, model_dir, recipe.image_size, cfg["mean"], cfg["std"], notes
+            )
         umask_mode(model_dir)  # safetensors writes model.safetensors 0600
 
     def _device_label(self) -> str:
