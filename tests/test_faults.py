@@ -94,7 +94,11 @@ def finished_run(module_tmp_path, tmp_path_factory):
     os.environ["TIMM_SCALING_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
     output = module_tmp_path / "runs"
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr("timm_scaling.train.put_row", lambda *a: (_ for _ in ()).throw(Killed))
+
+    def killed(*args):
+        raise Killed
+
+    monkeypatch.setattr("timm_scaling.train.finishing.put_row", killed)
     with pytest.raises(Killed):
         train(tiny(), output)
     monkeypatch.undo()

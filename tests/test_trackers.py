@@ -89,15 +89,15 @@ def test_long_epochs_log_every_interval(tmp_path, monkeypatch, caplog):
     """An epoch longer than LOG_INTERVAL updates logs a line each LOG_INTERVAL (2 here)."""
     from accelerate.state import AcceleratorState
 
-    from timm_scaling import train
     from timm_scaling.recipes import load_recipe
+    from timm_scaling.train import train, update
 
-    monkeypatch.setattr(train, "LOG_INTERVAL", 2)
+    monkeypatch.setattr(update, "LOG_INTERVAL", 2)
     monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path / "cache"))
     recipe = load_recipe("digits", [*SETTINGS, "epochs=1", "limit_train=80"])  # 5 updates
     caplog.set_level("INFO", logger="timm_scaling.train")
     try:
-        train.train(recipe, tmp_path, progress=False)
+        train(recipe, tmp_path, progress=False)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     within = re.findall(r"epoch 1/1 \[\d+/5 updates\]", caplog.text)

@@ -13,12 +13,8 @@ from accelerate.state import AcceleratorState
 from timm.optim import get_optimizer_class
 
 from timm_scaling.errors import UserError
-from timm_scaling.train import (
-    Trainer,
-    is_out_of_memory,
-    optimizer_speedups,
-    set_grad_checkpointing,
-)
+from timm_scaling.train import Trainer, is_out_of_memory, optimizer_speedups
+from timm_scaling.train.machine import set_grad_checkpointing
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -94,7 +90,7 @@ def test_library_allocation_failures_count_as_out_of_memory():
 def test_a_cpu_starts_with_the_micro_batches_its_memory_holds(tmp_path, monkeypatch, caplog):
     """Out of memory on a CPU is a SIGKILL, not an error to fall back from: the trainer splits
     the batch up front where the estimate (activations x bytes each) exceeds half the memory."""
-    from timm_scaling import train as train_module
+    from timm_scaling.train import building as train_module
 
     trainer = Trainer(recipe(), tmp_path / "plenty")
     assert trainer.micro_batches == 1  # 16 digits at 32 px: a few MB

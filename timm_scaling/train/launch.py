@@ -1,0 +1,70 @@
+"""Several training processes on one machine, through ``accelerate launch``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from timm_scaling.errors import UserError
+from timm_scaling.train.logs import log
+
+# Set by `launch` for its workers: the process count they must find themselves in.
+NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(args: Sequence[str], num_processes: int) -> int:
+    """Run ``timm-scaling ARGS`` in ``num_processes`` processes with ``accelerate launch``.
+
+    On a CPU, ``accelerate launch --cpu --num_processes N`` starts a single process; with
+    ``ACCELERATE_USE_CPU=1`` and ``--multi_gpu`` it starts N, talking over gloo. The workers
+    inherit this environment (PYTHONPATH included) and check their count. Returns their exit code.
+    """
+    gpus = torch.cuda.device_count()
+    env = dict(os.environ, **{NUM_PROCESSES_ENV: str(num_processes)})
+    if gpus == 0:
+        env["ACCELERATE_USE_CPU"] = "1"
+    elif gpus < num_processes:
+        raise UserError(
+            f"--num-processes {num_processes}: this machine has {gpus} GPU(s); "
+            f"use --num-processes {gpus} or fewer"
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--quiet",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",  # the recipe's precision is passed to Accelerator, which takes precedence
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "timm_scaling",
+        *args,
+    ]
+    log.info(f"launching {num_processes} processes: {' '.join(command)}")
+    with subprocess.Popen(command, env=env) as launcher:
+        try:
+            return launcher.wait()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: stop the workers
+            launcher.send_signal(signal.SIGINT)
+            launcher.wait()
+            raise

@@ -1,0 +1,210 @@
+"""The Trainer: one recipe -> one run folder, read top to bottom (build, fit epoch by epoch,
+finish); each step's details in its own module."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import TorchDynamoPlugin, tqdm
+from timm.utils import distribute_bn
+
+from timm_scaling import trackers
+from timm_scaling.errors import UserError
+from timm_scaling.recipes import Recipe
+from timm_scaling.runs import (
+    RECIPE_FILE,
+    REPORT_FILE,
+    RESULT_FILE,
+    check_folder,
+    ensure_row,
+    finished,
+    lock_run,
+    read_result,
+    run_folder,
+)
+from timm_scaling.train.building import Building
+from timm_scaling.train.checkpoints import Checkpoints
+from timm_scaling.train.finishing import Finishing
+from timm_scaling.train.launch import NUM_PROCESSES_ENV
+from timm_scaling.train.logs import log, logger
+from timm_scaling.train.machine import mixed_precision
+from timm_scaling.train.update import Updating, Window, evaluate
+
+
+def train(
+    recipe: Recipe,
+    output: str | os.PathLike = "runs",
+    resume: bool = False,
+    num_processes: int | None = None,
+    cpu: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train ``recipe`` into its run folder under ``output``; returns result.json's content.
+
+    A finished run folder (result.json exists) is not trained again. ``progress``: a progress
+    bar per epoch; None: when stderr is a terminal (elsewhere, log lines that a file can hold);
+    False also for a sweep's parallel jobs, whose bars would draw over each other.
+    """
+    # One process trains a run folder at a time: the launching process (or rank 0 where
+    # `accelerate launch` started the workers itself) holds its lock.
+    owner = os.environ.get("RANK", "0") == "0" and NUM_PROCESSES_ENV not in os.environ
+    with lock_run(run_folder(output, recipe)) if owner else nullcontext():
+        done = finished(output, recipe, resume)
+        if done is not None:
+            log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
+            if owner and ensure_row(done, output):
+                log.info(f"its row was missing from {Path(output) / REPORT_FILE}: put back")
+            return read_result(done / RESULT_FILE)
+        trainer = Trainer(
+            recipe, output, resume=resume, num_processes=num_processes, cpu=cpu, progress=progress
+        )
+        return trainer.fit()
+
+
+class Trainer(Building, Updating, Checkpoints, Finishing):
+    """One run: the model, optimizer, schedule and data of a recipe, prepared by Accelerate.
+
+    Build it, then call :meth:`fit`. ``model`` is the prepared model; ``unwrapped`` the timm
+    model inside it (where forward hooks go).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        output: str | os.PathLike = "runs",
+        resume: bool = False,
+        num_processes: int | None = None,
+        cpu: bool = False,
+        progress: bool | None = None,
+    ) -> None:
+        self.recipe, self.output, self.resume = recipe, Path(output), resume
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.folder = run_folder(output, recipe)
+        self.trackers = trackers.require(recipe.log_with)  # before anything is built
+        self.accelerator = Accelerator(
+            cpu=cpu,
+            mixed_precision=mixed_precision(recipe, cpu),
+            dynamo_plugin=TorchDynamoPlugin(
+                backend="inductor" if recipe.compile else "no", mode=recipe.compile_mode
+            ),
+            log_with=self.trackers or None,
+            project_dir=self.folder,
+        )
+        self._check_processes(num_processes)
+        check_folder(self.folder, self.recipe, self.resume)
+        self._build()
+
+    def _check_processes(self, asked: int | None) -> None:
+        world = self.accelerator.num_processes
+        expected = asked or int(os.environ.get(NUM_PROCESSES_ENV, world))
+        if world != expected:
+            raise UserError(
+                f"asked for {expected} processes but found {world}; launch with "
+                "`timm-scaling train --num-processes N` or accelerate launch --multi_gpu"
+            )
+        self.recipe.check_processes(world)
+        logger.info(
+            f"world size {world} ({self.accelerator.distributed_type}), "
+            f"device {self.accelerator.device}, mixed precision {self.accelerator.mixed_precision}"
+        )
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The model evaluated each epoch: the EMA of the weights where the recipe has one."""
+        return self.ema.module if self.ema is not None else self.unwrapped
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, checkpointing each; write the results; return result.json."""
+        recipe, accelerator = self.recipe, self.accelerator
+        history = self._load_checkpoint() if self.resume else []
+        if accelerator.is_main_process and not (self.folder / RESULT_FILE).exists():
+            # A finished run continued for more epochs keeps its recipe and result until the
+            # longer run replaces them as it finishes.
+            recipe.write(self.folder / RECIPE_FILE)
+        accelerator.init_trackers(
+            trackers.PROJECT,
+            config=trackers.hparams(recipe.to_dict() | {"lr": recipe.peak_lr}),
+            init_kwargs=trackers.init_kwargs(self.trackers, self.folder.name),
+        )
+        for epoch in range(len(history), recipe.epochs):
+            started = time.perf_counter()
+            if accelerator.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(accelerator.device)
+            stats = self.train_epoch(epoch)
+            if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
+                distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
+            stats.update(evaluate(self.evaluated_model, self.val_batches, accelerator))
+            stats["epoch_s"] = time.perf_counter() - started
+            stats["peak_mem_mb"] = self._peak_memory()
+            history.append(stats)
+            logger.info(
+                f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
+                f"top1 {stats['top1']:.2f} top5 {stats['top5']:.2f} "
+                f"({stats['samples_per_s']:.0f} images/s)"
+            )
+            accelerator.log(
+                {
+                    "epoch": epoch + 1,
+                    "val/top1": stats["top1"],
+                    "val/top5": stats["top5"],
+                    "epoch/loss": stats["loss"],
+                    "epoch/lr": stats["lr"],
+                    "epoch/images_per_s": stats["samples_per_s"],
+                },
+                step=self.num_updates,
+            )
+            self._save_checkpoint(history)
+        return self._finish(history)
+
+    def train_epoch(
+        self, epoch: int, max_updates: int | None = None, seconds: float | None = None
+    ) -> dict[str, float]:
+        """One epoch of updates, or its first ``max_updates``, or those begun within ``seconds``
+        (a plan's measurement: one process only, where no other process must keep step)."""
+        self.model.train()
+        self.train_batches.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.accelerator.device)
+        images_seen = 0
+        started = time.perf_counter()
+        bar = tqdm(
+            itertools.islice(self.train_batches, max_updates),
+            desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+            total=min(len(self.train_batches), max_updates or len(self.train_batches)),
+            leave=False,
+            disable=not self.progress,
+        )
+        window = Window(epoch, len(self.train_batches), loss_sum)
+        for images, labels in bar:
+            if self.mixup is not None:
+                images, labels = self._mix(images, labels)
+                if not len(labels):  # a last batch of one image (the same on every process)
+                    continue
+            lr = self.optimizer.param_groups[0]["lr"]  # this update's
+            loss = self._update(images, labels)
+            loss_sum += loss
+            images_seen += len(labels)
+            if window.add(loss, len(labels)):
+                self._history_point(window, lr)
+            if seconds is not None and time.perf_counter() - started >= seconds:
+                break
+        totals = torch.stack([loss_sum, torch.tensor(float(images_seen), device=loss_sum.device)])
+        loss, count = self.accelerator.reduce(totals, reduction="sum").tolist()
+        seconds = time.perf_counter() - started
+        if not torch.isfinite(torch.tensor(loss)):
+            self._diverged(epoch, loss)
+        return {
+            "epoch": epoch + 1,
+            "loss": loss / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_images": int(count),
+            "train_s": seconds,
+            "samples_per_s": count / seconds,
+        }
