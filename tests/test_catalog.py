@@ -9,7 +9,7 @@ import torch
 from accelerate.state import AcceleratorState
 from typer.testing import CliRunner
 
-from timm_scaling import catalog, profile
+from timm_scaling import catalog, paper, profile
 from timm_scaling.cache import CACHE_ENV
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
@@ -37,14 +37,14 @@ def cache(tmp_path, monkeypatch):
     "row",
     [
         pytest.param(r, marks=() if r["model"] in FAST else pytest.mark.slow, id=r["model"])
-        for r in profile.benchmark_reference()
+        for r in paper.benchmark_reference()
     ],
 )
 def test_cost_against_timms_benchmark(row):
     name, size = row["model"], int(row["infer_img_size"])
     cost = profile.measure_cost(name, size)
     published = float(row["infer_gmacs"])
-    terms = profile.benchmark_terms(name, size)
+    terms = paper.benchmark_terms(name, size)
     assert cost["param_count"] == pytest.approx(float(row["param_count"]), abs=ROUNDING)
     if not terms["attention"]:  # fvcore counts attention's outputs as activations too
         assert cost["macts"] == pytest.approx(float(row["infer_macts"]), abs=ROUNDING)

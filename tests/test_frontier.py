@@ -683,7 +683,7 @@ def test_the_whole_of_timms_results_is_readable(tmp_path):
 def test_measure_missing_profiles_the_rows_the_cost_tables_lack(tmp_path):
     acc = write_csv(tmp_path / "report.csv", [dict(model="effnet_b0", img_size=224, top1=77.0)])
     rows, warnings = frontier.read_results([acc, BENCHMARK], "gmacs", "top1", measure_missing=True)
-    from timm_scaling.profile import measure_cost
+    from timm_scaling.cost import measure_cost
 
     assert warnings == []
     assert rows["gmacs"].item() == pytest.approx(measure_cost("effnet_b0", 224)["gmacs"])

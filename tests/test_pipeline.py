@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from timm_scaling import data, pipeline
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
-from timm_scaling.profile import _read_reference, paper_dropout
+from timm_scaling.paper import _read_reference, paper_dropout
 from timm_scaling.report import read_rows
 from timm_scaling.train import Trainer, train
 

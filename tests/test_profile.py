@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from timm_scaling import profile
+from timm_scaling import cost, paper, profile
 from timm_scaling.cache import CACHE_ENV
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
@@ -44,7 +44,7 @@ def test_b0_at_224_matches_the_paper_and_timm():
 def test_params_counted_even_when_frozen():
     model = meta_model("effnet_b0")
     model.requires_grad_(False)  # calflops alone would report 0 params here
-    assert profile.count_cost(model, 64)["param_count"] == pytest.approx(5.288548)
+    assert cost.count_cost(model, 64)["param_count"] == pytest.approx(5.288548)
 
 
 def test_calflops_agrees_with_torchs_flop_counter():
@@ -57,7 +57,7 @@ def test_calflops_agrees_with_torchs_flop_counter():
         model = meta_model(name)
         with FlopCounterMode(display=False) as counter:
             model(torch.empty(1, 3, size, size, device="meta"))
-        assert profile.count_cost(model, size)["gmacs"] == pytest.approx(
+        assert cost.count_cost(model, size)["gmacs"] == pytest.approx(
             counter.get_total_flops() / 2e9, rel=1e-3
         )
 
@@ -77,7 +77,7 @@ def test_activations_are_conv_and_linear_outputs():
 
     with Outputs():
         model(torch.empty(1, 3, 128, 128, device="meta"))
-    assert profile.count_cost(model, 128)["macts"] == pytest.approx(sum(seen) / 1e6)
+    assert cost.count_cost(model, 128)["macts"] == pytest.approx(sum(seen) / 1e6)
 
 
 def test_guard_restores_functionals_when_the_forward_raises():
@@ -85,9 +85,9 @@ def test_guard_restores_functionals_when_the_forward_raises():
     original = F.conv2d
     broken = meta_model("effnet_b0", in_chans=4)  # fed 3 channels: the stem conv raises
     with pytest.raises(Exception):  # noqa: B017 - whatever the forward raises must propagate
-        profile.count_cost(broken, 64)
+        cost.count_cost(broken, 64)
     assert F.conv2d is original
-    again = profile.count_cost(meta_model("effnet_b0"), 64)
+    again = cost.count_cost(meta_model("effnet_b0"), 64)
     assert again == pytest.approx(before)  # not doubled, as it is after calflops' own leak
 
 
@@ -95,7 +95,7 @@ def test_guard_fails_loudly_when_a_patch_is_left_behind():
     from calflops.calculate_pipline import CalFlopsPipline
 
     original = F.conv2d
-    with pytest.raises(RuntimeError, match="conv2d"), profile.functional_guard():
+    with pytest.raises(RuntimeError, match="conv2d"), cost.functional_guard():
         # calflops' own patching, started and never ended
         CalFlopsPipline(meta_model("effnet_b0"), False, 2.0).start_flops_calculate()
     assert F.conv2d is original
@@ -177,8 +177,8 @@ def test_match_gmacs_finds_single_axis_models_within_3_percent():
     for row in rows:
         assert row["model"] in registered()
         # re-measured from scratch, not the search's own number
-        cost = profile.count_cost(meta_model(row["model"]), row["img_size"])
-        assert cost["gmacs"] == pytest.approx(1.8, rel=0.03)
+        counted = cost.count_cost(meta_model(row["model"]), row["img_size"])
+        assert counted["gmacs"] == pytest.approx(1.8, rel=0.03)
         scaling = scaling_of(row["model"])
         assert (
             getattr(scaling, row["method"]) == row["multiplier"] and scaling.method == row["method"]
@@ -214,7 +214,7 @@ def test_cli_errors_are_one_line():
 
 
 def test_paper_tables_stand_beside_the_reference():
-    table7 = {row["method"]: row for row in profile.paper_table7()}
+    table7 = {row["method"]: row for row in paper.paper_table7()}
     assert table7["compound"]["model"] == "effnet_b0_phi2"
     assert table7["resolution"]["img_size"] == 448
     # the single-axis models cost less than the paper printed; compound lands on it

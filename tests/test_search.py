@@ -120,7 +120,7 @@ def test_bad_constraint_is_a_one_line_error(options, message):
 
 @pytest.mark.slow
 def test_exact_cost_uses_measured_macs_after_rounding():
-    from timm_scaling.profile import measure_cost
+    from timm_scaling.cost import measure_cost
 
     proxy = SearchSettings(exact_cost=True)
     exact = enumerate_candidates(2.0, 0.15, 0.5, MeasuredCost(proxy).ratio)

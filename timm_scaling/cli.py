@@ -359,6 +359,7 @@ def profile_cmd(
 
     from rich.table import Table
 
+    from timm_scaling import paper as tables_of_paper
     from timm_scaling import profile
     from timm_scaling.report import atomic_write
     from timm_scaling.tables import print_table
@@ -367,13 +368,15 @@ def profile_cmd(
         if models or csv_path or match_gmacs is not None:
             raise UserError("--paper takes no models, --csv or --match-gmacs; use --markdown PATH")
         tables = {
-            "Table 2: B0..B7 (paper's coefficients and resolutions)": profile.paper_table2(
+            "Table 2: B0..B7 (paper's coefficients and resolutions)": tables_of_paper.paper_table2(
                 num_classes
             ),
-            "Table 7: B0 scaled along one axis, and compound": profile.paper_table7(num_classes),
+            "Table 7: B0 scaled along one axis, and compound": tables_of_paper.paper_table7(
+                num_classes
+            ),
         }
         if markdown:
-            atomic_write(markdown, profile.paper_markdown(num_classes))
+            atomic_write(markdown, tables_of_paper.paper_markdown(num_classes))
     elif match_gmacs is not None:
         if models:
             raise UserError("--match-gmacs takes no models: it finds them")

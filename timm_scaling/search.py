@@ -299,7 +299,7 @@ class MeasuredCost:
         return self._measure(self.base.model, self.base.image_size)
 
     def _measure(self, name: str, size: int) -> float:
-        from timm_scaling.profile import measure_cost
+        from timm_scaling.cost import measure_cost
 
         return measure_cost(name, size, self.num_classes)["gmacs"]
 
@@ -581,7 +581,7 @@ def base_epoch_seconds(settings: SearchSettings) -> float:
     import torch
 
     from timm_scaling import data
-    from timm_scaling.profile import measure_speed
+    from timm_scaling.speed import measure_speed
 
     recipe = settings.proxy(model=settings.base_model)
     classes = data.num_classes(recipe.dataset, recipe.data_dir)

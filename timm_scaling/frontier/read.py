@@ -183,7 +183,7 @@ def _shown_columns(frame: pd.DataFrame) -> list[str]:
 
 def _measure(rows: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Our profile's cost of each row's architecture at its size (torch imported only here)."""
-    from timm_scaling.profile import measure_cost
+    from timm_scaling.cost import measure_cost
 
     found = pd.DataFrame(index=rows.index, columns=columns, dtype=float)
     failed: list[str] = []

@@ -29,7 +29,7 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 def cost_columns(recipe: Recipe, num_classes: int) -> dict[str, float]:
     """param_count, gmacs, gflops, macts of the model at the training image size and classes."""
-    from timm_scaling.profile import measure_cost
+    from timm_scaling.cost import measure_cost
 
     cost = measure_cost(recipe.model, recipe.image_size, num_classes, recipe.model_kwargs)
     return {key: cost[key] for key in ("param_count", "gmacs", "gflops", "macts")}
@@ -59,7 +59,7 @@ class Building:
         self.cost = cost_columns(recipe, self.num_classes)
         self.drop_rate = recipe.drop_rate
         if self.drop_rate is None:  # by the model's cost, as the paper's B0..B7
-            from timm_scaling.profile import paper_dropout
+            from timm_scaling.paper import paper_dropout
 
             self.drop_rate = paper_dropout(self.cost["gmacs"])
             logger.info(
