@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # gpu-check runs on a bare GPU machine too: the venv's python where there is one, else python3.
 GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
 
-.PHONY: install demo test lint format clean gpu-check
+.PHONY: install demo test test-slow test-all lint format clean gpu-check
 
 install: $(STAMP)
 
@@ -35,7 +35,15 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The fast tests (a few minutes); test-slow: the end-to-end runs (real training, processes,
+# signals); CI runs both (.ci/run).
 test: lint
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
