@@ -75,7 +75,7 @@ PACKAGES = {
 VERSIONS = ("torch", "timm", "accelerate", "transformers", "calflops", "pandas", "numpy")
 TABLE7_SEEDS = 3  # the study: each Table 7 recipe with 3 seeds (its recipes' 35 epochs)
 PACKED = 4  # jobs on the one GPU
-STEPS = ("a", "b1", "b2", "c1", "c2", "d", "c3", "e", "c4")  # in the order they run
+STEPS = ("a", "b1", "b2", "b3", "c1", "c2", "d", "c3", "e", "c4")  # in the order they run
 NOT_ASKED = "not run: not in --steps"
 CUDA_ONLY = "not run: needs a CUDA GPU"
 
@@ -391,6 +391,17 @@ def throughput(check: Check, limit: float, log: str, *extra: str) -> dict[str, A
     return result
 
 
+def fused(check: Check, limit: float) -> dict[str, Any]:
+    """Three seeds of B0 as one vmapped step against the same seeds stepped in turn
+    (benchmarks/fused_seeds.py), at the CIFAR recipes' batch on a GPU."""
+    path = check.logs / "fused.json"
+    args = [sys.executable, str(REPO / "benchmarks" / "fused_seeds.py")]
+    args += ["--device", check.device, "--seeds", "3", "--json", str(path)]
+    args += ["--steps", "2", "--batch-size", "16"] if check.quick else ["--steps", "20"]
+    seconds, _ = check.run("fused", args, limit)
+    return {**json.loads(path.read_text()), "wall_s": round(seconds, 1)}
+
+
 # -- c. plans -------------------------------------------------------------------------------
 
 
@@ -594,6 +605,16 @@ def render_throughput(step: dict[str, Any]) -> list[str]:
     ]
 
 
+def render_fused(step: dict[str, Any]) -> list[str]:
+    if "fused" not in step:
+        return []
+    return [
+        f"{step['model']} at {step['image_size']} px, {step['seeds']} seeds x batch "
+        f"{step['batch_size']}: separate {fmt(step['separate'])} images/s, fused "
+        f"{fmt(step['fused'])}: fused/separate **{step['fused/separate']:.2f}** (goal: >= 2)",
+    ]
+
+
 def render_plan(step: dict[str, Any]) -> list[str]:
     lines = ["| model | img | batch | micro | images/s | peak MB | epoch | run |"]
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -645,6 +666,7 @@ SECTIONS = {
     "a": render_tests,
     "b1": render_throughput,
     "b2": render_throughput,
+    "b3": render_fused,
     "c1": render_plan,
     "c2": render_plan,
     "c3": render_plan,
@@ -719,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     graphs = ("throughput-graphs", "--compile-mode", "reduce-overhead")
     title = "train_throughput, CUDA graphs (compile_mode reduce-overhead)"
     check.step("b2", title, cap(150), on_gpu(throughput), *graphs)
+    check.step("b3", "fused seeds: 3 as one step against 3 in turn", cap(60), fused)
     check.step("c1", "sweep table7 --plan --jobs 1", cap(200), plan, "table7", 1)
     full = not args.quick  # a smoke run plans each sweep once: c1 jobs 1, c3 jobs 4
     if full:

@@ -54,7 +54,7 @@ def test_quick_cpu_run_writes_both_files_with_every_kind_of_step(tmp_path):
     steps = record["steps"]
     assert {name: step["status"] for name, step in steps.items()} == {
         **dict.fromkeys(("a", "b1", "c1", "d"), "ok"),
-        **dict.fromkeys(("b2", "c3", "e"), "not run: not in --steps"),
+        **dict.fromkeys(("b2", "b3", "c3", "e"), "not run: not in --steps"),
     }, done.stdout + done.stderr
     assert done.returncode == 0
     env = record["environment"]
@@ -76,14 +76,14 @@ def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
     script = load_script()
     monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
     ran = []
-    for fn in ("tests", "throughput", "plan", "demo", "packing"):
+    for fn in ("tests", "throughput", "fused", "plan", "demo", "packing"):
         monkeypatch.setattr(script, fn, lambda check, limit, *args, fn=fn: ran.append(fn))
     out = tmp_path / "out"
     assert script.main(["--device", "cpu", "--quick", "--out", str(out), "--steps", "d,c1"]) == 0
     assert ran == ["plan", "demo"]  # c1 then d: the script's order, not the option's
     steps = json.loads((out / "gpu_check.json").read_text())["steps"]
     assert {name: step["status"] for name, step in steps.items()} == {
-        **dict.fromkeys(("a", "b1", "b2", "c3", "e"), "not run: not in --steps"),
+        **dict.fromkeys(("a", "b1", "b2", "b3", "c3", "e"), "not run: not in --steps"),
         "c1": "ok",
         "d": "ok",
     }
@@ -97,7 +97,8 @@ def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert script.main(["--device", "cpu", "--out", str(out), "--steps", "a,z9"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: --steps a,z9: no step z9; choose from a, b1, b2, c1, c2, d, c3, e, c4\n"
+    choose = "a, b1, b2, b3, c1, c2, d, c3, e, c4"
+    assert err == f"error: --steps a,z9: no step z9; choose from {choose}\n"
 
 
 def test_report_renders_every_section():
@@ -113,12 +114,15 @@ def test_report_renders_every_section():
     packing = {"model": "effnet_b0", "batch_size": 128, "alone_images_per_s": 900.0}
     packing |= {"packed_images_per_s": [500.0] * 4, "packed_total_images_per_s": 2000.0}
     packing |= {"speedup": 2000 / 900, "overlap": 0.93}
+    fused = {"model": "effnet_b0", "image_size": 32, "seeds": 3, "batch_size": 128}
+    fused |= {"separate": 1500.0, "fused": 3300.0, "fused/separate": 2.2}
     demo = {"wall_s": 80.0, "runs": [{"model": "effnet_b0", "img_size": 32, "top1": 60.5}]}
     demo["runs"][0] |= {"top5": 95.0, "train_time_s": 9.5, "peak_mem_mb": 180.0, "device": "H"}
     case = {"test": "test_cuda::test_x", "outcome": "passed", "seconds": 1.5, "message": ""}
     steps = {
         "a": {"tests": [case], "counts": {"passed": 1}},
         "b1": loop,
+        "b3": fused,
         "c1": plan,
         "d": demo,
         "e": packing,
@@ -137,6 +141,7 @@ def test_report_renders_every_section():
         "| effnet_b0 | 32 | 128 | 1 | 9000 | 700 | 6.0 s | 3.5 min |",
         "**The Table 7 study (1 recipes x 3 seeds, their epochs): 10.5 min**",
         "| effnet_b0 | 32 | 60.5 | 95.0 | 9.5 | 180 |",
+        "separate 1500 images/s, fused 3300: fused/separate **2.20** (goal: >= 2)",
         "= 2000 images/s in all: **x2.22** (the copies measured together for 93% of their time)",
     ):
         assert expected in text
