@@ -690,6 +690,21 @@ def test_measure_missing_profiles_the_rows_the_cost_tables_lack(tmp_path):
     assert 0.38 < rows["gmacs"].item() < 0.41
 
 
+def test_a_label_never_sits_beside_another_point():
+    """Resolution variants share B0's parameters: their points stack in the parameters panel,
+    and a label right-below one (the default place) lies beside the one under it."""
+    from timm_scaling.frontier.plot import place_labels
+
+    anchors = np.array([[100.0, 100.0], [100.0, 92.0]])  # r=1.3 above r=2.02, 8 pt apart
+    free = place_labels(anchors, ["r=1.3", "r=2.02"])
+    assert free[0] == (5, -10)  # without the markers: at the height of the other point
+    offsets = place_labels(anchors, ["r=1.3", "r=2.02"], markers=anchors)
+    for (x, y), offset, other in zip(anchors, offsets, anchors[::-1], strict=True):
+        assert offset is not None
+        edge = np.array([x + offset[0], y + offset[1] + 0.55 * 7])
+        assert np.hypot(*(edge - (x, y))) <= np.hypot(*(edge - other))
+
+
 def test_labels_placed_never_overlap():
     from timm_scaling.frontier.plot import LABEL_SIZE, place_labels
 

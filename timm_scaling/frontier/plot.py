@@ -104,9 +104,22 @@ def _overlaps(box: tuple[float, float, float, float], boxes: list) -> bool:
     return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
 
 
-def place_labels(anchors: np.ndarray, texts: Sequence[str]) -> list[tuple[float, float] | None]:
-    """An offset (points) per label from LABEL_OFFSETS that overlaps no label placed before it,
-    or None (the label is left out rather than printed over another); ``anchors`` in points."""
+def _nearest_is_own(box, anchor, markers: np.ndarray, toward_right: bool) -> bool:
+    """Whether the label's near edge (mid-height) is no closer to another point's marker than
+    to its own: a label beside another marker would name that point."""
+    edge = np.array([box[0] if toward_right else box[2], (box[1] + box[3]) / 2])
+    own = np.hypot(*(edge - anchor))
+    others = markers[np.hypot(*(markers - anchor).T) > 0.5]
+    return not len(others) or own <= np.hypot(*(others - edge).T).min()
+
+
+def place_labels(
+    anchors: np.ndarray, texts: Sequence[str], markers: np.ndarray | None = None
+) -> list[tuple[float, float] | None]:
+    """An offset (points) per label from LABEL_OFFSETS that overlaps no label placed before it
+    and sits nearer its own point than any other of ``markers`` (every point drawn), or None
+    (the label is left out rather than printed over another or beside the wrong point);
+    ``anchors`` and ``markers`` in points."""
     width = 0.55 * LABEL_SIZE  # per character, in points
     height = 1.1 * LABEL_SIZE
     boxes: list[tuple[float, float, float, float]] = []
@@ -116,7 +129,8 @@ def place_labels(anchors: np.ndarray, texts: Sequence[str]) -> list[tuple[float,
         for dx, dy in LABEL_OFFSETS:
             left = ax_ + dx if dx >= 0 else ax_ + dx - width * len(text)
             box = (left, ay + dy, left + width * len(text), ay + dy + height)
-            if not _overlaps(box, boxes):
+            own = markers is None or _nearest_is_own(box, np.array([ax_, ay]), markers, dx >= 0)
+            if own and not _overlaps(box, boxes):
                 chosen = (dx, dy)
                 boxes.append(box)
                 break
@@ -143,7 +157,8 @@ def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str,
         points[i].label if points[i].group in colours else points[i].name.split(".")[0]
         for i in shown
     ]
-    offsets = place_labels(anchors * scale, texts)
+    every = ax.transData.transform([(p.costs[column], p.y) for p in points])
+    offsets = place_labels(anchors * scale, texts, every * scale)
     for i, text, offset in zip(shown, texts, offsets, strict=True):
         if offset is None:
             continue
