@@ -514,3 +514,40 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     )
     assert done.stdout.count("\n") == 1 and "demo-effnet_b0-s0" in done.stdout
     assert done.stderr == "" and done.returncode == 141
+
+
+# -- smaller faults (issue 20, case 11) ----------------------------------------------------------
+
+
+def test_a_model_kwarg_without_a_value_is_named_as_typed():
+    outcome = runner.invoke(app, ["profile", "effnet_b0", "--no-speed", "--model-kwarg", "foo"])
+    one_line(outcome, "--model-kwarg 'foo': expected key=value")
+    assert "--set" not in outcome.output
+
+
+def test_curves_on_a_report_file_names_the_folder_to_pass(tmp_path):
+    report = tmp_path / "report.csv"
+    report.write_text("model\n")
+    one_line(
+        runner.invoke(app, ["curves", str(report)]), f"pass the folder holding it ({tmp_path})"
+    )
+
+
+def test_an_unknown_model_lists_the_recipes():
+    from timm_scaling.recipes import list_recipes
+
+    outcome = runner.invoke(app, ["profile", "effnet_b0_dd2", "--no-speed"])
+    one_line(outcome, "unknown model 'effnet_b0_dd2'", ", ".join(list_recipes()))
+
+
+def test_measure_missing_measures_an_accuracy_table_with_no_cost_table(tmp_path):
+    table = tmp_path / "acc.csv"
+    table.write_text("model,top1,img_size\neffnet_b0,77.0,224\nresnet18,69.7,224\n")
+    out = tmp_path / "front"
+    outcome = runner.invoke(
+        app, ["frontier", str(table), "--measure-missing", "-o", str(out), "--format", "json"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    points = {p["model"]: p for p in json.loads((out / "frontier.json").read_text())["points"]}
+    assert points.keys() == {"effnet_b0", "resnet18"}
+    assert points["resnet18"]["costs"]["gmacs"] > points["effnet_b0"]["costs"]["gmacs"] > 0.3

@@ -190,6 +190,9 @@ def test_sweep_trains_by_shard_then_reports_and_resumes(tiny_sweep, tmp_path):
     assert again.exit_code == 0, again.output
     assert "trained 0 run(s), 4 already finished" in again.output
     assert read_rows(report) == rows
+    # Off a terminal, the counter counts the runs finished before: 1/4 .. 4/4, not 0/4 .. 3/4.
+    lines = [line for line in again.output.splitlines() if " done; " in line]
+    assert [line.split(" done;")[0].split()[-1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
 
     other = invoke(tiny_sweep, "--output", runs, "--epochs", "2")  # same folders, other epochs
     assert other.exit_code != 0 and other.output.count("\n") == 1, other.output
