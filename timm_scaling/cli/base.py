@@ -1,0 +1,129 @@
+"""The typer app and what every command shares: one-line errors, recipe overrides, the
+plan's table, and SIGTERM handled as Ctrl-C."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from timm_scaling.errors import UserError
+
+app = typer.Typer(
+    name="timm-scaling",
+    help="Scaled EfficientNet-B0 variants as timm models: list, profile, train, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from timm_scaling import __version__
+
+        typer.echo(f"timm-scaling {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Scaled EfficientNet-B0 variants as timm models: list, profile, train, compare."""
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except BrokenPipeError:  # `timm-scaling ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
+        except OSError as err:  # a full disk, a read-only folder, a name too long, ...
+            typer.echo(f"error: {os_error(err)}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def os_error(err: OSError) -> str:
+    """An error of the file system as one line: what failed, on which file, and what to do."""
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    return (
+        f"{where + ': ' if where else ''}{err.strerror or err}: free space, or pick a path you "
+        "can write to, then run the same command again"
+    )
+
+
+LOG_WITH_HELP = (
+    "Experiment trackers (Accelerate's names, comma separated): tensorboard, wandb, mlflow, "
+    "comet_ml, aim, clearml or all; they log into each run folder."
+)
+
+
+def recipe_overrides(options: dict[str, object], set_: list[str] | None) -> list[str]:
+    """A command's recipe options (``--epochs 3``) and ``--set`` texts as recipe overrides; an
+    error about one quotes it as it was typed."""
+    from timm_scaling.recipes import Override
+
+    return [
+        Override(f"{key}={value}", f"--{key.replace('_', '-')} {value}")
+        for key, value in options.items()
+        if value is not None
+    ] + list(set_ or [])
+
+
+PLAN_HELP = (
+    "Train nothing: measure each run briefly on this machine (the real loop, the recipe's "
+    "settings; synthetic data of the same shape where the data set is absent) and write its "
+    "projected time and peak memory to plan.csv."
+)
+PLAN_SECONDS_HELP = (
+    "With --plan: seconds of timed updates per run [default: 20 on a GPU, 5 on a CPU]."
+)
+
+
+def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) -> None:
+    """The plan's table and summary lines, then where it was written."""
+    from timm_scaling import plan
+
+    typer.echo(plan.render(rows))
+    for line in plan.summary(rows, jobs):
+        typer.echo(line)
+    typer.echo(f"wrote {path} (measured in {plan.duration(seconds)})")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what SLURM and Kubernetes send before a kill: handled as Ctrl-C is (the run
+    folder keeps its last finished epoch, a sweep stops its jobs, the message says how to go
+    on), with exit code 143."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated
+
+
+def stop_word(stop: KeyboardInterrupt) -> str:
+    return "terminated" if isinstance(stop, Terminated) else "interrupted"
+
+
+def stop_code(stop: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)

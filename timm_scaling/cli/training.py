@@ -1,0 +1,320 @@
+"""Commands that train: train, collect, sweep."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from timm_scaling.cli.base import (
+    LOG_WITH_HELP,
+    PLAN_HELP,
+    PLAN_SECONDS_HELP,
+    _show_plan,
+    app,
+    recipe_overrides,
+    stop_code,
+    stop_word,
+    user_errors,
+)
+from timm_scaling.errors import UserError
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="cifar10, cifar100, digits, synthetic; folder, tar, hfds/NAME... (timm's)."
+        ),
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per update, over all processes.")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate as given (else the recipe's lr_base, scaled to the batch)."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    output: Annotated[Path, typer.Option(help="Run folders and report.csv go here.")] = Path(
+        "runs"
+    ),
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    num_processes: Annotated[
+        int | None, typer.Option(min=1, help="Launch this many Accelerate processes.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key: --set key=value.")
+    ] = None,
+    log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
+    plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
+    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
+) -> None:
+    """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
+    import logging
+
+    from timm_scaling.recipes import load_recipe
+    from timm_scaling.runs import (
+        REPORT_FILE,
+        check_folder,
+        check_output,
+        ensure_row,
+        finished,
+        lock_run,
+        run_folder,
+    )
+
+    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
+    options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
+    overrides = recipe_overrides(options, set_)
+    resolved = load_recipe(recipe, overrides)
+    check_output(output)
+    if num_processes:  # before any process starts
+        resolved.check_processes(num_processes)
+    if plan:
+        from timm_scaling import plan as planning
+
+        if resume:
+            raise UserError("--plan measures a run without training it: drop --resume")
+        if (num_processes or 1) > 1:
+            raise UserError("--plan measures the run in one process: drop --num-processes")
+        planning.budget(False, plan_seconds)  # a bad --plan-seconds fails before the model
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        started = time.perf_counter()
+        row = planning.measure(resolved, plan_seconds)
+        path = planning.write(output / planning.PLAN_FILE, [row])
+        _show_plan([row], path, time.perf_counter() - started)
+        return
+    launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
+    folder = run_folder(output, resolved)
+    with lock_run(folder) if launcher else contextlib.nullcontext():
+        done = finished(output, resolved, resume)
+        if done is not None:
+            typer.echo(f"{done} is finished (its result.json exists): not retraining it")
+            if launcher and ensure_row(done, output):
+                typer.echo(f"its row was missing from {output / REPORT_FILE}: put back")
+            return
+        # Before any process starts or any model is built: the run folder, and the data.
+        check_folder(folder, resolved, resume)
+        if not resolved.in_memory:
+            from timm_scaling import pipeline
+
+            pipeline.require(resolved.dataset, resolved.data_dir)
+        _train(resolved, recipe, output, resume, num_processes, overrides, launcher)
+
+
+def _train(resolved, recipe: str, output: Path, resume: bool, num_processes, overrides, launcher):
+    """Train in this process, or launch ``num_processes`` workers; Ctrl-C and SIGTERM say what
+    the run folder keeps and how to go on."""
+    import logging
+
+    from timm_scaling.runs import interrupted
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from timm_scaling import train
+
+    try:
+        if (num_processes or 1) > 1 and launcher:
+            args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
+            args += [arg for text in overrides for arg in ("--set", text)]
+            code = train.launch(args, num_processes)
+            if code:
+                raise typer.Exit(code)
+            return
+        train.train(resolved, output, resume=resume, num_processes=num_processes)
+    except UserError as err:
+        if os.environ.get("RANK", "0") != "0":  # the main process says it, once
+            raise typer.Exit(err.exit_code) from None
+        raise
+    except KeyboardInterrupt as stop:
+        if launcher:
+            typer.echo(f"{stop_word(stop)}: {interrupted(output, resolved)}", err=True)
+        raise typer.Exit(stop_code(stop)) from None
+
+
+@app.command("collect")
+@user_errors
+def collect_cmd(
+    runs: Annotated[Path, typer.Argument(help="The --output folder of `timm-scaling train`.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The CSV to write [default: RUNS/report.csv]."),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Drop the report's rows whose run folders are not under RUNS."),
+    ] = False,
+) -> None:
+    """Rebuild a report.csv from the result.json of every finished run folder under RUNS: one
+    row per run folder. Rows of runs not under RUNS (deleted folders) go only with --prune."""
+    from timm_scaling.runs import REPORT_FILE, collect
+
+    output = output or runs / REPORT_FILE
+    rows = collect(runs, output, prune=prune)
+    typer.echo(f"{rows} run(s) from {runs} -> {output}")
+
+
+@app.command("sweep")
+@user_errors
+def sweep_cmd(
+    sweep: Annotated[
+        str,
+        typer.Argument(help="A built-in sweep (table7, figure8, matched, digits, demo) or a file."),
+    ],
+    seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="cifar10, cifar100, digits, synthetic; folder, tar, hfds/NAME... (timm's)."
+        ),
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of every run.")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: train every N-th run from the K-th (K from 1).")
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Run folders go here.")] = Path("runs"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key in every run.")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
+    ] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="List every run with its state (finished, resumable from epoch K, to train, "
+            "conflicting) and train nothing."
+        ),
+    ] = False,
+    log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
+    plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
+    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
+) -> None:
+    """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
+    frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
+
+    Many GPUs: one sweep process per GPU, each with its own --shard K/N and
+    CUDA_VISIBLE_DEVICES=K-1, sharing --output; the last to finish writes the report."""
+    import logging
+
+    from tqdm import tqdm
+
+    from timm_scaling import sweep as sweeps
+    from timm_scaling.runs import check_output, finished, run_folder, run_state
+
+    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
+    overrides = recipe_overrides(options, set_)
+    check_output(output)
+    # Checked before anything starts: a bad sweep, shard or override is one line.
+    runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    if dry_run:
+        for recipe in runs:
+            typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
+        return
+    if gpus is not None:
+        sweeps.select_gpus(gpus)
+    # So is a run folder trained with other settings (finished() refuses it).
+    states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
+    # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.
+    terminal = sys.stderr.isatty()
+    quiet = terminal or plan  # a plan's runs are set up, not trained: their lines are noise
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    if plan:
+        from timm_scaling.plan import budget
+
+        budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
+        started = time.perf_counter()
+        with tqdm(
+            total=len(runs),
+            desc=f"{sweep} plan",
+            unit="run",
+            dynamic_ncols=True,
+            disable=not terminal,
+        ) as bar:
+
+            def measured(i: int, total: int, recipe) -> None:
+                bar.n = i
+                bar.set_postfix_str(f"{recipe.model} s{recipe.seed}")
+                bar.refresh()
+
+            rows, path = sweeps.plan_sweep(
+                sweep, seeds, overrides, shard, output, measured, jobs, gpus, plan_seconds
+            )
+            bar.n = len(runs)
+        _show_plan(rows, path, time.perf_counter() - started, jobs)
+        return
+    bar = tqdm(
+        total=len(runs),
+        desc=sweep,
+        unit="run",
+        position=0,
+        dynamic_ncols=True,
+        disable=not terminal,
+    )
+
+    def progress(i: int, total: int, recipe, state: str) -> None:
+        bar.n = i
+        bar.set_postfix_str(f"{recipe.model} s{recipe.seed} ({state})")
+        if not terminal:
+            line = f"{sweep}: {i}/{total} done; {recipe.model} s{recipe.seed} {state}"
+            typer.echo(line, err=True)
+
+    def landed(recipe, result: dict) -> None:
+        bar.write(f"{run_folder(output, recipe)}: top1 {result['top1']:.2f}")
+
+    try:
+        result = sweeps.run_sweep(
+            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed
+        )
+        bar.n = len(runs)
+        bar.refresh()
+    except KeyboardInterrupt as stop:
+        bar.close()
+        now = [finished(output, recipe) is not None for recipe in runs]
+        newly = sum(done and state != "finished" for done, state in zip(now, states, strict=True))
+        typer.echo(
+            f"{stop_word(stop)}: trained {newly} run(s), {now.count(False)} not finished (each "
+            "resumes from its last finished epoch); run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(stop_code(stop)) from None
+    finally:
+        bar.close()
+    typer.echo(f"trained {len(result.trained)} run(s), {len(result.skipped)} already finished")
+    if result.report is None:
+        typer.echo(
+            f"{result.pending} run(s) of the sweep are not finished (other shards?): "
+            f"run them, then this command again to write the report"
+        )
+        return
+    from timm_scaling import frontier
+
+    for warning in result.frontier.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    frontier.show(result.frontier, "table")
+    # One rule for both commands: intervals from evaluation noise need --eval-size, which the
+    # sweep takes from its runs (every run is evaluated on the same split).
+    size = result.frontier.eval_size
+    typer.echo(
+        f"this table again: timm-scaling frontier {result.report}"
+        + f" --eval-size {size}" * bool(size)
+    )
+    typer.echo(f"report: {result.report}")
+    for path in result.written:
+        typer.echo(f"wrote {path}")
