@@ -449,15 +449,19 @@ def test_sort_based_pareto_front_equals_the_pairwise_definition():
         (["train", "digits", "--output", "FILE/sub"], ["--output", "a file is in the way"]),
         (["train", "digits", "--output", "x" * 300], ["a name over 255 bytes"]),
         (["profile", "effnet_b0", "--no-speed", "--csv", "FOLDER"], ["Is a directory"]),
+        (["train", "digits", "--output", "."], ["report.csv is not a file", "move it away"]),
+        (["sweep", "demo", "--output", "."], ["report.csv is not a file"]),
     ],
 )
 def test_unwritable_outputs_are_one_line(tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
     Path("FILE").write_text("a file\n")
     Path("FOLDER").mkdir()
+    Path("report.csv").mkdir()  # where every finished run would add its row
     outcome = runner.invoke(app, args)
     one_line(outcome, *words)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "FOLDER"]  # nothing made
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == ["FILE", "FOLDER", "report.csv"]  # nothing made: refused before training
 
 
 def test_frontier_of_a_top5_at_100_fits_without_a_bounds_error(tmp_path):

@@ -75,6 +75,12 @@ def check_output(
             f"pass --output {path.with_suffix('')}"
         )
     check_writable(path, "--output")
+    report = path / REPORT_FILE
+    if REPORT_FILE in holds and report.exists() and not report.is_file():
+        raise UserError(
+            f"{report} is not a file: each finished run adds its row there; move it away (or "
+            "pass another --output)"
+        )
 
 
 def check_writable(folder: Path, option: str) -> None:
