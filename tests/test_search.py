@@ -14,22 +14,24 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from timm_scaling.cli import app
+from timm_scaling.coefficients import (
+    Candidate,
+    enumerate_candidates,
+    nominal_factor,
+    successive_halving,
+    winner,
+)
 from timm_scaling.errors import UserError
 from timm_scaling.scaling import MAX_MULT, compound, parse_name
 from timm_scaling.search import (
     NO_WINNER,
-    Candidate,
     MeasuredCost,
     SearchSettings,
     candidates,
-    enumerate_candidates,
     ladder,
-    nominal_factor,
     register_ladder,
     rung_sizes,
-    successive_halving,
     tie,
-    winner,
 )
 
 runner = CliRunner()
