@@ -30,9 +30,9 @@ from timm_scaling.search import (
     candidates,
     ladder,
     register_ladder,
-    rung_sizes,
     tie,
 )
+from timm_scaling.search_plan import rung_sizes
 
 runner = CliRunner()
 TINY = ["limit_train=32", "limit_val=32", "batch_size=32", "eval_batch_size=32"]

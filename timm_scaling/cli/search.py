@@ -63,7 +63,7 @@ def search_cmd(
     from rich import box
     from rich.table import Table
 
-    from timm_scaling import search
+    from timm_scaling import search, search_plan
     from timm_scaling.tables import print_table
 
     settings = search.SearchSettings(
@@ -90,8 +90,8 @@ def search_cmd(
             f"seed {run.seed}: {status}"
         )
 
-    plan = search.plan(settings)
-    for line in search.describe_plan(settings, plan):
+    plan = search_plan.plan(settings)
+    for line in search_plan.describe_plan(settings, plan):
         typer.echo(line)
     if dry_run:
         return
