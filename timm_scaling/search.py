@@ -31,7 +31,8 @@ alpha * beta^2 * gamma^2 ~ 2, then scales B0 by alpha^phi, beta^phi, gamma^phi. 
 5. **Noise**: the winner is a tie when its score is within the evaluation's binomial noise
    (:func:`tie`) of the runner-up's or of chance; the result says so rather than pretend.
 
-:func:`timm_scaling.search_plan.plan` says beforehand what a search will train and about how long it takes.
+:func:`timm_scaling.search_plan.plan` says beforehand what a search will train and about how
+long it takes.
 
 Output in ``<output>``: ``search.csv`` (every candidate, rewritten atomically after each
 invocation) and, when the search is complete, ``search.json`` with the chosen coefficients and
