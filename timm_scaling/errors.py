@@ -11,3 +11,10 @@ class InputError(UserError):
     """An input file is missing, empty, or lacks the columns or values a command needs."""
 
     exit_code = 3
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): what a
+    one-line error quotes of a library's own exception."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -37,7 +37,6 @@ class FusedSeeds:
         self.template = models[0]
         self.params, self.buffers = stack_module_state(list(models))
         self.skeleton = copy.deepcopy(models[0]).to("meta")
-        self.seeds = len(models)
 
     def _loss(self, criterion: Callable) -> Callable:
         def loss(params, buffers, images, labels):

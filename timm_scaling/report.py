@@ -237,10 +237,14 @@ def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
         old = path.read_text() if path.exists() else ""
         if old:
             _check_header(path, old)
-        key = [_format(row.get(column)) for column in RUN_KEY]
-        kept = [r for r in parse_rows(path, old) if [r.get(c) or "" for c in RUN_KEY] != key]
+        kept = [r for r in parse_rows(path, old) if run_key(r) != run_key(row)]
         rows = [*kept, row]
         atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(rows)))
+
+
+def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
+    """The run a row (written, or read back as strings) belongs to: its RUN_KEY as written."""
+    return tuple(_format(row.get(column)) for column in RUN_KEY)
 
 
 def has_row(path: str | os.PathLike, row: Mapping[str, object]) -> bool:

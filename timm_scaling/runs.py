@@ -21,13 +21,22 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import kwargs_tag, load_recipe
-from timm_scaling.report import COLUMNS, Busy, has_row, locked, put_row, write_rows
+from timm_scaling.report import (
+    COLUMNS,
+    Busy,
+    has_row,
+    locked,
+    put_row,
+    read_rows,
+    run_key,
+    write_rows,
+)
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
 STEPS_FILE = "steps.jsonl"
@@ -195,6 +204,21 @@ def ensure_row(folder: Path, output: str | os.PathLike) -> bool:
     return True
 
 
+def finished_result(
+    output: str | os.PathLike, recipe, resume: bool, say: Callable[[str], None], put_back: bool
+) -> dict | None:
+    """The result.json of ``recipe``'s run if it is finished (see :func:`finished`), else None;
+    ``say`` tells that it is not trained again and, with ``put_back`` (the process that owns
+    the run), whether its lost report row was put back."""
+    done = finished(output, recipe, resume)
+    if done is None:
+        return None
+    say(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
+    if put_back and ensure_row(done, output):
+        say(f"its row was missing from {Path(output) / REPORT_FILE}: put back")
+    return read_result(done / RESULT_FILE)
+
+
 # Run folders whose lock this process holds: the CLI takes it, and the trainer it calls again.
 _held: set[Path] = set()
 
@@ -321,10 +345,8 @@ def collect(
     rows = [report_row(result) for result in results(paths)]
     output = Path(output)
     if not prune and output.is_file():
-        from timm_scaling.report import RUN_KEY, read_rows
-
-        keys = {tuple("" if r.get(c) is None else str(r[c]) for c in RUN_KEY) for r in rows}
-        lost = [r for r in read_rows(output) if tuple(r.get(c, "") for c in RUN_KEY) not in keys]
+        keys = {run_key(r) for r in rows}
+        lost = [r for r in read_rows(output) if run_key(r) not in keys]
         if lost:
             names = ", ".join(f"{r['model']} s{r['seed']}" for r in lost[:3])
             raise UserError(

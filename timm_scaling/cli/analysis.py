@@ -282,7 +282,7 @@ def profile_cmd(
     elif models:
         from timm_scaling.recipes import Override, parse_override
 
-        kwargs = dict(parse_override(Override(t, "--model-kwarg")) for t in model_kwarg or ())
+        kwargs = dict(parse_override(Override(t, f"--model-kwarg {t}")) for t in model_kwarg or ())
         rows = profile.profile_rows(
             models, base_size, num_classes, batch_size, device, speed, kwargs
         )

@@ -66,11 +66,9 @@ def train_cmd(
 
     from timm_scaling.recipes import load_recipe
     from timm_scaling.runs import (
-        REPORT_FILE,
         check_folder,
         check_output,
-        ensure_row,
-        finished,
+        finished_result,
         lock_run,
         run_folder,
     )
@@ -99,11 +97,7 @@ def train_cmd(
     launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
     folder = run_folder(output, resolved)
     with lock_run(folder) if launcher else contextlib.nullcontext():
-        done = finished(output, resolved, resume)
-        if done is not None:
-            typer.echo(f"{done} is finished (its result.json exists): not retraining it")
-            if launcher and ensure_row(done, output):
-                typer.echo(f"its row was missing from {output / REPORT_FILE}: put back")
+        if finished_result(output, resolved, resume, typer.echo, put_back=launcher) is not None:
             return
         # Before any process starts or any model is built: the run folder, and the data.
         check_folder(folder, resolved, resume)

@@ -51,8 +51,8 @@ def pareto_front(
         return np.zeros(0, dtype=bool)
     order = np.lexsort((-y, x))  # by cost, the best first within a cost
     sx, sy = x[order], y[order]
-    starts = np.flatnonzero(np.r_[True, sx[1:] != sx[:-1]])  # where each cost begins
-    group = np.cumsum(np.r_[True, sx[1:] != sx[:-1]]) - 1
+    begins = np.r_[True, sx[1:] != sx[:-1]]  # where each cost begins
+    starts, group = np.flatnonzero(begins), np.cumsum(begins) - 1
     best_cheaper = np.r_[-np.inf, np.maximum.accumulate(sy)[starts[1:] - 1]]
     on = (sy == sy[starts][group]) & (sy > best_cheaper[group])
     mask = np.empty_like(on)

@@ -11,6 +11,7 @@ cost; ``measure_missing`` measures it instead with our profile (torch imported o
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from timm_scaling.errors import InputError, UserError
+from timm_scaling.errors import InputError, UserError, first_line
 from timm_scaling.report import ALIASES, METRICS, Metric, is_ours, parse_rows
 
 ACCURACY_COLUMNS = ("top1", "top5")
@@ -62,13 +63,14 @@ def read_table(path: Path) -> pd.DataFrame:
             "or a timm results CSV"
         )
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        text = path.read_text(encoding="utf-8")  # read once: for pandas, and for our own rows
+        frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty: pass a CSV with a header and one row per run") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        reason = str(err).strip().splitlines()[0]
-        raise InputError(f"{path} is not a readable CSV ({reason}): fix or remove it") from None
-    text = path.read_text(errors="replace")
+        raise InputError(
+            f"{path} is not a readable CSV ({first_line(err)}): fix or remove it"
+        ) from None
     if is_ours(text.split("\n", 1)[0]):
         parse_rows(path, text)  # a row cut short is named by its line, not read as blanks
     if frame.empty:

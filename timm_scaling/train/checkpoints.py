@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from timm_scaling.errors import UserError
+from timm_scaling.errors import UserError, first_line
 from timm_scaling.report import atomic_write, umask_mode
 from timm_scaling.runs import (
     CHECKPOINTS,
@@ -60,16 +60,16 @@ class Checkpoints:
             yield
         except Exception as err:
             shutil.rmtree(partial, ignore_errors=True)
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             checkpoint = latest_checkpoint(self.folder)
             kept = (
                 f"its last checkpoint, {checkpoint.name}, is kept"
                 if checkpoint
                 else "no epoch is kept"
             )
+            reason = first_line(err)[:200]
             raise UserError(
-                f"could not write {what} into {self.folder} ({reason[:200]}); {kept}: free space, "
-                "then run the same command with --resume"
+                f"could not write {what} into {self.folder} ({reason}); {kept}: free space, then "
+                "run the same command with --resume"
             ) from None
 
     def _load_checkpoint(self) -> list[dict[str, float]]:
@@ -81,9 +81,9 @@ class Checkpoints:
         try:
             self.accelerator.load_state(str(path))
         except Exception as err:  # safetensors, torch.load and pickle raise their own kinds
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = first_line(err)[:200]
             raise UserError(
-                f"{path} cannot be loaded ({reason[:200]}): the checkpoint is damaged; delete "
+                f"{path} cannot be loaded ({reason}): the checkpoint is damaged; delete "
                 f"{self.folder} and train again"
             ) from None
         self.num_updates = state["num_updates"]

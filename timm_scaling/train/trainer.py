@@ -21,13 +21,10 @@ from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe
 from timm_scaling.runs import (
     RECIPE_FILE,
-    REPORT_FILE,
     RESULT_FILE,
     check_folder,
-    ensure_row,
-    finished,
+    finished_result,
     lock_run,
-    read_result,
     run_folder,
 )
 from timm_scaling.train.building import Building
@@ -57,12 +54,9 @@ def train(
     # `accelerate launch` started the workers itself) holds its lock.
     owner = os.environ.get("RANK", "0") == "0" and NUM_PROCESSES_ENV not in os.environ
     with lock_run(run_folder(output, recipe)) if owner else nullcontext():
-        done = finished(output, recipe, resume)
-        if done is not None:
-            log.info(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
-            if owner and ensure_row(done, output):
-                log.info(f"its row was missing from {Path(output) / REPORT_FILE}: put back")
-            return read_result(done / RESULT_FILE)
+        result = finished_result(output, recipe, resume, log.info, put_back=owner)
+        if result is not None:
+            return result
         trainer = Trainer(
             recipe, output, resume=resume, num_processes=num_processes, cpu=cpu, progress=progress
         )
