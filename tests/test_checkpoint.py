@@ -17,6 +17,7 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from timm_scaling import data
+from timm_scaling.batches import DeviceBatches
 from timm_scaling.recipes import load_recipe
 from timm_scaling.runs import CHECKPOINTS, MODEL_DIR, run_folder
 from timm_scaling.train import evaluate, train
@@ -52,7 +53,7 @@ def top1_top5(model: torch.nn.Module, recipe) -> tuple[float, float]:
     cfg = model.pretrained_cfg
     size = cfg["input_size"][-1]
     images = data.load_images("digits", None, size, "val", recipe.limit_val)
-    batches = data.DeviceBatches(images, 100, train=False, mean=cfg["mean"], std=cfg["std"])
+    batches = DeviceBatches(images, 100, train=False, mean=cfg["mean"], std=cfg["std"])
     scores = evaluate(model, batches, Accelerator(cpu=True))
     AcceleratorState._reset_state(reset_partial_state=True)
     return scores["top1"], scores["top5"]

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from timm_scaling import data
+from timm_scaling.batches import DeviceBatches
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import read_rows
 from timm_scaling.train import Trainer, evaluate, train
@@ -106,13 +107,13 @@ def test_evaluation_counts_every_image_once():
     """61 images in batches of 16 (the last one 13): each counted once, as on the CPU."""
     images = data.load_images("digits", None, 32, "val", 61)
     model = timm.create_model("effnet_b0", num_classes=10).eval()
-    x, y = next(iter(data.DeviceBatches(images, 61, train=False)))
+    x, y = next(iter(DeviceBatches(images, 61, train=False)))
     with torch.no_grad():
         cpu_hits = int((model(x).argmax(1) == y).sum())
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        batches = data.DeviceBatches(images, 16, device="cuda", train=False)
+        batches = DeviceBatches(images, 16, device="cuda", train=False)
         result = evaluate(model.cuda(), batches, Accelerator())
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -10,11 +10,11 @@ import torchvision.datasets.cifar as tv_cifar
 from sklearn.datasets import load_digits
 from torchvision.transforms import functional as TF
 
+from timm_scaling.batches import DeviceBatches
 from timm_scaling.data import (
     MEAN,
     SHAPES,
     STD,
-    DeviceBatches,
     ImageSet,
     available,
     load_images,

@@ -12,6 +12,7 @@ import torch
 
 import timm_scaling  # noqa: F401  (registers effnet_b0)
 from timm_scaling import data
+from timm_scaling.batches import DeviceBatches
 from timm_scaling.fused import FusedSeeds
 from timm_scaling.recipes import load_recipe
 
@@ -41,7 +42,7 @@ def settings() -> dict:
 def batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The seed's own order and augmentation of 64 digits images at 32 px."""
     images = data.load_images("digits", None, 32, "train", 64)
-    return list(itertools.islice(data.DeviceBatches(images, BATCH, seed=seed), UPDATES))
+    return list(itertools.islice(DeviceBatches(images, BATCH, seed=seed), UPDATES))
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from accelerate.state import AcceleratorState
 from typer.testing import CliRunner
 
 from timm_scaling import plan as planning
-from timm_scaling import sweep as sweeps
+from timm_scaling import workers
 from timm_scaling.cli import app
 from timm_scaling.plan import (
     COLUMNS,
@@ -199,7 +199,7 @@ def test_train_plan_bad_options_are_one_line(args, message, tmp_path):
 def test_sweep_plan_measures_every_run_in_jobs_on_the_gpus(tmp_path, monkeypatch):
     """Two jobs on two (patched) GPUs: the workers get CUDA_VISIBLE_DEVICES 0 and 1, which a
     CPU ignores; the plan has every run, in the sweep's order, and nothing was trained."""
-    monkeypatch.setattr(sweeps, "device_count", lambda: 2)
+    monkeypatch.setattr(workers, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     sweep = tmp_path / "pair.yaml"
     sweep.write_text(f"recipe: digits\nset: {TINY}\nmodels: [effnet_b0, effnet_b0_d2]\n")

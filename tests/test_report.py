@@ -9,7 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from timm_scaling.cli import app
-from timm_scaling.report import COLUMNS, LEGACY_COLUMNS, atomic_write, put_row, read_rows
+from timm_scaling.report import (
+    COLUMNS,
+    LEGACY_COLUMNS,
+    atomic_write,
+    missing_rows,
+    put_row,
+    put_rows,
+    read_rows,
+)
 
 runner = CliRunner()
 
@@ -42,6 +50,21 @@ def test_a_run_trained_again_replaces_its_row(tmp_path):
         ("demo", "0", "70.0"),
         ("digits", "0", "80.0"),
     ]
+
+
+def test_rows_put_at_once_replace_their_runs_and_keep_the_others(tmp_path):
+    report = tmp_path / "report.csv"
+    put_row(report, row("effnet_b0", 0, 50.0))
+    put_row(report, row("effnet_b0", 1, 60.0))
+    put_rows(report, [row("effnet_b0", 0, 80.0), row("resnet18", 0, 40.0)])
+    assert [(r["model"], r["seed"], r["top1"]) for r in read_rows(report)] == [
+        ("effnet_b0", "1", "60.0"),
+        ("effnet_b0", "0", "80.0"),
+        ("resnet18", "0", "40.0"),
+    ]
+    held, changed, absent = row("effnet_b0", 1, 60.0), row("resnet18", 0, 41.0), row("x", 0, 1)
+    assert missing_rows(report, [held, changed, absent]) == [changed, absent]
+    assert missing_rows(tmp_path / "none.csv", [held]) == [held]
 
 
 def test_runs_differing_only_in_model_kwargs_keep_a_row_each(tmp_path):

@@ -25,7 +25,6 @@ from timm_scaling.errors import UserError
 from timm_scaling.scaling import MAX_MULT, compound, parse_name
 from timm_scaling.search import (
     NO_WINNER,
-    MeasuredCost,
     SearchSettings,
     candidates,
     ladder,
@@ -125,7 +124,7 @@ def test_exact_cost_uses_measured_macs_after_rounding():
     from timm_scaling.cost import measure_cost
 
     proxy = SearchSettings(exact_cost=True)
-    exact = enumerate_candidates(2.0, 0.15, 0.5, MeasuredCost(proxy).ratio)
+    exact = enumerate_candidates(2.0, 0.15, 0.5, proxy.measured_cost().ratio)
     base = measure_cost("effnet_b0", 32, 10)["gmacs"]
     for c in exact:
         name = compound(1, c.alpha, c.beta, c.gamma)
@@ -156,7 +155,7 @@ def test_grid_points_of_one_network_are_one_candidate_the_closest_kept():
 def test_alpha_1p4_and_1p5_build_the_same_network():
     """The issue's case: after timm's rounding both have blocks 2 3 3 5 5 6 2."""
     settings = SearchSettings(target=1.75, grid_step=0.1)
-    costs = MeasuredCost(settings)
+    costs = settings.measured_cost()
 
     def network(alpha, beta=1.1, gamma=1.0):
         return costs.network(Candidate(alpha, beta, gamma, 0.0))

@@ -13,7 +13,7 @@ import yaml
 from accelerate.state import AcceleratorState
 from typer.testing import CliRunner
 
-from timm_scaling import sweep as sweeps
+from timm_scaling import workers
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.plan import PROCESS_OVERHEAD_MB, fitting_per_gpu, read_plan
@@ -220,31 +220,31 @@ def gpus(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
     def see(n: int) -> None:
-        monkeypatch.setattr(sweeps, "device_count", lambda: n)
+        monkeypatch.setattr(workers, "device_count", lambda: n)
 
     return see
 
 
 def test_job_i_takes_gpu_i_mod_g_and_a_port_of_its_own(gpus):
     gpus(3)
-    envs = sweeps.job_environments(5, sweeps.select_gpus(None))
+    envs = workers.job_environments(5, workers.select_gpus(None))
     assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == ["0", "1", "2", "0", "1"]
     ports = [int(env["MASTER_PORT"]) for env in envs]
     assert len(set(ports)) == 5 and all(1024 <= p < 65536 for p in ports)
-    chosen = sweeps.job_environments(3, sweeps.select_gpus("2,0"))
+    chosen = workers.job_environments(3, workers.select_gpus("2,0"))
     assert [env["CUDA_VISIBLE_DEVICES"] for env in chosen] == ["0", "2", "0"]
 
 
 def test_cpu_jobs_get_a_port_and_no_gpu(gpus):
     gpus(0)
-    envs = sweeps.job_environments(2, sweeps.select_gpus(None))
+    envs = workers.job_environments(2, workers.select_gpus(None))
     assert [set(env) for env in envs] == [{"MASTER_PORT"}, {"MASTER_PORT"}]
 
 
 def test_gpus_are_named_as_the_parent_process_sees_them(gpus, monkeypatch):
     gpus(2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")  # our cuda:1 is physical GPU 5
-    assert sweeps.select_gpus("1") == ["5"] and sweeps.select_gpus(None) == ["4", "5"]
+    assert workers.select_gpus("1") == ["5"] and workers.select_gpus(None) == ["4", "5"]
 
 
 @pytest.mark.parametrize(
@@ -258,7 +258,7 @@ def test_gpus_are_named_as_the_parent_process_sees_them(gpus, monkeypatch):
 def test_a_gpu_not_there_is_an_error_listing_the_visible_ones(gpus, count, text, message):
     gpus(count)
     with pytest.raises(UserError, match=re.escape(message)):
-        sweeps.select_gpus(text)
+        workers.select_gpus(text)
 
 
 def test_sweep_command_with_a_gpu_not_there_is_one_line(gpus, tmp_path):
@@ -276,7 +276,7 @@ def test_a_worker_takes_its_environment_before_torch_starts(monkeypatch):
         monkeypatch.setenv(key, "unset")  # restored after the test
     environments = queue.Queue()
     environments.put({"CUDA_VISIBLE_DEVICES": "1", "MASTER_PORT": "29612"})
-    sweeps._start_worker(torch.get_num_threads(), environments)
+    workers.start_worker(torch.get_num_threads(), environments)
     assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["MASTER_PORT"]) == ("1", "29612")
 
 
@@ -286,7 +286,7 @@ def test_pool_workers_run_on_their_gpus(gpus):
     gpus(2)
     seen = []
     tasks = ["CUDA_VISIBLE_DEVICES"] * 4
-    sweeps._in_pool(os.getenv, tasks, 2, ["0", "1"], lambda i, task, value: seen.append(value))
+    workers.in_pool(os.getenv, tasks, 2, ["0", "1"], lambda i, task, value: seen.append(value))
     assert len(seen) == 4 and set(seen) <= {"0", "1"}
 
 
@@ -298,10 +298,10 @@ def test_a_plan_caps_the_jobs_per_gpu_by_peak_memory(tmp_path):
     ]
     write_plan(path, rows)
     assert fitting_per_gpu(read_plan(path)) == 80_000 // (19_000 + PROCESS_OVERHEAD_MB) == 3
-    assert sweeps.packed_jobs(8, ["0", "1"], path) == 6
-    assert sweeps.packed_jobs(4, ["0", "1"], path) == 4
-    assert sweeps.packed_jobs(8, [], path) == 8  # CPU jobs: no GPU memory to share
-    assert sweeps.packed_jobs(8, ["0"], tmp_path / "none.csv") == 8  # not planned
+    assert workers.packed_jobs(8, ["0", "1"], path) == 6
+    assert workers.packed_jobs(4, ["0", "1"], path) == 4
+    assert workers.packed_jobs(8, [], path) == 8  # CPU jobs: no GPU memory to share
+    assert workers.packed_jobs(8, ["0"], tmp_path / "none.csv") == 8  # not planned
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from timm_scaling import data
+from timm_scaling.batches import DeviceBatches
 from timm_scaling.cli import app
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import load_recipe
@@ -318,7 +319,7 @@ def test_two_processes_count_each_image_once_and_stay_equal(tmp_path):
     model = timm.create_model("effnet_b0", num_classes=10)
     model.load_state_dict(load_file(folder / CHECKPOINTS / "epoch-0001" / "model.safetensors"))
     images = data.load_images("digits", None, recipe.image_size, "val", 61)
-    batches = data.DeviceBatches(images, 64, train=False)
+    batches = DeviceBatches(images, 64, train=False)
     alone = evaluate(model, batches, Accelerator(cpu=True))
     assert alone["eval_images"] == 61
     assert (alone["top1"], alone["top5"]) == (result["top1"], result["top5"])

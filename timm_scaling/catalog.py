@@ -24,7 +24,8 @@ from torch import nn
 
 from timm_scaling.errors import UserError
 from timm_scaling.models import ensure_registered, registered, scaling_of
-from timm_scaling.recipes import check_model_kwargs, list_recipes
+from timm_scaling.recipe_keys import check_model_kwargs
+from timm_scaling.recipes import list_recipes
 from timm_scaling.scaling import BASE_IMAGE_SIZE, is_model_name
 
 # More matches than this is a typo or a too-wide glob, not a study: profiling 'res*' (100+

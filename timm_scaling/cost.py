@@ -40,7 +40,7 @@ from timm_scaling.catalog import (
 )
 from timm_scaling.errors import UserError
 from timm_scaling.models import scaling_of
-from timm_scaling.recipes import kwargs_tag
+from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.report import atomic_write
 
 COST_KEYS = ("param_count", "gmacs", "gflops", "macts")

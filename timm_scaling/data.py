@@ -1,20 +1,18 @@
-"""Data sets, and the device-resident batch pipeline for those that fit in memory.
+"""Data sets, and which of them are held in memory.
 
 ``cifar10``, ``cifar100`` and ``digits`` are loaded once as a uint8 tensor, already resized to
-the model's image size, and served by :class:`DeviceBatches`: the tensor lives on the training
-device, and shuffling, random crop, flip and normalisation happen there per batch with tensor
-ops, so no loader workers and no per-image Python (the technique of airbench, the fastest
-CIFAR-10 trainer). ``folder`` and ``tar`` data, and timm's streamed readers, go through timm's
-own data pipeline (:mod:`timm_scaling.pipeline`). ``synthetic`` is random images and labels in
-a real data set's shape (:func:`synthetic`), made on the training device: speed and memory
-where the data is absent.
+the model's image size, and served on the training device by
+:class:`timm_scaling.batches.DeviceBatches` (shuffled, cropped, flipped and normalised there
+per batch). ``folder`` and ``tar`` data, and timm's streamed readers, go through timm's own
+data pipeline (:mod:`timm_scaling.pipeline`). ``synthetic`` is random images and labels in a
+real data set's shape (:func:`synthetic`), made on the training device: speed and memory where
+the data is absent.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from filelock import FileLock
 
 from timm_scaling.errors import UserError
 from timm_scaling.imagesets import DEFAULT_DATA_DIR, Normalizer, data_root
-from timm_scaling.recipes import DATASETS, IN_MEMORY, ON_DISK, check_dataset
+from timm_scaling.recipe_keys import DATASETS, IN_MEMORY, ON_DISK, check_dataset
 
 __all__ = [
     "DATASETS",
@@ -36,13 +34,13 @@ __all__ = [
     "SHAPES",
     "STD",
     "SYNTHETIC",
-    "DeviceBatches",
     "ImageSet",
     "Normalizer",
     "available",
     "count_images",
     "data_root",
     "load_images",
+    "mix_seed",
     "num_classes",
     "recipe_classes",
     "resize",
@@ -240,12 +238,12 @@ def count_images(
     return count if limit is None else min(count, limit)
 
 
-def _seed(*parts: int) -> int:
+def mix_seed(*parts: int) -> int:
     """One 64-bit seed from several integers, well mixed (no collisions of seed+epoch)."""
     return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0])
 
 
-_SYNTHETIC_SALT = 0x5EED  # keeps the images' seeds apart from DeviceBatches' (seed, epoch)
+_SYNTHETIC_SALT = 0x5EED  # keeps the images' seeds apart from the batches' (seed, epoch)
 
 
 def synthetic(
@@ -262,7 +260,7 @@ def synthetic(
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     device = torch.device(device)
     generator = torch.Generator(device=device)
-    generator.manual_seed(_seed(seed, _SYNTHETIC_SALT, SPLITS.index(split)))
+    generator.manual_seed(mix_seed(seed, _SYNTHETIC_SALT, SPLITS.index(split)))
     shape = (size, 3, image_size, image_size)
     # Eight random bytes per int64, viewed as uint8: several times faster on a CPU than
     # randint(0, 256, dtype=uint8), which draws one number per byte.
@@ -272,119 +270,6 @@ def synthetic(
     images = words.view(torch.uint8)[: math.prod(shape)].view(shape)
     labels = torch.randint(0, classes, (size,), generator=generator, device=device)
     return ImageSet(images, labels, [str(label) for label in range(classes)])
-
-
-class DeviceBatches:
-    """Batches of an :class:`ImageSet` held on the training device.
-
-    Training (``train=True``): each epoch, a permutation drawn from ``(seed, epoch)`` (the same
-    on every process) is padded by repeating its first samples to a multiple of
-    ``world_size`` and dealt out strided, so every process gets the same number of samples
-    and every sample goes to exactly one process (the few repeats are seen twice). Each batch
-    is randomly cropped (zero-pad ``crop_padding`` pixels, shift per image) and flipped, on the
-    device, in one gather. Iterating the same epoch again gives the same batches.
-
-    Evaluation (``train=False``): no augmentation, no shuffling, no padding: process ``rank``
-    gets the contiguous slice ``[rank * N // world_size, (rank + 1) * N // world_size)``; the
-    slices are disjoint and cover every image once. Shards may differ by one image, so the
-    number of batches may differ by one between processes: sum the correct counts locally and
-    reduce once after the loop (never a collective per batch).
-
-    Yields ``(images, labels)``: float32 images normalised by ``mean``/``std``
-    (channels_last if asked), int64 labels, both on ``device``.
-    """
-
-    def __init__(
-        self,
-        data: ImageSet,
-        batch_size: int,
-        device: torch.device | str = "cpu",
-        train: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        crop_padding: int = 4,
-        hflip: bool = True,
-        mean: Sequence[float] = MEAN,
-        std: Sequence[float] = STD,
-        channels_last: bool = False,
-    ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
-        self.device = torch.device(device)
-        self.images = data.images.to(self.device)
-        self.labels = data.labels.to(self.device)
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.crop_padding = crop_padding
-        self.hflip = hflip
-        self.normalize = Normalizer(mean, std, self.device, channels_last)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def num_samples(self) -> int:
-        """Samples this process sees per epoch."""
-        n = len(self.labels)
-        if self.train:
-            return math.ceil(n / self.world_size)
-        return (self.rank + 1) * n // self.world_size - self.rank * n // self.world_size
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def indices(self) -> torch.Tensor:
-        """This process's sample indices for the current epoch, in batch order (on the CPU)."""
-        n = len(self.labels)
-        if not self.train:
-            start = self.rank * n // self.world_size
-            return torch.arange(start, start + self.num_samples)
-        generator = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
-        order = torch.randperm(n, generator=generator)
-        total = self.num_samples * self.world_size
-        order = order.repeat(math.ceil(total / n))[:total]
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        index = self.indices().to(self.device)
-        generator = None
-        if self.train:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(_seed(self.seed, self.epoch, self.rank))
-        for start in range(0, len(index), self.batch_size):
-            batch = index[start : start + self.batch_size]
-            images = self.images[batch]
-            if generator is not None:
-                images = self.augment(images, generator)
-            yield self.normalize(images), self.labels[batch]
-
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop (zero padding, a shift per image) and horizontal flip: one gather."""
-        n, channels, height, width = images.shape
-        pad = self.crop_padding
-        device = images.device
-        shift_y = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
-        shift_x = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
-        rows = shift_y + torch.arange(height, device=device)
-        cols = torch.arange(width, device=device).expand(n, -1)
-        if self.hflip:
-            flip = torch.rand((n, 1), generator=generator, device=device) < 0.5
-            cols = torch.where(flip, width - 1 - cols, cols)
-        cols = shift_x + cols
-        padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
-        return padded[
-            torch.arange(n, device=device)[:, None, None, None],
-            torch.arange(channels, device=device)[None, :, None, None],
-            rows[:, None, :, None],
-            cols[:, None, None, :],
-        ]
 
 
 def write_images(

@@ -27,7 +27,8 @@ from PIL import Image
 
 from timm_scaling.errors import UserError
 from timm_scaling.imagesets import Normalizer, data_root
-from timm_scaling.recipes import ON_DISK, STREAMED, Recipe
+from timm_scaling.recipe_keys import ON_DISK, STREAMED
+from timm_scaling.recipes import Recipe
 
 log = logging.getLogger(__name__)
 # timm's tar reader logs four lines each time it scans a tar.

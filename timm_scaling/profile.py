@@ -33,7 +33,8 @@ def _targets(
     """(model, image size, classes, model_kwargs) per pattern: a recipe brings its own size,
     classes and model_kwargs (``model_kwargs`` go over them)."""
     from timm_scaling.data import num_classes as dataset_classes
-    from timm_scaling.recipes import SUFFIXES, list_recipes, load_recipe
+    from timm_scaling.recipes import list_recipes, load_recipe
+    from timm_scaling.yamlfiles import SUFFIXES
 
     extra = dict(model_kwargs or {})
     targets: list[Target] = []

@@ -13,12 +13,9 @@ Imports no torch: the CLI validates recipes before paying for it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,81 +25,18 @@ import yaml
 import timm_scaling
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
+from timm_scaling.hints import conforms, type_name, union
+from timm_scaling.recipe_keys import (
+    IN_MEMORY,
+    LR_RULE_KEYS,
+    PIPELINE_KEYS,
+    STREAMED,
+    WEIGHT_KEYS,
+    check_value,
+)
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import BASE_NAME, parse_name
-
-# Data sets held in memory and augmented on the training device (crop_padding, hflip).
-IN_MEMORY = ("cifar10", "cifar100", "digits", "synthetic")
-# Data sets read from disk through timm's pipeline: an ImageFolder tree, or image tar files.
-ON_DISK = ("folder", "tar")
-DATASETS: tuple[str, ...] = IN_MEMORY + ON_DISK
-# timm's streamed readers, named as timm's create_dataset spells them (``hfds/NAME``), and the
-# pip package each needs with the module it installs.
-STREAMED = {
-    "hfds": ("datasets", "datasets"),
-    "hfids": ("datasets", "datasets"),
-    "wds": ("webdataset", "webdataset"),
-    "tfds": ("tfds-nightly", "tensorflow_datasets"),
-}
-# How a recipe writes its lr: Recipe.peak_lr is what it trains at.
-LR_RULE_KEYS = ("lr", "lr_base", "lr_base_size", "lr_base_scale")
-# Keys of timm's pipeline (data read from disk or streamed), which in-memory data sets ignore.
-PIPELINE_KEYS = ("auto_augment", "re_prob", "interpolation", "crop_pct", "scale", "num_classes")
-SUFFIXES = (".yaml", ".yml")
-# Keys that would load weights: timm-scaling trains from scratch and never downloads anything.
-WEIGHT_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
-# timm.create_model arguments that recipe keys set: model_kwargs must not set them again.
-RECIPE_KWARGS = {
-    "num_classes": "the data set",
-    "drop_rate": "the recipe key drop_rate",
-    "drop_path_rate": "the recipe key drop_path_rate",
-    "img_size": "the recipe key base_size",
-}
-
-
-# (keys, check, what is allowed) for values whose type alone does not make them valid.
-_BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
-    (
-        (
-            "base_size",
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "grad_accum",
-            "synthetic_train_size",
-            "synthetic_val_size",
-            "synthetic_classes",
-            "num_classes",
-            "lr_base_size",
-        ),
-        lambda v: v >= 1,
-        "1 or more",
-    ),
-    (("limit_train", "limit_val"), lambda v: v >= 1, "1 or more (or null for all)"),
-    (("lr", "lr_base", "opt_eps", "lr_decay_epochs"), lambda v: 0 < v < float("inf"), "above 0"),
-    (
-        ("seed", "warmup_epochs", "warmup_lr", "weight_decay", "crop_padding", "num_workers"),
-        lambda v: 0 <= v < float("inf"),
-        "0 or more",
-    ),
-    (
-        (
-            "momentum",
-            "decay",
-            "lr_decay_rate",
-            "ema_decay",
-            "re_prob",
-            "mixup_prob",
-            "mixup_switch_prob",
-            "bn_momentum",
-        ),
-        lambda v: 0 <= v <= 1,
-        "in [0, 1]",
-    ),
-    (("mixup", "cutmix"), lambda v: 0 <= v < float("inf"), "0 (off) or more"),
-    (("crop_pct",), lambda v: 0 < v <= 1, "in (0, 1]"),
-    (("label_smoothing", "drop_rate", "drop_path_rate"), lambda v: 0 <= v < 1, "in [0, 1)"),
-)
+from timm_scaling.yamlfiles import SUFFIXES, find_file, read_mapping
 
 
 @dataclass(frozen=True)
@@ -207,7 +141,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         for key in _FIELD_NAMES:
-            _check_value(key, getattr(self, key))
+            check_value(key, getattr(self, key))
         trackers.parse(self.log_with)
         self._check_pipeline()
         if self.batch_size % self.grad_accum:
@@ -313,43 +247,6 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def check_dataset(name: str) -> None:
-    """A data set name the tool reads: in memory, on disk, or ``PREFIX/NAME`` of a streamed
-    reader (timm's spelling)."""
-    prefix, slash, rest = name.partition("/")
-    if name in DATASETS or (slash and prefix in STREAMED and rest):
-        return
-    streams = ", ".join(f"{p}/NAME" for p in STREAMED)
-    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {streams}")
-
-
-def _check_value(key: str, value: Any) -> None:
-    """The checks of one key's value that its type alone does not make."""
-    if key == "model":
-        if value.startswith(BASE_NAME):
-            try:
-                parse_name(value)
-            except UserError as err:
-                raise UserError(f"model: {err}") from None
-        elif not value or any(c.isspace() for c in value):
-            raise UserError(f"model: {value!r} is not a model name; e.g. effnet_b0, resnet50")
-    if key == "model_kwargs":
-        check_model_kwargs(value)
-    if key == "dataset":
-        check_dataset(value)
-    if (
-        key == "scale"
-        and value is not None
-        and not (len(value) == 2 and 0 < value[0] <= value[1] <= 1)
-    ):
-        raise UserError(
-            f"scale must be two numbers [low, high] with 0 < low <= high <= 1, got {value!r}"
-        )
-    for keys, ok, allowed in _BOUNDS:
-        if key in keys and value is not None and not ok(value):
-            raise UserError(f"{key} must be {allowed}, got {value!r}")
-
-
 class Override(str):
     """A ``key=value`` override that remembers how the user typed it (``--epochs 0``), so that
     an error quotes that, not ``--set epochs=0``."""
@@ -367,80 +264,6 @@ def typed(override: str) -> str:
     return getattr(override, "typed", f"--set {override}")
 
 
-def check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """One-line errors for model_kwargs that ask for weights or repeat a recipe key."""
-    for key in kwargs:
-        if key in WEIGHT_KEYS:
-            raise UserError(
-                f"model_kwargs.{key}: timm-scaling never loads weights (it trains from scratch, "
-                "with no network); remove the key"
-            )
-        if key in RECIPE_KWARGS:
-            raise UserError(f"model_kwargs.{key}: set by {RECIPE_KWARGS[key]}; remove the key")
-
-
-def kwargs_tag(kwargs: Mapping[str, Any]) -> str:
-    """``''`` for no kwargs, else ``k`` and 8 hex digits of their hash: what tells apart the run
-    folders and cached costs of one model built with different model_kwargs."""
-    if not kwargs:
-        return ""
-    return "k" + hashlib.sha256(kwargs_text(kwargs).encode()).hexdigest()[:8]
-
-
-def kwargs_text(kwargs: Mapping[str, Any]) -> str | None:
-    """model_kwargs as JSON with sorted keys (a report row's column), None for none."""
-    return json.dumps(dict(kwargs), sort_keys=True, default=str) if kwargs else None
-
-
-def _union(hint: Any) -> tuple[Any, ...]:
-    """The members of ``A | B`` (``Literal[...] | None`` is a typing.Union), else ()."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return typing.get_args(hint)
-    return ()
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(hint)))
-    if _union(hint):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in _union(hint))
-    if typing.get_origin(hint) is dict:
-        return "a mapping of names to values, e.g. {output_stride: 8}"
-    if typing.get_origin(hint) is list:
-        return "a list, e.g. [0.08, 1.0]"
-    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
-    return names.get(hint, hint.__name__)
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    if typing.get_origin(hint) is dict:
-        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_conforms(v, item) for v in value)
-    if typing.get_origin(hint) is Literal:
-        return value in typing.get_args(hint)
-    if _union(hint):
-        return any(_conforms(value, arg) for arg in _union(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:  # YAML reads 1 as an int and 1e-5 as a string: accept both as floats
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or _is_float(value)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _is_float(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _coerce(source: str, key: str, value: Any) -> Any:
     """Check one key and value; return the value as the field's type."""
     if key in WEIGHT_KEYS:
@@ -452,18 +275,18 @@ def _coerce(source: str, key: str, value: Any) -> Any:
         allowed = ", ".join(sorted(_FIELDS))
         raise UserError(f"{source}: unknown key {key!r}; allowed keys: {allowed}")
     hint = _FIELDS[key]
-    if not _conforms(value, hint):
+    if not conforms(value, hint):
         raise UserError(
-            f"{source}: {key} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+            f"{source}: {key} must be {type_name(hint)}, got {value!r} ({type(value).__name__})"
         )
     if typing.get_origin(hint) is dict:
         return dict(value)
-    if typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in _union(hint)):
+    if typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in union(hint)):
         value = None if value is None else [float(v) for v in value]
-    elif hint is float or float in _union(hint):
+    elif hint is float or float in union(hint):
         value = None if value is None else float(value)
     try:
-        _check_value(key, value)
+        check_value(key, value)
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
     return value
@@ -481,24 +304,6 @@ def list_recipes() -> list[str]:
     return sorted(names)
 
 
-def find_file(
-    name_or_path: str, folders: Sequence[Path], kind: str, available: Sequence[str]
-) -> Path:
-    """A name or path argument to its .yaml file: a path as given, else ``<folder>/<name>.yaml``
-    in the first of ``folders`` that has it; a one-line error listing ``available`` if none."""
-    candidate = Path(name_or_path).expanduser()
-    choices = f"a built-in {kind} ({', '.join(available)}) or the path of a .yaml file"
-    if candidate.suffix in SUFFIXES or len(candidate.parts) > 1:
-        if candidate.is_file():
-            return candidate
-        raise UserError(f"{kind} file {name_or_path} not found; pass {choices}")
-    for folder in folders:
-        for suffix in SUFFIXES:
-            if (folder / f"{name_or_path}{suffix}").is_file():
-                return folder / f"{name_or_path}{suffix}"
-    raise UserError(f"unknown {kind} {name_or_path!r}; pass {choices}")
-
-
 def _find(name_or_path: str, near: Path | None = None) -> Path:
     """A recipe argument to its file; ``base:`` names are looked up beside ``near`` first."""
     if near is not None and (near / name_or_path).is_file():
@@ -512,19 +317,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
         raise UserError(f"{path}: recipes inherit in a cycle: {cycle}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise UserError(f"{path}: not valid YAML{line}; write one `key: value` a line") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise UserError(f"{path}: expected `key: value` lines, got a {type(data).__name__}")
-    data = dict(data)
+    data = read_mapping(path)
     base = data.pop("base", None)
     values: dict[str, Any] = {}
     if base is not None:

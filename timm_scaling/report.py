@@ -14,7 +14,7 @@ import fcntl
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -231,15 +231,21 @@ def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:
     A run trained again has one row, its last; two runs finishing at once both land; a crash
     mid-write leaves the old file intact.
     """
+    put_rows(path, [row])
+
+
+def put_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> None:
+    """:func:`put_row` for several runs' rows in one write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    keys = {run_key(row) for row in rows}
     with _lock(path):
         old = path.read_text() if path.exists() else ""
         if old:
             _check_header(path, old)
-        kept = [r for r in parse_rows(path, old) if run_key(r) != run_key(row)]
-        rows = [*kept, row]
-        atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(rows)))
+        kept = [r for r in parse_rows(path, old) if run_key(r) not in keys]
+        every = [*kept, *rows]
+        atomic_write(path, "".join(_row_text(r, header=i == 0) for i, r in enumerate(every)))
 
 
 def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
@@ -247,15 +253,18 @@ def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(_format(row.get(column)) for column in RUN_KEY)
 
 
-def has_row(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
-    """Whether the report ``path`` holds ``row`` as :func:`put_row` writes it."""
+def missing_rows(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, object]]
+) -> list[Mapping[str, object]]:
+    """The ``rows`` that the report ``path`` does not hold as :func:`put_row` writes them
+    (the report read once)."""
     path = Path(path)
     if not path.is_file():
-        return False
+        return list(rows)
     text = path.read_text()
     _check_header(path, text)
-    want = [_format(row.get(column)) for column in COLUMNS]
-    return any([r.get(c, "") for c in COLUMNS] == want for r in parse_rows(path, text))
+    held = {tuple(r.get(c, "") for c in COLUMNS) for r in parse_rows(path, text)}
+    return [row for row in rows if tuple(_format(row.get(c)) for c in COLUMNS) not in held]
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> int:

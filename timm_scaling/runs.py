@@ -21,18 +21,19 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from timm_scaling.errors import UserError
-from timm_scaling.recipes import kwargs_tag, load_recipe
+from timm_scaling.recipe_keys import kwargs_tag
+from timm_scaling.recipes import load_recipe
 from timm_scaling.report import (
     COLUMNS,
     Busy,
-    has_row,
     locked,
-    put_row,
+    missing_rows,
+    put_rows,
     read_rows,
     run_key,
     write_rows,
@@ -192,16 +193,16 @@ def report_row(result: dict) -> dict:
     return {key: result.get(key) for key in COLUMNS}
 
 
-def ensure_row(folder: Path, output: str | os.PathLike) -> bool:
-    """Put a finished run's row into ``output``/report.csv if it is not there as its result.json
-    has it (a run killed between the two, or a report that could not be written); True if it
-    was put back."""
-    row = report_row(read_result(folder / RESULT_FILE))
+def ensure_rows(folders: Sequence[Path], output: str | os.PathLike) -> list[Path]:
+    """Put finished runs' rows into ``output``/report.csv where it does not hold them as their
+    result.json has them (a run killed between the two, or a report that could not be
+    written), in one write; returns the folders whose rows were put back."""
+    rows = {folder: report_row(read_result(folder / RESULT_FILE)) for folder in folders}
     report = Path(output) / REPORT_FILE
-    if has_row(report, row):
-        return False
-    put_row(report, row)
-    return True
+    missing = missing_rows(report, list(rows.values()))
+    if missing:
+        put_rows(report, missing)
+    return [folder for folder, row in rows.items() if any(row is m for m in missing)]
 
 
 def finished_result(
@@ -214,7 +215,7 @@ def finished_result(
     if done is None:
         return None
     say(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
-    if put_back and ensure_row(done, output):
+    if put_back and ensure_rows([done], output):
         say(f"its row was missing from {Path(output) / REPORT_FILE}: put back")
     return read_result(done / RESULT_FILE)
 

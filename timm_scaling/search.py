@@ -48,11 +48,10 @@ Imports no torch: candidates and the schedule are checked before anything is tra
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,8 @@ from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe, load_recipe
 from timm_scaling.report import atomic_write
 from timm_scaling.runs import RESULT_FILE, finished
-from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT, Scaling, compound
+from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT
+from timm_scaling.search_cost import MeasuredCost
 from timm_scaling.sweep import parse_shard
 
 CSV_FILE, JSON_FILE = "search.csv", "search.json"
@@ -120,6 +120,10 @@ class SearchSettings:
         extra += [*self.overrides, *(f"{key}={value}" for key, value in changes.items())]
         return load_recipe(self.recipe, extra)
 
+    def measured_cost(self) -> MeasuredCost:
+        """The candidates' costs measured at the proxy recipe's image size and classes."""
+        return MeasuredCost(self.proxy(model=self.base_model))
+
 
 @dataclass
 class SearchResult:
@@ -135,63 +139,6 @@ class SearchResult:
 
 # (rung, run index in the rung, runs in the rung, recipe, "train" | "done" | "other shard")
 OnRun = Callable[[int, int, int, Recipe, str], None]
-
-
-class MeasuredCost:
-    """Measured MACs of phi = 1 models and of the base model, at the proxy recipe's image size
-    and class count. Nothing is counted until asked; measure_cost caches counts on disk."""
-
-    def __init__(self, settings: SearchSettings) -> None:
-        self.base = settings.proxy(model=settings.base_model)
-
-    @functools.cached_property
-    def num_classes(self) -> int:
-        from timm_scaling import data
-
-        return data.num_classes(self.base.dataset, self.base.data_dir)
-
-    @functools.cached_property
-    def base_gmacs(self) -> float:
-        return self._measure(self.base.model, self.base.image_size)
-
-    def _measure(self, name: str, size: int) -> float:
-        from timm_scaling.cost import measure_cost
-
-        return measure_cost(name, size, self.num_classes)["gmacs"]
-
-    def image_size(self, alpha: float, beta: float, gamma: float) -> int:
-        return compound(1, alpha, beta, gamma).image_size(self.base.base_size)
-
-    def gmacs(self, alpha: float, beta: float, gamma: float) -> float:
-        name = compound(1, alpha, beta, gamma).name
-        return self._measure(name, self.image_size(alpha, beta, gamma))
-
-    def ratio(self, alpha: float, beta: float, gamma: float) -> float:
-        """The cost factor of ``compound(1, alpha, beta, gamma)``: its MACs over the base's."""
-        return self.gmacs(alpha, beta, gamma) / self.base_gmacs
-
-    def network(self, candidate: Candidate) -> Hashable:
-        """What the candidate trains: blocks per stage, channels, image size. Depth alone sets
-        the blocks and width alone the channels (timm rounds each on its own), so a search
-        builds one model per alpha and one per beta, not one per candidate."""
-        scaling = compound(1, candidate.alpha, candidate.beta, candidate.gamma)
-        size = self.image_size(candidate.alpha, candidate.beta, candidate.gamma)
-        return _blocks(scaling.depth), _channels(scaling.width), size
-
-
-@functools.cache
-def _blocks(depth: float) -> tuple[int, ...]:
-    from timm_scaling.models import architecture, register_variant
-
-    return architecture(register_variant(Scaling(depth=depth))).blocks_per_stage
-
-
-@functools.cache
-def _channels(width: float) -> tuple[int, ...]:
-    from timm_scaling.models import architecture, register_variant
-
-    arch = architecture(register_variant(Scaling(width=width)))
-    return arch.stem_channels, *arch.channels_per_stage, arch.num_features
 
 
 def _previous_result(output: Path, recipe: Recipe) -> dict[str, Any] | None:
@@ -329,7 +276,7 @@ def _summary(
 
 def candidates(settings: SearchSettings, costs: MeasuredCost | None = None) -> list[Candidate]:
     """The search's candidates, one per network, closest to the target first."""
-    costs = costs or MeasuredCost(settings)
+    costs = costs or settings.measured_cost()
     factor = costs.ratio if settings.exact_cost else nominal_factor
     found = enumerate_candidates(
         settings.target,
@@ -380,7 +327,7 @@ def run_search(
 ) -> SearchResult:
     """Enumerate (or take ``found``), train, halve; write search.csv, and search.json once the
     search is complete, marking the choice a tie when the scores cannot tell it apart."""
-    costs = MeasuredCost(settings)
+    costs = settings.measured_cost()
     found = found or candidates(settings, costs)
     scorer = _ProxyScorer(settings, on_run)
     rungs = successive_halving(found, scorer, settings.proxy_epochs, settings.halving)

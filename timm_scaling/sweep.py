@@ -21,31 +21,28 @@ Imports no torch: a sweep's plan is checked before anything is trained.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
-from timm_scaling.plan import PLAN_FILE, fitting_per_gpu, measure, read_plan, write
-from timm_scaling.recipes import Recipe, find_file, kwargs_tag, load_recipe, recipe_dirs
+from timm_scaling.plan import PLAN_FILE, measure, write
+from timm_scaling.recipe_keys import kwargs_tag
+from timm_scaling.recipes import Recipe, load_recipe, recipe_dirs
 from timm_scaling.runs import (
     REPORT_FILE,
     RESULT_FILE,
     collect,
-    ensure_row,
+    ensure_rows,
     finished,
     results,
     run_folder,
 )
+from timm_scaling.workers import in_pool, packed_jobs, select_gpus
+from timm_scaling.yamlfiles import find_file, read_mapping
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +91,9 @@ def _run(path: Path, entry: Any, recipe: str, common: tuple[str, ...]):
 def load_sweep(name_or_path: str) -> Sweep:
     """A built-in sweep by name (``table7``), or a sweep file by path."""
     path = find_file(name_or_path, sweep_dirs(), "sweep", list_sweeps())
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{path}: not valid YAML") from None
-    if not isinstance(data, Mapping) or set(data) - set(SWEEP_KEYS):
-        unknown = sorted(set(data) - set(SWEEP_KEYS)) if isinstance(data, Mapping) else data
+    data = read_mapping(path)
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(SWEEP_KEYS)}")
     recipe = data.get("recipe", "baseline")
     common = _strings(path, "set", data.get("set"))
@@ -173,109 +167,6 @@ def _check_models(recipes: Sequence[Recipe]) -> None:
         check_model(recipe)
 
 
-def device_count() -> int:
-    """The GPUs this process can see (0 on a CPU machine)."""
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process sees, each as a child's CUDA_VISIBLE_DEVICES must name it (our
-    ``cuda:1`` is physical GPU 5 under CUDA_VISIBLE_DEVICES=4,5)."""
-    count = device_count()
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
-    names = listed.split(",") if listed else [str(i) for i in range(count)]
-    return names[:count]
-
-
-def select_gpus(text: str | None) -> list[str]:
-    """``--gpus 0,2`` -> the CUDA_VISIBLE_DEVICES names of those visible GPUs; None: all."""
-    visible = visible_gpus()
-    if text is None:
-        return visible
-    shown = ", ".join(str(i) for i in range(len(visible))) or "none"
-    try:
-        chosen = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        chosen = [-1]
-    missing = [i for i in chosen if not 0 <= i < len(visible)]
-    if missing:
-        raise UserError(
-            f"--gpus {text}: no GPU {missing[0]} here; the visible GPUs are: {shown} "
-            "(comma-separated indices, e.g. --gpus 0,1)"
-        )
-    return [visible[i] for i in chosen]
-
-
-def job_environments(jobs: int, gpus: Sequence[str]) -> list[dict[str, str]]:
-    """What each of ``jobs`` worker processes adds to its environment: job i gets GPU
-    ``gpus[i mod len(gpus)]`` (none on a CPU) and a free port of its own, so that no two jobs'
-    Accelerate or torch.distributed meet on the default port 29500."""
-    from timm_scaling.train import free_port
-
-    ports: set[int] = set()
-    while len(ports) < jobs:
-        ports.add(free_port())
-    envs = [{"MASTER_PORT": str(port)} for port in sorted(ports)]
-    for i, env in enumerate(envs):
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-    return envs
-
-
-def _start_worker(threads: int, environments) -> None:
-    """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
-    CPU threads. It ignores Ctrl-C (a terminal sends it to the whole process group): the sweep
-    stops every job itself, and none starts a new run on the way out."""
-    os.environ.update(environments.get())
-    import torch
-    from tqdm import tqdm
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
-    tqdm.set_lock(threading.RLock())
-    torch.set_num_threads(threads)
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued runs and end the running ones now (what Python 3.14's
-    ``terminate_workers`` does). A run stopped mid-epoch resumes from its last checkpoint: every
-    file it writes is replaced atomically, and ``latest`` moves only after a checkpoint is whole."""
-    for process in list((pool._processes or {}).values()):
-        process.terminate()
-    pool.shutdown(cancel_futures=True)  # the pool, broken now, frees its queues
-
-
-def _in_pool(
-    task: Callable[..., Any],
-    recipes: Sequence[Recipe],
-    jobs: int,
-    gpus: Sequence[str],
-    on_done: Callable[[int, Recipe, Any], None],
-    *args: Any,
-) -> None:
-    """``task(recipe, *args)`` for each recipe in ``jobs`` processes (spawned: no forked torch or
-    Accelerate state), each with an equal share of the CPU threads and, on GPUs, the GPU and
-    port of :func:`job_environments`; ``on_done(i, recipe, value)`` as each one ends."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
-    environments = context.Queue()
-    for env in job_environments(jobs, gpus):
-        environments.put(env)
-    with ProcessPoolExecutor(jobs, context, _start_worker, (threads, environments)) as pool:
-        futures = {pool.submit(task, recipe, *args): recipe for recipe in recipes}
-        try:
-            for i, future in enumerate(as_completed(futures), start=1):
-                on_done(i, futures[future], future.result())
-        except KeyboardInterrupt:
-            _stop_workers(pool)
-            raise
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-
-
 def _train_resuming(
     recipe: Recipe, output: str | os.PathLike, progress: bool | None = None
 ) -> dict:
@@ -292,22 +183,6 @@ def check_jobs(jobs: int) -> None:
         )
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: train at least one run at a time (--jobs 1 or more)")
-
-
-def packed_jobs(jobs: int, gpus: Sequence[str], plan_csv: Path) -> int:
-    """``jobs``, or fewer where a plan measured that they would not fit in the GPUs' memory:
-    at most (GPU memory // the largest planned peak) jobs share a GPU."""
-    if not gpus or not plan_csv.is_file():
-        return jobs
-    per_gpu = fitting_per_gpu(read_plan(plan_csv))
-    if per_gpu is None or jobs <= per_gpu * len(gpus):
-        return jobs
-    fitting = max(1, per_gpu * len(gpus))
-    log.warning(
-        f"{plan_csv}: runs peak at a size that fits {per_gpu} per GPU: "
-        f"{fitting} job(s) at once on {len(gpus)} GPU(s), not {jobs}"
-    )
-    return fitting
 
 
 def run_sweep(
@@ -354,8 +229,9 @@ def run_sweep(
         pipeline.require(dataset, data_dir)
     notify = on_run or (lambda *_: None)
     landed = on_result or (lambda *_: None)
+    # A row lost (a run killed before writing it) is put back, all in one write.
+    ensure_rows([run_folder(output, recipe) for recipe in skipped], output)
     for i, recipe in enumerate(skipped, start=1):
-        ensure_row(run_folder(output, recipe), output)  # lost if killed before it was written
         notify(i, len(mine), recipe, "finished before")
     if jobs == 1 and gpus is None:
         for i, recipe in enumerate(trained, start=len(skipped)):
@@ -370,7 +246,7 @@ def run_sweep(
 
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
-        _in_pool(_train_resuming, trained, jobs, devices, ended, output, False)
+        in_pool(_train_resuming, trained, jobs, devices, ended, output, False)
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
         return SweepResult(trained, skipped, pending, None)
@@ -418,6 +294,6 @@ def plan_sweep(
             rows[recipe] = row
             notify(i, len(mine), recipe)
 
-        _in_pool(measure, mine, jobs, select_gpus(gpus), done, seconds)
+        in_pool(measure, mine, jobs, select_gpus(gpus), done, seconds)
     ordered = [rows[recipe] for recipe in mine]
     return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered)

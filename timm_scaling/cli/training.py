@@ -211,6 +211,7 @@ def sweep_cmd(
 
     from timm_scaling import sweep as sweeps
     from timm_scaling.runs import check_output, finished, run_folder, run_state
+    from timm_scaling.workers import select_gpus
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
     overrides = recipe_overrides(options, set_)
@@ -222,7 +223,7 @@ def sweep_cmd(
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
         return
     if gpus is not None:
-        sweeps.select_gpus(gpus)
+        select_gpus(gpus)
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.

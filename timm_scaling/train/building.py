@@ -12,6 +12,7 @@ from timm.scheduler import StepLRScheduler
 from timm.utils import ModelEmaV3
 
 from timm_scaling import data
+from timm_scaling.batches import DeviceBatches
 from timm_scaling.catalog import create_model
 from timm_scaling.recipes import Recipe
 from timm_scaling.train.logs import logger
@@ -188,7 +189,7 @@ class Building:
         ):
             images = self._images(split, limit)
             batches.append(
-                data.DeviceBatches(
+                DeviceBatches(
                     images,
                     batch_size=size,
                     device=accelerator.device,

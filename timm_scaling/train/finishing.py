@@ -12,7 +12,7 @@ from accelerate.utils import gather_object
 import timm_scaling
 from timm_scaling import trackers
 from timm_scaling.models import export, scaling_of
-from timm_scaling.recipes import kwargs_text
+from timm_scaling.recipe_keys import kwargs_text
 from timm_scaling.report import atomic_write, put_row, umask_mode
 from timm_scaling.runs import (
     MODEL_DIR,

@@ -1,0 +1,143 @@
+"""A pool of training processes on this machine: ``--jobs`` workers, each with its GPU, its
+port and its share of the CPU threads; how many fit on a GPU by a sweep's plan; and stopping
+them all at once (Ctrl-C, SIGTERM).
+
+Imports no torch until a worker or a GPU count needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, TypeVar
+
+from timm_scaling.errors import UserError
+from timm_scaling.plan import fitting_per_gpu, read_plan
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def device_count() -> int:
+    """The GPUs this process can see (0 on a CPU machine)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process sees, each as a child's CUDA_VISIBLE_DEVICES must name it (our
+    ``cuda:1`` is physical GPU 5 under CUDA_VISIBLE_DEVICES=4,5)."""
+    count = device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
+    names = listed.split(",") if listed else [str(i) for i in range(count)]
+    return names[:count]
+
+
+def select_gpus(text: str | None) -> list[str]:
+    """``--gpus 0,2`` -> the CUDA_VISIBLE_DEVICES names of those visible GPUs; None: all."""
+    visible = visible_gpus()
+    if text is None:
+        return visible
+    shown = ", ".join(str(i) for i in range(len(visible))) or "none"
+    try:
+        chosen = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        chosen = [-1]
+    missing = [i for i in chosen if not 0 <= i < len(visible)]
+    if missing:
+        raise UserError(
+            f"--gpus {text}: no GPU {missing[0]} here; the visible GPUs are: {shown} "
+            "(comma-separated indices, e.g. --gpus 0,1)"
+        )
+    return [visible[i] for i in chosen]
+
+
+def job_environments(jobs: int, gpus: Sequence[str]) -> list[dict[str, str]]:
+    """What each of ``jobs`` worker processes adds to its environment: job i gets GPU
+    ``gpus[i mod len(gpus)]`` (none on a CPU) and a free port of its own, so that no two jobs'
+    Accelerate or torch.distributed meet on the default port 29500."""
+    from timm_scaling.train import free_port
+
+    ports: set[int] = set()
+    while len(ports) < jobs:
+        ports.add(free_port())
+    envs = [{"MASTER_PORT": str(port)} for port in sorted(ports)]
+    for i, env in enumerate(envs):
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+    return envs
+
+
+def start_worker(threads: int, environments) -> None:
+    """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
+    CPU threads. It ignores Ctrl-C (a terminal sends it to the whole process group): the sweep
+    stops every job itself, and none starts a new run on the way out."""
+    os.environ.update(environments.get())
+    import torch
+    from tqdm import tqdm
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
+    tqdm.set_lock(threading.RLock())
+    torch.set_num_threads(threads)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now (what Python 3.14's
+    ``terminate_workers`` does). A run stopped mid-epoch resumes from its last checkpoint: every
+    file it writes is replaced atomically, and ``latest`` moves only after a checkpoint is whole."""
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
+    pool.shutdown(cancel_futures=True)  # the pool, broken now, frees its queues
+
+
+def in_pool(
+    task: Callable[..., Any],
+    items: Sequence[T],
+    jobs: int,
+    gpus: Sequence[str],
+    on_done: Callable[[int, T, Any], None],
+    *args: Any,
+) -> None:
+    """``task(item, *args)`` for each item (a recipe) in ``jobs`` processes (spawned: no
+    forked torch or Accelerate state), each with an equal share of the CPU threads and, on GPUs,
+    the GPU and port of :func:`job_environments`; ``on_done(i, item, value)`` as each ends."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    environments = context.Queue()
+    for env in job_environments(jobs, gpus):
+        environments.put(env)
+    with ProcessPoolExecutor(jobs, context, start_worker, (threads, environments)) as pool:
+        futures = {pool.submit(task, item, *args): item for item in items}
+        try:
+            for i, future in enumerate(as_completed(futures), start=1):
+                on_done(i, futures[future], future.result())
+        except KeyboardInterrupt:
+            stop_workers(pool)
+            raise
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def packed_jobs(jobs: int, gpus: Sequence[str], plan_csv: Path) -> int:
+    """``jobs``, or fewer where a plan measured that they would not fit in the GPUs' memory:
+    at most (GPU memory // the largest planned peak) jobs share a GPU."""
+    if not gpus or not plan_csv.is_file():
+        return jobs
+    per_gpu = fitting_per_gpu(read_plan(plan_csv))
+    if per_gpu is None or jobs <= per_gpu * len(gpus):
+        return jobs
+    fitting = max(1, per_gpu * len(gpus))
+    log.warning(
+        f"{plan_csv}: runs peak at a size that fits {per_gpu} per GPU: "
+        f"{fitting} job(s) at once on {len(gpus)} GPU(s), not {jobs}"
+    )
+    return fitting

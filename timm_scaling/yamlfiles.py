@@ -1,0 +1,50 @@
+"""The YAML files of recipes and sweeps: a name or path to its file, and its `key: value`
+mapping read with one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from timm_scaling.errors import UserError
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def find_file(
+    name_or_path: str, folders: Sequence[Path], kind: str, available: Sequence[str]
+) -> Path:
+    """A name or path argument to its .yaml file: a path as given, else ``<folder>/<name>.yaml``
+    in the first of ``folders`` that has it; a one-line error listing ``available`` if none."""
+    candidate = Path(name_or_path).expanduser()
+    choices = f"a built-in {kind} ({', '.join(available)}) or the path of a .yaml file"
+    if candidate.suffix in SUFFIXES or len(candidate.parts) > 1:
+        if candidate.is_file():
+            return candidate
+        raise UserError(f"{kind} file {name_or_path} not found; pass {choices}")
+    for folder in folders:
+        for suffix in SUFFIXES:
+            if (folder / f"{name_or_path}{suffix}").is_file():
+                return folder / f"{name_or_path}{suffix}"
+    raise UserError(f"unknown {kind} {name_or_path!r}; pass {choices}")
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """The file's ``key: value`` lines (an empty file: none); a one-line error for a file not
+    readable, not YAML (naming the line) or not a mapping."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"{path}: not valid YAML{line}; write one `key: value` a line") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise UserError(f"{path}: expected `key: value` lines, got a {type(data).__name__}")
+    return dict(data)
