@@ -8,11 +8,14 @@ name and the torch, CUDA and timm versions first, then one section each:
 
 a. tests:      ``pytest -m cuda`` (tests/test_cuda.py and the GPU cases of the DeviceBatches
                tests), per test outcome and seconds;
-b. throughput: ``benchmarks/train_throughput.py`` eager, and with CUDA graphs
-               (``compile_mode: reduce-overhead``): loop/limit, loop/plain;
+b. throughput: ``benchmarks/train_throughput.py`` eager (b1), with CUDA graphs of
+               torch.compile (b2, ``compile_mode: reduce-overhead``), fused seeds (b3:
+               ``benchmarks/fused_seeds.py``), and the whole update as one CUDA graph (b4,
+               ``cuda_graph``: loop/limit is the graph's gain over an eager step);
 c. plans:      ``sweep table7 --plan`` and ``sweep figure8 --plan`` on synthetic CIFAR-10-shaped
-               data, ``--jobs 1`` and ``--jobs 4`` on the one GPU; the projected wall time of the
-               Table 7 study (5 recipes x 3 seeds x 35 epochs);
+               data, ``--jobs 1`` and ``--jobs 4`` on the one GPU, and table7 with
+               ``cuda_graph`` (c5); the projected wall time of the Table 7 study (5 recipes x 3
+               seeds x 35 epochs);
 d. demo:       ``sweep demo --jobs 4`` (digits): wall time and each model's accuracy;
 e. packing:    the trainer's loop alone, then four copies at once on the same GPU: whether
                packing jobs raises the total throughput.
@@ -75,7 +78,20 @@ PACKAGES = {
 VERSIONS = ("torch", "timm", "accelerate", "transformers", "calflops", "pandas", "numpy")
 TABLE7_SEEDS = 3  # the study: each Table 7 recipe with 3 seeds (its recipes' 35 epochs)
 PACKED = 4  # jobs on the one GPU
-STEPS = ("a", "b1", "b2", "b3", "c1", "c2", "d", "c3", "e", "c4")  # in the order they run
+STEPS = (
+    "a",
+    "b1",
+    "b2",
+    "b3",
+    "b4",
+    "c1",
+    "c2",
+    "c5",
+    "d",
+    "c3",
+    "e",
+    "c4",
+)  # in the order they run
 NOT_ASKED = "not run: not in --steps"
 CUDA_ONLY = "not run: needs a CUDA GPU"
 
@@ -405,14 +421,16 @@ def fused(check: Check, limit: float) -> dict[str, Any]:
 # -- c. plans -------------------------------------------------------------------------------
 
 
-def plan(check: Check, limit: float, sweep: str, jobs: int) -> dict[str, Any]:
-    output = check.out / "plans" / f"jobs{jobs}"
+def plan(check: Check, limit: float, sweep: str, jobs: int, *sets: str) -> dict[str, Any]:
+    """``sweep SWEEP --plan`` on synthetic data, ``jobs`` at a time, with ``--set`` ``sets``."""
+    output = check.out / "plans" / "-".join([f"jobs{jobs}", *sets])
     args = ["sweep", sweep, "--plan", "--dataset", "synthetic", "--jobs", str(jobs)]
+    args += [arg for text in sets for arg in ("--set", text)]
     args += ["--output", str(output), "--plan-seconds", "0.5" if check.quick else "1"]
     if check.quick:  # a smoke run: B0 only, on fewer images
         args += ["--shard", "1/13" if sweep == "figure8" else "1/5"]
         args += ["--set", "synthetic_train_size=1024", "--set", "synthetic_val_size=256"]
-    seconds, text = check.cli(f"plan-{sweep}-jobs{jobs}", args, limit)
+    seconds, text = check.cli("-".join([f"plan-{sweep}-jobs{jobs}", *sets]), args, limit)
     rows = [numbers(row) for row in read_csv(output / sweep / "plan.csv")]
     run_s = [row["run_s"] for row in rows if isinstance(row.get("run_s"), float)]
     result: dict[str, Any] = {
@@ -595,13 +613,16 @@ def render_throughput(step: dict[str, Any]) -> list[str]:
     ratio = ", ".join(
         f"loop/{k} **{step[f'loop_over_{k}']:.2f}**" for k in ("limit", "plain") if k in step
     )
+    graph = step.get("cuda_graph")  # the loop graphed, limit and plain eager
+    goals = "goal: loop/limit >= 3" if graph else "goals: loop/limit >= 0.9, loop/plain >= 2"
     return [
         f"{step['model']} at {step['img_size']} px, batch {step['batch_size']}, "
         f"precision {step['mixed_precision']}, compile {step.get('compile_mode') or 'no'}, "
+        f"cuda_graph {'on' if graph else 'off'}, "
         f"optimizer step {step['optimizer_step']}, warm-up {step['warm_up_s']:.1f} s:",
         "",
         f"limit {fmt(step.get('limit'))} images/s, loop {fmt(step['loop'])}, plain "
-        f"{fmt(step.get('plain'))}: {ratio} (goals: loop/limit >= 0.9, loop/plain >= 2)",
+        f"{fmt(step.get('plain'))}: {ratio} ({goals})",
     ]
 
 
@@ -667,10 +688,12 @@ SECTIONS = {
     "b1": render_throughput,
     "b2": render_throughput,
     "b3": render_fused,
+    "b4": render_throughput,
     "c1": render_plan,
     "c2": render_plan,
     "c3": render_plan,
     "c4": render_plan,
+    "c5": render_plan,
     "d": render_demo,
     "e": render_packing,
 }
@@ -742,10 +765,15 @@ def main(argv: list[str] | None = None) -> int:
     title = "train_throughput, CUDA graphs (compile_mode reduce-overhead)"
     check.step("b2", title, cap(150), on_gpu(throughput), *graphs)
     check.step("b3", "fused seeds: 3 as one step against 3 in turn", cap(60), fused)
+    whole = ("throughput-cuda-graph", "--cuda-graph")
+    title = "train_throughput, the whole update as one CUDA graph (cuda_graph)"
+    check.step("b4", title, cap(90), throughput, *whole)
     check.step("c1", "sweep table7 --plan --jobs 1", cap(200), plan, "table7", 1)
     full = not args.quick  # a smoke run plans each sweep once: c1 jobs 1, c3 jobs 4
     if full:
         check.step("c2", f"sweep table7 --plan --jobs {PACKED}", cap(150), plan, "table7", PACKED)
+    title = f"sweep table7 --plan --jobs {PACKED} --set cuda_graph=true"
+    check.step("c5", title, cap(150), plan, "table7", PACKED, "cuda_graph=true")
     check.step("d", f"sweep demo --jobs {PACKED}", cap(150), demo)
     check.step("c3", f"sweep figure8 --plan --jobs {PACKED}", cap(150), plan, "figure8", PACKED)
     check.step("e", f"packing: {PACKED} jobs on one GPU", cap(90), on_gpu(packing))

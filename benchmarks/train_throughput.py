@@ -1,7 +1,8 @@
 """Training throughput: our loop against the model's own limit and a plain DataLoader loop.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--batch-size N]
-        [--compile-mode reduce-overhead] [--only loop] [--seconds S] [--copies N --ready-dir DIR]
+        [--compile-mode reduce-overhead | --cuda-graph] [--only loop] [--seconds S]
+        [--copies N --ready-dir DIR]
         [--json PATH]
     python benchmarks/train_throughput.py --data folder [--data-dir DIR] [--workers N] ...
 
@@ -18,12 +19,14 @@ is ``loader/limit=R``: above 1, the loader keeps the model fed.
 (c) plain: the same model and optimizer fed by a torch DataLoader with torchvision transforms.
 All three use the digits recipe's model, precision and memory format, at ``--batch-size``
 (default: the recipe's 32), and only whole batches (no shape changes, so a compiled model is
-compiled once). ``--copies N --ready-dir DIR``: each of N copies started together says it
-is ready (a file in DIR) after its warm-up, then waits for all N, so that they measure while
-they share the GPU (benchmarks/gpu_check.py's packing check); ``--json`` records when each
-measured (``loop_from``, ``loop_to``, Unix times), so that the overlap can be checked. The
-last line is ``loop/limit=R1 loop/plain=R2``. A benchmark, not a test: it prints, never
-asserts.
+compiled once). ``--cuda-graph``: the loop with the recipe key cuda_graph (the whole update,
+optimizer and EMA included, replayed as one CUDA graph) while limit and plain stay eager, so
+that loop/limit is the graph's gain over an eager step (on a CPU: the same step, eagerly).
+``--copies N --ready-dir DIR``: each of N copies started together says it is ready (a file
+in DIR) after its warm-up, then waits for all N, so that they measure while they share the GPU
+(benchmarks/gpu_check.py's packing check); ``--json`` records when each measured
+(``loop_from``, ``loop_to``, Unix times), so that the overlap can be checked. The last line is
+``loop/limit=R1 loop/plain=R2``. A benchmark, not a test: it prints, never asserts.
 """
 
 from __future__ import annotations
@@ -122,6 +125,9 @@ def main() -> None:
         choices=("default", "reduce-overhead", "max-autotune"),
         help="torch.compile the model in this mode (reduce-overhead: CUDA graphs)",
     )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="the loop's whole update as one CUDA graph"
+    )
     parser.add_argument("--only", default=",".join(KINDS), help="limit,loop,plain (a subset)")
     parser.add_argument("--seconds", type=float, help="time the loop this long [default: 10]")
     parser.add_argument("--copies", type=int, default=1, help="copies that measure together")
@@ -143,6 +149,10 @@ def main() -> None:
         overrides.append(f"batch_size={args.batch_size}")
     if args.compile_mode:
         overrides += ["compile=true", f"compile_mode={args.compile_mode}"]
+    if args.cuda_graph:
+        if args.compile_mode:
+            parser.error("--cuda-graph and --compile-mode: two ways to CUDA graphs; choose one")
+        overrides.append("cuda_graph=true")
     batch = load_recipe("digits", overrides).batch_size
     batches = min(3 if args.quick else 40, DIGITS_TRAIN // batch)
     images = batches * batch  # whole batches only
@@ -175,6 +185,7 @@ def main() -> None:
         "batch_size": batch,
         "mixed_precision": trainer.accelerator.mixed_precision,
         "compile_mode": args.compile_mode,
+        "cuda_graph": args.cuda_graph,
         "optimizer_step": optimizer_step(trainer.optimizer),
         "warm_up_s": warm_up_s,
         "waited_s": waited_s,
@@ -196,6 +207,7 @@ def main() -> None:
     print(f"device {result['device']}, torch {torch.__version__}, timm {timm.__version__}, {name}")
     print(
         f"mixed precision {result['mixed_precision']}, compile {args.compile_mode or 'no'}, "
+        f"cuda_graph {'on' if args.cuda_graph else 'off'}, "
         f"optimizer step {result['optimizer_step']}, warm-up {warm_up_s:.1f} s"
     )
     print("; ".join(f"{kind} {result[kind]:.1f} images/s" for kind in kinds))

@@ -54,7 +54,7 @@ def test_quick_cpu_run_writes_both_files_with_every_kind_of_step(tmp_path):
     steps = record["steps"]
     assert {name: step["status"] for name, step in steps.items()} == {
         **dict.fromkeys(("a", "b1", "c1", "d"), "ok"),
-        **dict.fromkeys(("b2", "b3", "c3", "e"), "not run: not in --steps"),
+        **dict.fromkeys(("b2", "b3", "b4", "c5", "c3", "e"), "not run: not in --steps"),
     }, done.stdout + done.stderr
     assert done.returncode == 0
     env = record["environment"]
@@ -83,7 +83,7 @@ def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
     assert ran == ["plan", "demo"]  # c1 then d: the script's order, not the option's
     steps = json.loads((out / "gpu_check.json").read_text())["steps"]
     assert {name: step["status"] for name, step in steps.items()} == {
-        **dict.fromkeys(("a", "b1", "b2", "b3", "c3", "e"), "not run: not in --steps"),
+        **dict.fromkeys(("a", "b1", "b2", "b3", "b4", "c5", "c3", "e"), "not run: not in --steps"),
         "c1": "ok",
         "d": "ok",
     }
@@ -97,7 +97,7 @@ def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert script.main(["--device", "cpu", "--out", str(out), "--steps", "a,z9"]) == 2
     err = capsys.readouterr().err
-    choose = "a, b1, b2, b3, c1, c2, d, c3, e, c4"
+    choose = "a, b1, b2, b3, b4, c1, c2, c5, d, c3, e, c4"
     assert err == f"error: --steps a,z9: no step z9; choose from {choose}\n"
 
 
@@ -123,6 +123,8 @@ def test_report_renders_every_section():
         "a": {"tests": [case], "counts": {"passed": 1}},
         "b1": loop,
         "b3": fused,
+        "b4": loop
+        | {"cuda_graph": True, "loop": 3500.0, "loop_over_limit": 3.5, "loop_over_plain": 8.75},
         "c1": plan,
         "d": demo,
         "e": packing,
@@ -137,7 +139,9 @@ def test_report_renders_every_section():
     for expected in (
         "| a: step a | ok | 10 |",
         "| test_cuda::test_x | passed | 1.5 |  |",
-        "loop/limit **0.95**, loop/plain **2.38**",
+        "loop/limit **0.95**, loop/plain **2.38** (goals: loop/limit >= 0.9, loop/plain >= 2)",
+        "cuda_graph on, optimizer step foreach",
+        "loop/limit **3.50**, loop/plain **8.75** (goal: loop/limit >= 3)",
         "| effnet_b0 | 32 | 128 | 1 | 9000 | 700 | 6.0 s | 3.5 min |",
         "**The Table 7 study (1 recipes x 3 seeds, their epochs): 10.5 min**",
         "| effnet_b0 | 32 | 60.5 | 95.0 | 9.5 | 180 |",

@@ -23,7 +23,8 @@ class DeviceBatches:
     ``world_size`` and dealt out strided, so every process gets the same number of samples
     and every sample goes to exactly one process (the few repeats are seen twice). Each batch
     is randomly cropped (zero-pad ``crop_padding`` pixels, shift per image) and flipped, on the
-    device, in one gather. Iterating the same epoch again gives the same batches.
+    device, in one gather. Iterating the same epoch again gives the same batches. With
+    ``drop_last`` an epoch ends at its last full batch (a CUDA graph's static shape).
 
     Evaluation (``train=False``): no augmentation, no shuffling, no padding: process ``rank``
     gets the contiguous slice ``[rank * N // world_size, (rank + 1) * N // world_size)``; the
@@ -49,6 +50,7 @@ class DeviceBatches:
         mean: Sequence[float] = MEAN,
         std: Sequence[float] = STD,
         channels_last: bool = False,
+        drop_last: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
@@ -65,6 +67,7 @@ class DeviceBatches:
         self.crop_padding = crop_padding
         self.hflip = hflip
         self.normalize = Normalizer(mean, std, self.device, channels_last)
+        self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,6 +82,8 @@ class DeviceBatches:
         return (self.rank + 1) * n // self.world_size - self.rank * n // self.world_size
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
 
     def indices(self) -> torch.Tensor:
@@ -99,7 +104,7 @@ class DeviceBatches:
         if self.train:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(mix_seed(self.seed, self.epoch, self.rank))
-        for start in range(0, len(index), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = index[start : start + self.batch_size]
             images = self.images[batch]
             if generator is not None:

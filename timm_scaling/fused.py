@@ -9,9 +9,8 @@ draws (``randomness="different"``). The optimizer steps the stacked tensors: RMS
 and weight decay are elementwise, so each seed's slice moves as that seed alone would; weight
 decay goes where timm puts it for the single model (not on biases and norms), by name.
 
-What is measured with it today: ``benchmarks/train_throughput.py --fused N`` (images/s of N
-fused seeds against N separate steps, side by side). Training sweeps with it (``sweep
---fuse-seeds``) waits for a GPU measurement that it is faster there.
+What is measured with it today: ``benchmarks/fused_seeds.py --seeds N`` (images/s of N fused
+seeds against N separate steps, side by side; gpu_check step b3).
 """
 
 from __future__ import annotations

@@ -99,6 +99,11 @@ class Recipe:
     # torch.compile's mode when compile is true: reduce-overhead replays CUDA graphs (for small
     # 32 px models, whose steps are bound by kernel launches); max-autotune also tunes kernels
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # the whole update (forward, backward, optimizer step, EMA) captured once as one CUDA graph
+    # and replayed, the lr a device tensor: for small models whose steps are bound by kernel
+    # launches; one process (several train without). Full batches only: an epoch's last
+    # partial batch is dropped, on a CPU too, so a recipe trains the same updates on either
+    cuda_graph: bool = False
     grad_accum: int = 1
     # timm's set_grad_checkpointing: recompute activations in backward (less memory, slower)
     grad_checkpointing: bool = False
@@ -149,6 +154,24 @@ class Recipe:
                 f"batch_size must be a multiple of grad_accum ({self.grad_accum}), "
                 f"got {self.batch_size}"
             )
+        if self.cuda_graph:
+            self._check_cuda_graph()
+
+    def _check_cuda_graph(self) -> None:
+        """cuda_graph captures one batch's update as it is: nothing that changes the update's
+        shape or makes CUDA graphs another way."""
+        clashes = {
+            "compile": "torch.compile makes CUDA graphs of its own",
+            "grad_accum": "it captures one batch per update",
+            "grad_checkpointing": "recomputed activations are not captured",
+        }
+        for key, why in clashes.items():
+            value = getattr(self, key)
+            if value != _DEFAULTS[key]:
+                raise UserError(
+                    f"cuda_graph and {key}={str(value).lower()}: {why}; "
+                    f"--set {key}={str(_DEFAULTS[key]).lower()} or --set cuda_graph=false"
+                )
 
     def _check_pipeline(self) -> None:
         """Keys of timm's pipeline only where the data goes through it; num_classes only (and

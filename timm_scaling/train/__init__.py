@@ -10,7 +10,8 @@ share of the batch, so the update's gradient is the mean over the batch whatever
 One module per step of a run, in the order it takes them: ``building`` (model, optimizer,
 schedule, EMA, data), ``update`` (an epoch's updates, divergence, evaluation), ``checkpoints``
 (save, resume), ``finishing`` (model, result, report row); ``trainer`` puts them together,
-``launch`` starts several processes, ``machine`` says what the device can do.
+``launch`` starts several processes, ``machine`` says what the device can do, ``graphed`` makes
+the whole update one CUDA graph (recipe key ``cuda_graph``).
 """
 
 from timm_scaling.train.building import CUDA_GRAPH_MODES, check_model, cost_columns

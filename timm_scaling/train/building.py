@@ -14,7 +14,9 @@ from timm.utils import ModelEmaV3
 from timm_scaling import data
 from timm_scaling.batches import DeviceBatches
 from timm_scaling.catalog import create_model
+from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe
+from timm_scaling.train.graphed import StaticStep
 from timm_scaling.train.logs import logger
 from timm_scaling.train.machine import (
     CPU_BYTES_PER_ACTIVATION,
@@ -101,6 +103,11 @@ class Building:
         self.unwrapped = getattr(self.unwrapped, "_orig_mod", self.unwrapped)
         self.train_batches, self.val_batches = self._data(model.pretrained_cfg)
         updates_per_epoch = len(self.train_batches)
+        if not updates_per_epoch:  # full batches only (timm's pipeline, cuda_graph)
+            raise UserError(
+                f"the training data makes no full batch of {recipe.batch_size} images; "
+                "lower --batch-size"
+            )
         self.scheduler = StepLRScheduler(
             self.optimizer,
             decay_t=recipe.lr_decay_epochs * updates_per_epoch,
@@ -150,6 +157,24 @@ class Building:
         self.cuda_graphs = (
             recipe.compile and recipe.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
         )
+        self.static_step = self._static_step()
+
+    def _static_step(self) -> StaticStep | None:
+        """The whole update as one CUDA graph, where the recipe asks and one process trains
+        the update in one piece."""
+        recipe, device = self.recipe, self.accelerator.device
+        if not recipe.cuda_graph:
+            return None
+        if self.accelerator.num_processes > 1 or self.micro_batches > 1:
+            logger.warning(
+                f"cuda_graph: captures the update of one process in one piece, not of "
+                f"{self.accelerator.num_processes} processes in {self.micro_batches} "
+                "micro-batches each; training without it"
+            )
+            return None
+        if device.type != "cuda":
+            logger.info("cuda_graph: no CUDA graph on a CPU; the same updates run eagerly")
+        return StaticStep(self, capture=device.type == "cuda")
 
     def _cpu_micro_batches(self, asked: int) -> int:
         """On a CPU, where running out of memory is the kernel killing the process rather than an
@@ -202,6 +227,7 @@ class Building:
                     mean=cfg["mean"],
                     std=cfg["std"],
                     channels_last=recipe.channels_last,
+                    drop_last=train and recipe.cuda_graph,
                 )
             )
         return batches

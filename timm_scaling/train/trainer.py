@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import TorchDynamoPlugin, tqdm
+from accelerate.utils import AutocastKwargs, TorchDynamoPlugin, tqdm
 from timm.utils import distribute_bn
 
 from timm_scaling import trackers
@@ -91,6 +91,8 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
             ),
             log_with=self.trackers or None,
             project_dir=self.folder,
+            # A CUDA graph replays autocast's casts; its cache would outlive the capture.
+            kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if recipe.cuda_graph else None,
         )
         self._check_processes(num_processes)
         check_folder(self.folder, self.recipe, self.resume)

@@ -147,8 +147,33 @@ class Updating:
         )
 
     def _update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One optimizer update; returns the summed loss of its images. On out-of-memory, split
-        the batch into twice as many micro-batches and redo it."""
+        """One optimizer update; returns the summed loss of its images."""
+        if self.static_step is not None:
+            loss_sum = self._static_update(images, labels)
+        else:
+            loss_sum = self._split_update(images, labels)
+        self.num_updates += 1
+        self.scheduler.step_update(num_updates=self.num_updates)
+        if self.static_step is not None:
+            self.static_step.sync_lr()
+        return loss_sum
+
+    def _static_update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The update as one CUDA graph (the optimizer step and EMA included); out of memory
+        before the capture, the update in micro-batches without it from now on."""
+        try:
+            return self.static_step(images, labels)
+        except RuntimeError as err:
+            if not is_out_of_memory(err) or self.static_step.graph is not None:
+                raise
+        self.optimizer.zero_grad(set_to_none=True)
+        self.static_step = None
+        logger.warning("cuda_graph: out of memory before the capture; training without it")
+        return self._split_update(images, labels)
+
+    def _split_update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Forward and backward in micro-batches, then the optimizer step and EMA. On
+        out-of-memory, split the batch into twice as many micro-batches and redo it."""
         while True:
             try:
                 loss_sum = self._accumulate(images, labels)
@@ -160,10 +185,8 @@ class Updating:
             self._out_of_memory(len(labels))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.num_updates += 1
-        self.scheduler.step_update(num_updates=self.num_updates)
         if self.ema is not None:
-            self.ema.update(self.unwrapped, step=self.num_updates)
+            self.ema.update(self.unwrapped, step=self.num_updates + 1)
         return loss_sum
 
     def _accumulate(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
