@@ -134,7 +134,7 @@ def test_mixup_gives_soft_targets_and_trains(tmp_path):
     )
     images, labels = next(iter(trainer.train_batches))
     before = images.clone()
-    mixed, targets = trainer._mix(images, labels)  # timm mixes in place
+    mixed, targets = trainer.prepared(images, labels)  # timm mixes in place
     assert targets.shape == (len(labels) // 2 * 2, 10) and targets.dtype == torch.float32
     assert torch.allclose(targets.sum(1), torch.ones(len(targets)))
     # one batch-wide lam: each target is lam * its own label + (1 - lam) * its partner's

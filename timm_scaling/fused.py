@@ -34,7 +34,10 @@ class FusedSeeds:
         if len({type(m) for m in models}) != 1:
             raise ValueError("fused seeds need copies of one architecture")
         self.template = models[0]
-        self.params, self.buffers = stack_module_state(list(models))
+        params, buffers = stack_module_state(list(models))
+        # Each seed's slice contiguous as a tensor of its own is (a channels_last stack's is not).
+        self.params = {k: v.detach().contiguous().requires_grad_() for k, v in params.items()}
+        self.buffers = {k: v.contiguous() for k, v in buffers.items()}
         self.skeleton = copy.deepcopy(models[0]).to("meta")
 
     def _loss(self, criterion: Callable) -> Callable:

@@ -41,6 +41,7 @@ from timm_scaling.runs import (
     results,
     run_folder,
 )
+from timm_scaling.seed_groups import check_fusable, seed_groups
 from timm_scaling.workers import in_pool, packed_jobs, select_gpus
 from timm_scaling.yamlfiles import find_file, read_mapping
 
@@ -167,12 +168,16 @@ def _check_models(recipes: Sequence[Recipe]) -> None:
         check_model(recipe)
 
 
-def _train_resuming(
-    recipe: Recipe, output: str | os.PathLike, progress: bool | None = None
-) -> dict:
+def _train_group(
+    group: list[Recipe], output: str | os.PathLike, progress: bool | None = None
+) -> list[dict]:
+    """Train a job's runs, resuming each: one run, or the seeds of one configuration fused."""
     from timm_scaling.train import train
+    from timm_scaling.train.fusing import train_fused
 
-    return train(recipe, output, resume=True, progress=progress)
+    if len(group) == 1:
+        return [train(group[0], output, resume=True, progress=progress)]
+    return train_fused(group, output, progress=progress)
 
 
 def check_jobs(jobs: int) -> None:
@@ -195,6 +200,7 @@ def run_sweep(
     jobs: int = 1,
     gpus: str | None = None,
     on_result: Callable[[Recipe, dict], None] | None = None,
+    fuse_seeds: bool = False,
 ) -> SweepResult:
     """Train every unfinished run of this shard into ``output`` (a run interrupted mid-way
     resumes from its checkpoint), then, when the whole sweep is finished, write its runs' rows
@@ -209,6 +215,9 @@ def run_sweep(
     ``finished before``), as each starts (one job: ``training``) and as each ends (``trained``);
     ``on_result(recipe, result)`` as each run trained here finishes, with its result.json.
 
+    ``fuse_seeds``: the seeds of each configuration train in one process as one vmapped step
+    (:mod:`timm_scaling.train.fusing`), each still its own run folder and row.
+
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
     trained once; each sweep's report holds its own runs only."""
     from timm_scaling import curves, frontier
@@ -218,6 +227,9 @@ def run_sweep(
     everything = plan(sweep, seeds, overrides)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
     _check_models(mine)
+    if fuse_seeds:
+        for recipe in mine:
+            check_fusable(recipe)
     done = [finished(output, r) is not None for r in mine]  # reads each run's recipe.yaml
     skipped = [r for r, d in zip(mine, done, strict=True) if d]
     trained = [r for r, d in zip(mine, done, strict=True) if not d]
@@ -233,20 +245,29 @@ def run_sweep(
     ensure_rows([run_folder(output, recipe) for recipe in skipped], output)
     for i, recipe in enumerate(skipped, start=1):
         notify(i, len(mine), recipe, "finished before")
+    # What one job trains: a run, or with fuse_seeds the seeds of one configuration at once.
+    groups = seed_groups(trained) if fuse_seeds else [[recipe] for recipe in trained]
+    count = len(skipped)
     if jobs == 1 and gpus is None:
-        for i, recipe in enumerate(trained, start=len(skipped)):
-            notify(i, len(mine), recipe, "training")
-            landed(recipe, _train_resuming(recipe, output))
-            notify(i + 1, len(mine), recipe, "trained")
-    elif trained:
+        for group in groups:
+            for recipe in group:
+                notify(count, len(mine), recipe, "training")
+            for recipe, result in zip(group, _train_group(group, output), strict=True):
+                count += 1
+                landed(recipe, result)
+                notify(count, len(mine), recipe, "trained")
+    elif groups:
 
-        def ended(i: int, recipe: Recipe, result: dict) -> None:
-            landed(recipe, result)
-            notify(len(skipped) + i, len(mine), recipe, "trained")
+        def ended(_: int, group: list[Recipe], results: list[dict]) -> None:
+            nonlocal count
+            for recipe, result in zip(group, results, strict=True):
+                count += 1
+                landed(recipe, result)
+                notify(count, len(mine), recipe, "trained")
 
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
-        in_pool(_train_resuming, trained, jobs, devices, ended, output, False)
+        in_pool(_train_group, groups, jobs, devices, ended, output, False)
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
         return SweepResult(trained, skipped, pending, None)

@@ -199,6 +199,13 @@ def sweep_cmd(
     log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
     plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
+    fuse_seeds: Annotated[
+        bool,
+        typer.Option(
+            help="Train the --seeds of each model in one process as one vmapped step (each "
+            "still its own run folder and row)."
+        ),
+    ] = False,
 ) -> None:
     """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
     frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
@@ -224,6 +231,15 @@ def sweep_cmd(
         return
     if gpus is not None:
         select_gpus(gpus)
+    if fuse_seeds:
+        from timm_scaling.seed_groups import check_fusable
+
+        if plan:
+            raise UserError("--plan measures each run alone; plan without --fuse-seeds")
+        for recipe in runs:
+            check_fusable(recipe)
+        if seeds == 1:
+            typer.echo("--fuse-seeds with --seeds 1: one seed a model, nothing to fuse", err=True)
     # So is a run folder trained with other settings (finished() refuses it).
     states = ["finished" if finished(output, recipe) else "to train" for recipe in runs]
     # Off a terminal (CI, SLURM, a file): no bars, but log lines, a file holds them.
@@ -275,7 +291,7 @@ def sweep_cmd(
 
     try:
         result = sweeps.run_sweep(
-            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed
+            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed, fuse_seeds
         )
         bar.n = len(runs)
         bar.refresh()

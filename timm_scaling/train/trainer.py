@@ -33,7 +33,7 @@ from timm_scaling.train.finishing import Finishing
 from timm_scaling.train.launch import NUM_PROCESSES_ENV
 from timm_scaling.train.logs import log, logger
 from timm_scaling.train.machine import mixed_precision
-from timm_scaling.train.update import Updating, Window, evaluate
+from timm_scaling.train.update import Updating, evaluate
 
 
 def train(
@@ -117,8 +117,18 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         """The model evaluated each epoch: the EMA of the weights where the recipe has one."""
         return self.ema.module if self.ema is not None else self.unwrapped
 
-    def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, checkpointing each; write the results; return result.json."""
+    def fit(self, history: list[dict[str, float]] | None = None) -> dict[str, Any]:
+        """Train the remaining epochs, checkpointing each; write the results; return result.json.
+        ``history``: what :meth:`begin` returned, where it was called already."""
+        history = self.begin() if history is None else history
+        for epoch in range(len(history), self.recipe.epochs):
+            started = self.start_epoch()
+            self.end_epoch(epoch, self.train_epoch(epoch), started, history)
+        return self._finish(history)
+
+    def begin(self) -> list[dict[str, float]]:
+        """The epochs trained before (from the last checkpoint, resuming), the recipe written
+        and the trackers started."""
         recipe, accelerator = self.recipe, self.accelerator
         history = self._load_checkpoint() if self.resume else []
         if accelerator.is_main_process and not (self.folder / RESULT_FILE).exists():
@@ -130,46 +140,49 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
             config=trackers.hparams(recipe.to_dict() | {"lr": recipe.peak_lr}),
             init_kwargs=trackers.init_kwargs(self.trackers, self.folder.name),
         )
-        for epoch in range(len(history), recipe.epochs):
-            started = time.perf_counter()
-            if accelerator.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(accelerator.device)
-            stats = self.train_epoch(epoch)
-            if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
-                distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
-            stats.update(evaluate(self.evaluated_model, self.val_batches, accelerator))
-            stats["epoch_s"] = time.perf_counter() - started
-            stats["peak_mem_mb"] = self._peak_memory()
-            history.append(stats)
-            logger.info(
-                f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
-                f"top1 {stats['top1']:.2f} top5 {stats['top5']:.2f} "
-                f"({stats['samples_per_s']:.0f} images/s)"
-            )
-            accelerator.log(
-                {
-                    "epoch": epoch + 1,
-                    "val/top1": stats["top1"],
-                    "val/top5": stats["top5"],
-                    "epoch/loss": stats["loss"],
-                    "epoch/lr": stats["lr"],
-                    "epoch/images_per_s": stats["samples_per_s"],
-                },
-                step=self.num_updates,
-            )
-            self._save_checkpoint(history)
-        return self._finish(history)
+        return history
+
+    def start_epoch(self) -> float:
+        """The epoch's start time; its peak memory counted from here."""
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.accelerator.device)
+        return time.perf_counter()
+
+    def end_epoch(
+        self, epoch: int, stats: dict[str, float], started: float, history: list[dict]
+    ) -> None:
+        """Evaluate the epoch's model, log the epoch, add it to ``history`` and checkpoint."""
+        recipe, accelerator = self.recipe, self.accelerator
+        if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
+            distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
+        stats.update(evaluate(self.evaluated_model, self.val_batches, accelerator))
+        stats["epoch_s"] = time.perf_counter() - started
+        stats["peak_mem_mb"] = self._peak_memory()
+        history.append(stats)
+        logger.info(
+            f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
+            f"top1 {stats['top1']:.2f} top5 {stats['top5']:.2f} "
+            f"({stats['samples_per_s']:.0f} images/s)"
+        )
+        accelerator.log(
+            {
+                "epoch": epoch + 1,
+                "val/top1": stats["top1"],
+                "val/top5": stats["top5"],
+                "epoch/loss": stats["loss"],
+                "epoch/lr": stats["lr"],
+                "epoch/images_per_s": stats["samples_per_s"],
+            },
+            step=self.num_updates,
+        )
+        self._save_checkpoint(history)
 
     def train_epoch(
         self, epoch: int, max_updates: int | None = None, seconds: float | None = None
     ) -> dict[str, float]:
         """One epoch of updates, or its first ``max_updates``, or those begun within ``seconds``
         (a plan's measurement: one process only, where no other process must keep step)."""
-        self.model.train()
-        self.train_batches.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=self.accelerator.device)
-        images_seen = 0
-        started = time.perf_counter()
+        tally = self.tally(epoch)
         bar = tqdm(
             itertools.islice(self.train_batches, max_updates),
             desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
@@ -177,30 +190,12 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
             leave=False,
             disable=not self.progress,
         )
-        window = Window(epoch, len(self.train_batches), loss_sum)
         for images, labels in bar:
-            if self.mixup is not None:
-                images, labels = self._mix(images, labels)
-                if not len(labels):  # a last batch of one image (the same on every process)
-                    continue
+            batch = self.prepared(images, labels)
+            if batch is None:
+                continue
             lr = self.optimizer.param_groups[0]["lr"]  # this update's
-            loss = self._update(images, labels)
-            loss_sum += loss
-            images_seen += len(labels)
-            if window.add(loss, len(labels)):
-                self._history_point(window, lr)
-            if seconds is not None and time.perf_counter() - started >= seconds:
+            self.count(tally, self._update(*batch), len(batch[1]), lr)
+            if seconds is not None and time.perf_counter() - tally.started >= seconds:
                 break
-        totals = torch.stack([loss_sum, torch.tensor(float(images_seen), device=loss_sum.device)])
-        loss, count = self.accelerator.reduce(totals, reduction="sum").tolist()
-        seconds = time.perf_counter() - started
-        if not torch.isfinite(torch.tensor(loss)):
-            self._diverged(epoch, loss)
-        return {
-            "epoch": epoch + 1,
-            "loss": loss / count,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "train_images": int(count),
-            "train_s": seconds,
-            "samples_per_s": count / seconds,
-        }
+        return self.epoch_stats(tally)

@@ -51,13 +51,14 @@ def evaluate(model: torch.nn.Module, batches, accelerator: Accelerator) -> dict[
 
 
 class Window:
-    """The updates of one epoch since the last point of the finer history: their loss summed
-    on the device (no host sync per update) and their images."""
+    """The updates of one epoch: their loss summed on the device (no host sync per update) and
+    their images, in all and since the last point of the finer history."""
 
-    def __init__(self, epoch: int, updates: int, like: torch.Tensor) -> None:
+    def __init__(self, epoch: int, updates: int, device: torch.device) -> None:
         self.epoch, self.updates = epoch, updates
         self.stride = max(1, updates // HISTORY_POINTS)
-        self.loss, self.images = torch.zeros_like(like), 0
+        self.loss, self.images = torch.zeros((), device=device), 0
+        self.total_loss, self.total_images = torch.zeros((), device=device), 0
         self.done = self.logged = self.epoch_images = 0  # updates, and images over processes
         self.started = time.perf_counter()
 
@@ -66,6 +67,8 @@ class Window:
         self.done += 1
         self.loss += loss
         self.images += images
+        self.total_loss += loss
+        self.total_images += images
         return self.done % self.stride == 0 or self.done == self.updates
 
     def restart(self, images_over_processes: int) -> None:
@@ -88,11 +91,42 @@ class Updating:
     """The updates of :class:`~timm_scaling.train.Trainer`: one optimizer step over a batch's
     micro-batches, and a point of the finer history."""
 
-    def _mix(self, images: torch.Tensor, labels: torch.Tensor):
-        """timm's Mixup / CutMix of a batch, into soft targets. Mixup pairs images up: an odd
-        batch (an epoch's last) drops its last image."""
+    def tally(self, epoch: int) -> Window:
+        """Start counting epoch ``epoch``'s updates: the model in training mode, its batches."""
+        self.model.train()
+        self.train_batches.set_epoch(epoch)
+        return Window(epoch, len(self.train_batches), self.accelerator.device)
+
+    def prepared(self, images: torch.Tensor, labels: torch.Tensor):
+        """The batch as the update takes it: timm's Mixup / CutMix into soft targets, where the
+        recipe has them. Mixup pairs images up: an odd batch (an epoch's last) drops its last
+        image, and a batch of one image is no batch (None; the same on every process)."""
+        if self.mixup is None:
+            return images, labels
         even = len(labels) // 2 * 2
-        return self.mixup(images[:even], labels[:even])
+        return self.mixup(images[:even], labels[:even]) if even else None
+
+    def count(self, tally: Window, loss: torch.Tensor, images: int, lr: float) -> None:
+        """Count one update of ``images`` whose summed loss is ``loss`` at ``lr``."""
+        if tally.add(loss, images):
+            self._history_point(tally, lr)
+
+    def epoch_stats(self, tally: Window) -> dict[str, float]:
+        """The epoch's loss and speed over every process (one host sync)."""
+        images = torch.tensor(float(tally.total_images), device=tally.total_loss.device)
+        totals = torch.stack([tally.total_loss, images])
+        loss, count = self.accelerator.reduce(totals, reduction="sum").tolist()
+        seconds = time.perf_counter() - tally.started
+        if not math.isfinite(loss):
+            self._diverged(tally.epoch, loss)
+        return {
+            "epoch": tally.epoch + 1,
+            "loss": loss / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_images": int(count),
+            "train_s": seconds,
+            "samples_per_s": count / seconds,
+        }
 
     def _history_point(self, window: Window, lr: float) -> None:
         """One point of the finer history: the mean loss of the updates since the last point,
@@ -152,11 +186,23 @@ class Updating:
             loss_sum = self._static_update(images, labels)
         else:
             loss_sum = self._split_update(images, labels)
+            self.step_optimizer()
+        self.advance()
+        return loss_sum
+
+    def step_optimizer(self) -> None:
+        """The optimizer step on the gradients there are, then the EMA."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.unwrapped, step=self.num_updates + 1)
+
+    def advance(self) -> None:
+        """One update done: the schedule's lr for the next."""
         self.num_updates += 1
         self.scheduler.step_update(num_updates=self.num_updates)
         if self.static_step is not None:
             self.static_step.sync_lr()
-        return loss_sum
 
     def _static_update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The update as one CUDA graph (the optimizer step and EMA included); out of memory
@@ -169,11 +215,13 @@ class Updating:
         self.optimizer.zero_grad(set_to_none=True)
         self.static_step = None
         logger.warning("cuda_graph: out of memory before the capture; training without it")
-        return self._split_update(images, labels)
+        loss_sum = self._split_update(images, labels)
+        self.step_optimizer()
+        return loss_sum
 
     def _split_update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Forward and backward in micro-batches, then the optimizer step and EMA. On
-        out-of-memory, split the batch into twice as many micro-batches and redo it."""
+        """Forward and backward in micro-batches, the gradients summed. On out-of-memory, split
+        the batch into twice as many micro-batches and redo it."""
         while True:
             try:
                 loss_sum = self._accumulate(images, labels)
@@ -183,10 +231,6 @@ class Updating:
                     raise
             # Outside the except block, so the failed attempt's activations are freed.
             self._out_of_memory(len(labels))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.unwrapped, step=self.num_updates + 1)
         return loss_sum
 
     def _accumulate(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
