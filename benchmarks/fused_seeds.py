@@ -5,10 +5,13 @@
 
 (a) separate: N copies of the model (one per seed), each taking its own forward, backward and
 RMSpropTF step in turn, as N runs in one process would; (b) fused: the same N copies as one
-vmapped step (timm_scaling.fused.FusedSeeds). Both on synthetic batches of CIFAR's shape already
-on the device, fp32, dropout as the baseline recipe has it. Prints images/s of each (over all
-seeds) and fused/separate. Goal (issue 21): fused x3 >= 2x three separate runs on an H100, where
-B0 at 32 px is launch-bound; on a CPU the model's compute dominates and little is to be won.
+vmapped step (timm_scaling.fused.FusedSeeds) with one optimizer over the stacked weights; (c)
+fused as ``sweep --fuse-seeds`` steps it: one vmapped forward and backward, then each seed's
+own optimizer on its slice (timm_scaling.train.fusing). All on synthetic batches of CIFAR's
+shape already on the device, fp32, dropout as the baseline recipe has it. Prints images/s of
+each (over all seeds) and their ratios to (a). Goal (issue 21): fused x3 >= 2x three separate
+runs on an H100, where B0 at 32 px is launch-bound; on a CPU the model's compute dominates and
+little is to be won.
 A benchmark, not a test: it prints, never asserts.
 """
 
@@ -25,6 +28,7 @@ import torch
 import timm_scaling  # noqa: F401  (registers effnet_b0)
 from timm_scaling.fused import FusedSeeds
 from timm_scaling.recipes import load_recipe
+from timm_scaling.train.fusing import share, take_gradients
 
 
 def synchronize(device: torch.device) -> None:
@@ -85,12 +89,20 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
 
     fused = FusedSeeds(models)
+    share(fused, models)  # the models' weights are views into the stacked ones, as in a sweep
     fused_optimizer = fused.optimizer("rmsproptf", **settings)
 
     def together() -> None:
         fused.backward(images, labels, criterion)
         fused_optimizer.step()
         fused_optimizer.zero_grad(set_to_none=True)
+
+    def per_seed() -> None:  # as `sweep --fuse-seeds` steps: each seed's optimizer on its slice
+        fused.backward(images, labels, criterion)
+        for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
+            take_gradients(fused, i, model)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     numbers = {
@@ -103,15 +115,19 @@ def main() -> None:
         "image_size": size,
         "separate": rate(separate, args.steps, n * b, device),
         "fused": rate(together, args.steps, n * b, device),
+        "fused_per_seed": rate(per_seed, args.steps, n * b, device),
     }
     numbers["fused/separate"] = numbers["fused"] / numbers["separate"]
+    numbers["fused_per_seed/separate"] = numbers["fused_per_seed"] / numbers["separate"]
     print(
         f"{args.model} at {size} px, {n} seeds x batch {b}, {name} ({numbers['threads']} "
         f"threads), torch {torch.__version__}"
     )
     print(f"(a) separate: {numbers['separate']:.0f} images/s")
     print(f"(b) fused:    {numbers['fused']:.0f} images/s")
+    print(f"(c) fused, each seed's optimizer (sweep --fuse-seeds): {numbers['fused_per_seed']:.0f}")
     print(f"fused/separate={numbers['fused/separate']:.2f}")
+    print(f"fused_per_seed/separate={numbers['fused_per_seed/separate']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(numbers, indent=1) + "\n")
 

@@ -633,6 +633,15 @@ def render_fused(step: dict[str, Any]) -> list[str]:
         f"{step['model']} at {step['image_size']} px, {step['seeds']} seeds x batch "
         f"{step['batch_size']}: separate {fmt(step['separate'])} images/s, fused "
         f"{fmt(step['fused'])}: fused/separate **{step['fused/separate']:.2f}** (goal: >= 2)",
+        *(
+            [
+                f"as `sweep --fuse-seeds` steps (each seed's optimizer): "
+                f"{fmt(step['fused_per_seed'])} images/s, "
+                f"**{step['fused_per_seed/separate']:.2f}** x separate"
+            ]
+            if "fused_per_seed" in step
+            else []
+        ),
     ]
 
 

@@ -9,8 +9,9 @@ draws (``randomness="different"``). The optimizer steps the stacked tensors: RMS
 and weight decay are elementwise, so each seed's slice moves as that seed alone would; weight
 decay goes where timm puts it for the single model (not on biases and norms), by name.
 
-What is measured with it today: ``benchmarks/fused_seeds.py --seeds N`` (images/s of N fused
-seeds against N separate steps, side by side; gpu_check step b3).
+Runs trained so: ``sweep --seeds N --fuse-seeds`` (:mod:`timm_scaling.train.fusing`). Its speed:
+``benchmarks/fused_seeds.py --seeds N`` (images/s of N fused seeds against N separate steps,
+side by side; gpu_check step b3).
 """
 
 from __future__ import annotations

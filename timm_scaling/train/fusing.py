@@ -34,6 +34,23 @@ from timm_scaling.train.trainer import Trainer, train
 from timm_scaling.train.update import LossNotFinite
 
 
+def share(fused: FusedSeeds, models: Sequence[torch.nn.Module]) -> None:
+    """Each model's parameters and buffers become its slice of ``fused``'s stacked tensors: its
+    own optimizer then steps its slice, and its own forward (evaluation) sees the fused step's
+    updates."""
+    for i, model in enumerate(models):
+        for name, param in model.named_parameters():
+            param.data = fused.params[name].data[i]
+        for name, buffer in model.named_buffers():
+            buffer.data = fused.buffers[name][i]
+
+
+def take_gradients(fused: FusedSeeds, i: int, model: torch.nn.Module) -> None:
+    """Seed ``i``'s slice of the fused gradients as ``model``'s own (after :func:`share`)."""
+    for name, param in model.named_parameters():
+        param.grad = fused.params[name].grad[i]
+
+
 def train_fused(
     recipes: Sequence[Recipe], output: str | os.PathLike, progress: bool | None = False
 ) -> list[dict[str, Any]]:
@@ -79,7 +96,7 @@ class FusedRun:
             )
             return [t.fit(h) for t, h in zip(self.trainers, histories, strict=True)]
         fused = FusedSeeds([trainer.unwrapped for trainer in self.trainers])
-        self._share(fused)
+        share(fused, [trainer.unwrapped for trainer in self.trainers])
         logger.info(f"{len(self.trainers)} seeds fused into one step")
         recipe = self.trainers[0].recipe
         for epoch in range(len(histories[0]), recipe.epochs):
@@ -98,14 +115,6 @@ class FusedRun:
         if self.diverged:
             raise next(iter(self.diverged.values()))
         return results
-
-    def _share(self, fused: FusedSeeds) -> None:
-        """Each seed's parameters and buffers become its slice of the stacked tensors."""
-        for i, trainer in enumerate(self.trainers):
-            for name, param in trainer.unwrapped.named_parameters():
-                param.data = fused.params[name].data[i]
-            for name, buffer in trainer.unwrapped.named_buffers():
-                buffer.data = fused.buffers[name][i]
 
     def _epoch(self, fused: FusedSeeds, epoch: int, live: list[int]) -> dict[int, dict]:
         trainers = self.trainers
@@ -157,8 +166,7 @@ class FusedRun:
     def _step(self, fused, i: int, tallies: dict, loss, images: int, lr: float) -> None:
         """Seed ``i``'s optimizer step on its slice of the gradients, then its count."""
         trainer = self.trainers[i]
-        for name, param in trainer.unwrapped.named_parameters():
-            param.grad = fused.params[name].grad[i]
+        take_gradients(fused, i, trainer.unwrapped)
         trainer.step_optimizer()
         trainer.advance()
         try:
