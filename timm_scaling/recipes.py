@@ -165,12 +165,17 @@ class Recipe:
             "grad_accum": "it captures one batch per update",
             "grad_checkpointing": "recomputed activations are not captured",
         }
+        self.refuse(clashes, "cuda_graph", "--set cuda_graph=false")
+
+    def refuse(self, clashes: dict[str, str], switch: str, without: str) -> None:
+        """A one-line error for the first key of ``clashes`` (key -> why) set otherwise than
+        by default, which ``switch`` cannot take; ``without`` says how to turn it off."""
         for key, why in clashes.items():
             value = getattr(self, key)
             if value != _DEFAULTS[key]:
                 raise UserError(
-                    f"cuda_graph and {key}={str(value).lower()}: {why}; "
-                    f"--set {key}={str(_DEFAULTS[key]).lower()} or --set cuda_graph=false"
+                    f"{switch} and {key}={str(value).lower()}: {why}; "
+                    f"--set {key}={str(_DEFAULTS[key]).lower()} or {without}"
                 )
 
     def _check_pipeline(self) -> None:

@@ -202,7 +202,8 @@ def ensure_rows(folders: Sequence[Path], output: str | os.PathLike) -> list[Path
     missing = missing_rows(report, list(rows.values()))
     if missing:
         put_rows(report, missing)
-    return [folder for folder, row in rows.items() if any(row is m for m in missing)]
+    put_back = {id(row) for row in missing}
+    return [folder for folder, row in rows.items() if id(row) in put_back]
 
 
 def finished_result(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe
 
 # Recipe keys whose update a fused step cannot take as it is: (key, why).
@@ -34,11 +33,4 @@ def seed_groups(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
 
 def check_fusable(recipe: Recipe) -> None:
     """A one-line error for a recipe whose seeds cannot be fused."""
-    defaults = Recipe()
-    for key, why in UNFUSABLE.items():
-        value = getattr(recipe, key)
-        if value != getattr(defaults, key):
-            raise UserError(
-                f"--fuse-seeds and {key}={str(value).lower()}: {why}; "
-                f"--set {key}={str(getattr(defaults, key)).lower()} or train without --fuse-seeds"
-            )
+    recipe.refuse(UNFUSABLE, "--fuse-seeds", "train without --fuse-seeds")

@@ -95,8 +95,9 @@ class FusedRun:
                 "the seeds' checkpoints are at different epochs: training them one by one"
             )
             return [t.fit(h) for t, h in zip(self.trainers, histories, strict=True)]
-        fused = FusedSeeds([trainer.unwrapped for trainer in self.trainers])
-        share(fused, [trainer.unwrapped for trainer in self.trainers])
+        models = [trainer.unwrapped for trainer in self.trainers]
+        fused = FusedSeeds(models)
+        share(fused, models)
         logger.info(f"{len(self.trainers)} seeds fused into one step")
         recipe = self.trainers[0].recipe
         for epoch in range(len(histories[0]), recipe.epochs):

@@ -73,12 +73,8 @@ class StaticStep:
         images, labels = self.inputs
         loss = trainer.criterion(trainer.model(images), labels)
         trainer.accelerator.backward(loss)
-        with self._tensor_lr():
-            trainer.optimizer.step()
-        if not capturing:  # captured, backward writes the graph's gradients afresh each replay
-            trainer.optimizer.zero_grad(set_to_none=True)
-        if trainer.ema is not None:  # after the first update its decay is a constant
-            trainer.ema.update(trainer.unwrapped, step=trainer.num_updates + 1)
+        with self._tensor_lr():  # the EMA's decay is a constant after its first update
+            trainer.step_optimizer(zero_grad=not capturing)
         return loss.detach().float() * len(labels)
 
     def _capture(self) -> None:

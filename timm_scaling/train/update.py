@@ -190,10 +190,12 @@ class Updating:
         self.advance()
         return loss_sum
 
-    def step_optimizer(self) -> None:
-        """The optimizer step on the gradients there are, then the EMA."""
+    def step_optimizer(self, zero_grad: bool = True) -> None:
+        """The optimizer step on the gradients there are, then the EMA. ``zero_grad=False``:
+        the gradients stay (a CUDA graph's, which its backward writes afresh each replay)."""
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.unwrapped, step=self.num_updates + 1)
 
