@@ -227,6 +227,19 @@ def test_the_whole_update_as_one_cuda_graph_gives_the_eager_update(tmp_path):
     assert relative_difference(ema, reference) < 0.01
 
 
+def test_evaluation_graphs_count_as_the_eager_forward(tmp_path):
+    """cuda_graph's evaluation: 100 images in batches of 32 (three full, one of 4), evaluated
+    three times: eagerly (warm-up), captured, replayed; each time the counts of the plain
+    forward (a replay of a stale input or a lost partial batch would differ)."""
+    trainer = Trainer(recipe(limit_val=100, batch_size=32, cuda_graph="true"), tmp_path)
+    updates(trainer, 1)
+    plain = evaluate(trainer.evaluated_model, trainer.val_batches, trainer.accelerator)
+    for _ in range(3):
+        assert trainer.evaluate() == pytest.approx(plain, abs=1.01)  # a bf16 tie may flip
+    shapes = sorted(key[1][0] for key in trainer.static_forward.graphs)
+    assert shapes == [4, 32]
+
+
 def test_cuda_graphs_give_the_eager_update(tmp_path):
     """compile with CUDA graphs (reduce-overhead) and two micro-batches per update: the same
     three updates as eager (the graphs hand out .grad buffers their next replay overwrites; a

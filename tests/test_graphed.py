@@ -11,7 +11,7 @@ import torch
 from accelerate.state import AcceleratorState
 
 from timm_scaling.errors import UserError
-from timm_scaling.train import Trainer
+from timm_scaling.train import Trainer, evaluate
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -21,7 +21,7 @@ SIZES = {"limit_train": 96, "batch_size": 32, "limit_val": 32, "epochs": 1, "lr"
 
 
 def trained(tmp_path, **changes) -> Trainer:
-    trainer = Trainer(helpers.recipe("digits", ema="true", **SIZES, **changes), tmp_path)
+    trainer = Trainer(helpers.recipe("digits", **{"ema": "true", **SIZES, **changes}), tmp_path)
     trainer.train_epoch(0)
     AcceleratorState._reset_state(reset_partial_state=True)
     return trainer
@@ -71,3 +71,15 @@ def test_cuda_graph_trains_full_batches_only(tmp_path):
 def test_cuda_graph_refuses_what_changes_the_captured_update(key, value):
     with pytest.raises(UserError, match=f"cuda_graph and {key}={value}: .*--set {key}="):
         helpers.recipe("digits", cuda_graph="true", **{key: value})
+
+
+def test_cuda_graph_evaluates_as_the_plain_path(tmp_path):
+    """On a CPU evaluation's forward is the model's own (no graph), whole batches and the last
+    partial one, and scores what the plain evaluation scores."""
+    recipe = helpers.recipe("digits", **{**SIZES, "limit_val": 40, "cuda_graph": "true"})
+    static = Trainer(recipe, tmp_path)
+    assert static.static_forward is not None and not static.static_forward.capture
+    scores = static.evaluate()
+    assert scores["eval_images"] == 40
+    assert scores == evaluate(static.evaluated_model, static.val_batches, static.accelerator)
+    assert static.static_forward.graphs == {}

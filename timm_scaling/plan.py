@@ -59,7 +59,7 @@ COLUMNS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class Budget:
     """How long one run is measured: ``warmup`` updates untimed, then the updates begun within
-    ``seconds`` (at most ``updates``); evaluation: one batch untimed, then ``eval_batches``."""
+    ``seconds`` (at most ``updates``); evaluation: two batches untimed, then ``eval_batches``."""
 
     warmup: int
     seconds: float
@@ -141,7 +141,7 @@ def _measure_run(measured: Recipe, seconds: float | None, cpu: bool) -> dict[str
     whether it fell back to more micro-batches on out-of-memory errors."""
     import torch
 
-    from timm_scaling.train import Trainer, device_name, evaluate, is_out_of_memory, peak_memory_mb
+    from timm_scaling.train import Trainer, device_name, is_out_of_memory, peak_memory_mb
 
     if measured.compile:  # each model compiles afresh, not against the previous runs' guards
         torch._dynamo.reset()
@@ -160,7 +160,7 @@ def _measure_run(measured: Recipe, seconds: float | None, cpu: bool) -> dict[str
             ),
         }
         try:
-            row.update(_time(trainer, budget(cuda, seconds), evaluate))
+            row.update(_time(trainer, budget(cuda, seconds)))
             row["micro_batches"] = trainer.micro_batches
         except RuntimeError as err:  # out of memory even at one image per micro-batch
             if not is_out_of_memory(err):
@@ -177,7 +177,7 @@ def _measure_run(measured: Recipe, seconds: float | None, cpu: bool) -> dict[str
     return row
 
 
-def _time(trainer, limits: Budget, evaluate) -> dict[str, float]:
+def _time(trainer, limits: Budget) -> dict[str, float]:
     """Warm up, then time training updates and evaluation batches; project a whole epoch."""
     import itertools
 
@@ -188,10 +188,10 @@ def _time(trainer, limits: Budget, evaluate) -> dict[str, float]:
     updates = trainer.num_updates - before
     train_epoch_s = updates_per_epoch * stats["train_s"] / updates
 
-    model, val = trainer.evaluated_model, trainer.val_batches
-    evaluate(model, itertools.islice(val, 1), trainer.accelerator)
+    val = trainer.val_batches
+    trainer.evaluate(itertools.islice(val, 2))  # a batch to warm up, one to capture a graph
     started = time.perf_counter()
-    evaluate(model, itertools.islice(val, limits.eval_batches), trainer.accelerator)
+    trainer.evaluate(itertools.islice(val, limits.eval_batches))
     eval_epoch_s = len(val) * (time.perf_counter() - started) / min(limits.eval_batches, len(val))
 
     epoch_s = train_epoch_s + eval_epoch_s

@@ -16,7 +16,7 @@ from timm_scaling.batches import DeviceBatches
 from timm_scaling.catalog import create_model
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe
-from timm_scaling.train.graphed import StaticStep
+from timm_scaling.train.graphed import StaticForward, StaticStep
 from timm_scaling.train.logs import logger
 from timm_scaling.train.machine import (
     CPU_BYTES_PER_ACTIVATION,
@@ -158,6 +158,8 @@ class Building:
             recipe.compile and recipe.compile_mode in CUDA_GRAPH_MODES and device.type == "cuda"
         )
         self.static_step = self._static_step()
+        # Evaluation's forward as CUDA graphs of its own (each process its own: no collective).
+        self.static_forward = StaticForward(device.type == "cuda") if recipe.cuda_graph else None
 
     def _static_step(self) -> StaticStep | None:
         """The whole update as one CUDA graph, where the recipe asks and one process trains

@@ -1,4 +1,5 @@
-"""The whole update as one CUDA graph (recipe key ``cuda_graph``, issue 21).
+"""The whole update as one CUDA graph, and evaluation's forward as another (recipe key
+``cuda_graph``, issue 21).
 
 At 32 px a GPU waits on the CPU launching a step's thousands of small kernels. Here the whole
 update, forward, backward, the optimizer step (the lr read from a device tensor) and the EMA,
@@ -10,6 +11,10 @@ The first ``WARMUP_UPDATES`` updates run eagerly on a side stream (the optimizer
 EMA's first copy and cuDNN's autotuning exist before the capture), and are real updates. On a
 CPU there is no graph: the same static step runs eagerly, so a recipe trains the same updates
 on either device (with the same full batches: the train data drops a last partial batch).
+
+Evaluation replays graphs of its own (:class:`StaticForward`): one per evaluated model and
+batch shape, each captured at its second batch of that shape (the first runs eagerly, as
+the capture needs), so an epoch's last, smaller batch gets one too.
 """
 
 from __future__ import annotations
@@ -102,6 +107,46 @@ class StaticStep:
         if self.trainer.accelerator.device.type != "cuda":
             return nullcontext()
         return _on_side_stream()
+
+
+class StaticForward:
+    """Evaluation's forward (no gradients) as CUDA graphs where ``capture`` (a GPU), separate
+    from the update's; elsewhere, and after a capture fails, the model's own forward."""
+
+    def __init__(self, capture: bool) -> None:
+        self.capture = capture
+        # (model, shape, dtype) -> the graph, its static input and its logits
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.warm: set[tuple] = set()
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """``model(images)``'s logits (a tensor of their own)."""
+        key = (id(model), tuple(images.shape), images.dtype)
+        if not self.capture:
+            return model(images)
+        if key not in self.warm:  # cuDNN's autotuning, before any capture of this shape
+            self.warm.add(key)
+            with _on_side_stream():
+                return model(images)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._capture(model, images)
+            except RuntimeError as err:  # nothing ran: the forward is done eagerly
+                logger.warning(f"cuda_graph: evaluation's capture failed ({first_line(err)})")
+                self.capture = False
+                return model(images)
+        graph, static_input, logits = self.graphs[key]
+        static_input.copy_(images)
+        graph.replay()
+        return logits.clone()
+
+    @staticmethod
+    def _capture(model: torch.nn.Module, images: torch.Tensor):
+        static_input = images.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = model(static_input)
+        return graph, static_input, logits
 
 
 @contextmanager

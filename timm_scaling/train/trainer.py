@@ -117,6 +117,12 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         """The model evaluated each epoch: the EMA of the weights where the recipe has one."""
         return self.ema.module if self.ema is not None else self.unwrapped
 
+    def evaluate(self, batches=None) -> dict[str, float]:
+        """Top-1 and top-5 of :attr:`evaluated_model` on ``batches`` (the validation set's by
+        default), through evaluation's CUDA graphs where the recipe has ``cuda_graph``."""
+        batches = self.val_batches if batches is None else batches
+        return evaluate(self.evaluated_model, batches, self.accelerator, self.static_forward)
+
     def fit(self, history: list[dict[str, float]] | None = None) -> dict[str, Any]:
         """Train the remaining epochs, checkpointing each; write the results; return result.json.
         ``history``: what :meth:`begin` returned, where it was called already."""
@@ -155,7 +161,7 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         recipe, accelerator = self.recipe, self.accelerator
         if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
             distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
-        stats.update(evaluate(self.evaluated_model, self.val_batches, accelerator))
+        stats.update(self.evaluate())
         stats["epoch_s"] = time.perf_counter() - started
         stats["peak_mem_mb"] = self._peak_memory()
         history.append(stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -34,13 +35,19 @@ class LossNotFinite(UserError):
     exit_code = 3
 
 
-def evaluate(model: torch.nn.Module, batches, accelerator: Accelerator) -> dict[str, float]:
-    """Top-1 and top-5 (%) over every process's shard; ``images`` counts each image once."""
+def evaluate(
+    model: torch.nn.Module,
+    batches,
+    accelerator: Accelerator,
+    forward: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Top-1 and top-5 (%) over every process's shard; ``images`` counts each image once.
+    ``forward(model, images)``: the logits another way (a CUDA graph's) than ``model(images)``."""
     model.eval()
     counts = torch.zeros(3, dtype=torch.long, device=accelerator.device)
     with torch.no_grad(), accelerator.autocast():
         for images, labels in batches:
-            logits = model(images)
+            logits = forward(model, images) if forward is not None else model(images)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == labels[:, None]
             counts[0] += hits[:, 0].sum()
