@@ -53,6 +53,7 @@ COLUMNS: tuple[str, ...] = (
     "epochs",
     "run_s",
     "device",
+    "jobs",
 )
 
 
@@ -235,12 +236,18 @@ def wall_time(run_s: Iterable[float], jobs: int) -> float:
     return max(ends)
 
 
-def write(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """plan.csv: one row per run, in COLUMNS order (atomically)."""
+def write(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], jobs: int = 1) -> Path:
+    """plan.csv: one row per run, in COLUMNS order (atomically), each measured ``jobs`` at a
+    time. The rows it held of other job counts stay (``--jobs auto`` compares them); those of
+    ``jobs``, and any that do not say theirs (an earlier version's), are replaced."""
+    kept = []
+    if Path(path).is_file():
+        kept = [row for row in read_plan(path) if row.get("jobs") not in (None, "", str(jobs))]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(kept)
+    writer.writerows({**row, "jobs": jobs} for row in rows)
     atomic_write(path, buffer.getvalue())
     return Path(path)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
+from timm_scaling.packing import AUTO, choose_jobs, parse_jobs
 from timm_scaling.plan import PLAN_FILE, measure, write
 from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.recipes import Recipe, load_recipe, recipe_dirs
@@ -180,14 +181,20 @@ def _train_group(
     return train_fused(group, output, progress=progress)
 
 
-def check_jobs(jobs: int) -> None:
+def check_jobs(jobs: int | str, plan: bool = False) -> None:
+    """``--jobs``: a count of 1 or more, or ``auto`` (not for a plan, measured at one count)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
             "a sweep trains its runs one process each: start one sweep per GPU with "
             "--shard K/N (and CUDA_VISIBLE_DEVICES) instead of `accelerate launch`"
         )
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs}: train at least one run at a time (--jobs 1 or more)")
+    if jobs == AUTO and plan:
+        raise UserError(
+            "--plan --jobs auto: a plan measures the runs at one job count; plan with --jobs K "
+            "for a few K (1, 2, 4), then train with --jobs auto"
+        )
+    if jobs != AUTO:
+        parse_jobs(jobs)
 
 
 def run_sweep(
@@ -197,7 +204,7 @@ def run_sweep(
     shard: str | None = None,
     output: str | os.PathLike = "runs",
     on_run: Callable[[int, int, Recipe, str], None] | None = None,
-    jobs: int = 1,
+    jobs: int | str = 1,
     gpus: str | None = None,
     on_result: Callable[[Recipe, dict], None] | None = None,
     fuse_seeds: bool = False,
@@ -211,6 +218,7 @@ def run_sweep(
     two cores finish a sweep nearly twice as fast. On G GPUs, job i trains on GPU i mod G
     (``gpus``: ``"0,1"`` uses only those; see :func:`job_environments`), as many jobs per GPU
     as the sweep's plan.csv says fit in its memory, if there is one (:func:`packed_jobs`).
+    ``jobs="auto"``: the count the plan measured fastest (:func:`choose_jobs`).
     ``on_run(done, total, recipe, state)`` is called for each run finished before (state
     ``finished before``), as each starts (one job: ``training``) and as each ends (``trained``);
     ``on_result(recipe, result)`` as each run trained here finishes, with its result.json.
@@ -248,6 +256,10 @@ def run_sweep(
     # What one job trains: a run, or with fuse_seeds the seeds of one configuration at once.
     groups = seed_groups(trained) if fuse_seeds else [[recipe] for recipe in trained]
     count = len(skipped)
+    plan_csv = Path(output) / sweep.name / PLAN_FILE
+    if jobs == AUTO:
+        jobs, why = choose_jobs(groups, select_gpus(gpus), plan_csv)
+        log.warning(why)
     if jobs == 1 and gpus is None:
         for group in groups:
             for recipe in group:
@@ -266,7 +278,7 @@ def run_sweep(
                 notify(count, len(mine), recipe, "trained")
 
         devices = select_gpus(gpus)
-        jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
+        jobs = packed_jobs(jobs, devices, plan_csv)
         in_pool(_train_group, groups, jobs, devices, ended, output, False)
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
@@ -300,7 +312,7 @@ def plan_sweep(
     contention; write ``output/<sweep>/plan.csv``. Returns its rows (in the sweep's order) and
     path. Nothing is trained, no run folder is made. ``on_run(done, total, recipe)`` as each
     measurement starts (one job) or ends (several)."""
-    check_jobs(jobs)
+    check_jobs(jobs, plan=True)
     sweep = load_sweep(name_or_path)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
     notify = on_run or (lambda *_: None)
@@ -317,4 +329,4 @@ def plan_sweep(
 
         in_pool(measure, mine, jobs, select_gpus(gpus), done, seconds)
     ordered = [rows[recipe] for recipe in mine]
-    return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered)
+    return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered, jobs)

@@ -183,8 +183,12 @@ def sweep_cmd(
         list[str] | None, typer.Option("--set", help="Override a recipe key in every run.")
     ] = None,
     jobs: Annotated[
-        int, typer.Option(min=1, help="Runs trained at once, each in its own process.")
-    ] = 1,
+        str,
+        typer.Option(
+            help="Runs trained at once, each in its own process; auto: the count the sweep's "
+            "plan (--plan --jobs K for a few K) measured fastest."
+        ),
+    ] = "1",
     gpus: Annotated[
         str | None,
         typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
@@ -217,12 +221,15 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
+    from timm_scaling.packing import parse_jobs
     from timm_scaling.runs import check_output, finished, run_folder, run_state
     from timm_scaling.workers import select_gpus
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
     overrides = recipe_overrides(options, set_)
     check_output(output)
+    jobs = parse_jobs(jobs)
+    sweeps.check_jobs(jobs, plan)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
     if dry_run:

@@ -1,0 +1,88 @@
+"""``sweep --jobs auto``: as many runs at once as the sweep's plan measured fastest.
+
+``sweep NAME --plan --jobs K`` measures every run K at a time, as the sweep would train them,
+so its times include the jobs' contention (on a GPU: several processes sharing it; on a CPU:
+its cores). plan.csv keeps the rows of each K it was measured at; ``--jobs auto`` projects the
+sweep's wall time with each K from them and takes the fastest, the fewest jobs among those
+within ``CLOSE`` of it (packing more buys nothing measurable then). A run's configuration is
+measured once for all its seeds (a seed costs what another does). Then the GPUs' memory caps
+it (:func:`timm_scaling.workers.packed_jobs`).
+
+Imports no torch.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from timm_scaling.errors import UserError
+from timm_scaling.plan import duration, read_plan, wall_time
+from timm_scaling.recipes import Recipe
+
+AUTO = "auto"
+# Job counts whose projected wall times lie within this share of the fastest are a tie.
+CLOSE = 0.05
+
+
+def parse_jobs(text: str | int) -> int | str:
+    """``--jobs``: a number of runs at once (1 or more), or ``auto``."""
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UserError(
+            f"--jobs {text}: give the runs to train at once (1 or more), or --jobs auto for "
+            "the fastest count the sweep's plan measured"
+        )
+    return jobs
+
+
+def configuration(run: Recipe | Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What a run's speed depends on, for a recipe and a plan row alike (not its seed)."""
+    if isinstance(run, Recipe):
+        return run.name, run.model, str(run.image_size), str(run.batch_size)
+    return run["recipe"], run["model"], str(run["img_size"]), str(run["batch_size"])
+
+
+def projections(
+    rows: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[Recipe]]
+) -> dict[int, float]:
+    """Each job count the plan measured every configuration of ``groups`` at -> the wall time
+    of training ``groups`` (each group one job's work) that many at a time."""
+    epoch_s: dict[int, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get("jobs") and row.get("epoch_s"):
+            epoch_s[int(row["jobs"])][configuration(row)].append(float(row["epoch_s"]))
+    times = {}
+    for jobs, measured in epoch_s.items():
+        if all(configuration(run) in measured for group in groups for run in group):
+            seconds = [
+                sum(statistics.mean(measured[configuration(run)]) * run.epochs for run in group)
+                for group in groups
+            ]
+            times[jobs] = wall_time(seconds, jobs)
+    return times
+
+
+def choose_jobs(groups: Sequence[Sequence[Recipe]], gpus: Sequence[str], plan_csv: Path):
+    """``--jobs auto``: the job count and a line saying why. Without a plan measured at some
+    count for every run: one job per GPU (one on a CPU)."""
+    rows = read_plan(plan_csv) if plan_csv.is_file() else []
+    times = projections(rows, groups)
+    if not times:
+        jobs = max(1, len(gpus))
+        return jobs, (
+            f"--jobs auto: {jobs} (no plan measured these runs; measure with `--plan --jobs K` "
+            "for a few K, and --jobs auto takes the fastest)"
+        )
+    fastest = min(times.values())
+    jobs = min(k for k, seconds in times.items() if seconds <= fastest * (1 + CLOSE))
+    listed = ", ".join(f"{duration(times[k])} with {k}" for k in sorted(times))
+    return jobs, f"--jobs auto: {jobs}, by {plan_csv} (projected {listed})"
