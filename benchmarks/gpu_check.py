@@ -17,8 +17,9 @@ c. plans:      ``sweep table7 --plan`` and ``sweep figure8 --plan`` on synthetic
                ``cuda_graph`` (c5); the projected wall time of the Table 7 study (5 recipes x 3
                seeds x 35 epochs);
 d. demo:       ``sweep demo --jobs 4`` (digits): wall time and each model's accuracy;
-e. packing:    the trainer's loop alone, then four copies at once on the same GPU: whether
-               packing jobs raises the total throughput.
+e. packing:    the trainer's loop alone, then four copies at once on the same GPU, without
+               and then under NVIDIA's MPS (a daemon of the check's own, as ``sweep --mps``
+               starts): whether packing jobs raises the total throughput, and MPS more.
 
 Each step runs in its own process with a time limit taken from one overall ``--budget``; a step
 that fails or runs out of time is recorded as such and the next one runs. Both files are
@@ -499,22 +500,52 @@ def demo(check: Check, limit: float) -> dict[str, Any]:
 
 def packing(check: Check, limit: float) -> dict[str, Any]:
     """The loop alone, then PACKED copies measuring at the same time on the same GPU (each
-    waits for all to be warm); ``overlap``: the share of their measuring time all shared."""
-    extra = ["--only", "loop"]
-    alone = throughput(check, min(30.0, limit / 2), "packing-1", *extra)
-    ready = check.logs / "packing-ready"
+    waits for all to be warm), then the same under an MPS daemon of the check's own
+    (``sweep --mps``), where the driver has one; ``overlap``: the share of their measuring
+    time all shared."""
+    from timm_scaling import mps
+
+    alone = throughput(check, limit / 3, "packing-1", "--only", "loop")
+    left = max(20.0, limit - alone["wall_s"] - 5)
+    together = packed(check, "packing", left / 2, {})
+    result = {
+        "alone_images_per_s": alone["loop"],
+        **totals(together, alone["loop"]),
+        "batch_size": alone["batch_size"],
+        "model": alone["model"],
+    }
+    if shutil.which(mps.CONTROL) is None or mps.running():
+        result["mps"] = "not measured: no MPS control program, or a daemon running already"
+        return result
+    with mps.mps_daemon() as env:
+        if not env:
+            result["mps"] = "not measured: the MPS daemon did not start (see the log)"
+            return result
+        under_mps = packed(check, "packing-mps", left / 2, env)
+    result["mps"] = totals(under_mps, alone["loop"])
+    return result
+
+
+def packed(check: Check, tag: str, seconds: float, env: dict[str, str]) -> list[dict]:
+    """PACKED copies of the loop started together (``env`` added to each), within
+    ``seconds``: each copy's record."""
+    ready = check.logs / f"{tag}-ready"
     shutil.rmtree(ready, ignore_errors=True)  # a rerun into the same --out starts afresh
-    together_args = ["--copies", str(PACKED), "--ready-dir", str(ready)]
-    processes, logs = [], [f"packing-{PACKED}-{i}" for i in range(PACKED)]
+    extra = ["--only", "loop", "--copies", str(PACKED), "--ready-dir", str(ready)]
+    processes, logs = [], [f"{tag}-{PACKED}-{i}" for i in range(PACKED)]
     for log in logs:
-        args = throughput_args(check, log, *extra, *together_args)
+        args = throughput_args(check, log, *extra)
         with (check.logs / f"{log}.log").open("w") as handle:
             processes.append(
                 subprocess.Popen(
-                    args, cwd=REPO, env=check.env, stdout=handle, stderr=subprocess.STDOUT
+                    args,
+                    cwd=REPO,
+                    env={**check.env, **env},
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
                 )
             )
-    deadline = time.monotonic() + max(10.0, limit - alone["wall_s"] - 5)
+    deadline = time.monotonic() + seconds
     for process in processes:
         try:
             process.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -527,18 +558,20 @@ def packing(check: Check, limit: float) -> dict[str, Any]:
         if path.exists():
             together.append(json.loads(path.read_text()))
     if len(together) < PACKED:
-        raise StepFailed(f"{PACKED - len(together)} of {PACKED} packed copies did not finish")
+        raise StepFailed(f"{tag}: {PACKED - len(together)} of {PACKED} copies did not finish")
+    return together
+
+
+def totals(together: list[dict], alone: float) -> dict[str, Any]:
+    """Packed copies' images/s, in all and against one copy ``alone``; their overlap."""
     total = sum(copy["loop"] for copy in together)
     shared = min(c["loop_to"] for c in together) - max(c["loop_from"] for c in together)
     longest = max(c["loop_to"] - c["loop_from"] for c in together)
     return {
-        "alone_images_per_s": alone["loop"],
         "packed_images_per_s": [copy["loop"] for copy in together],
         "packed_total_images_per_s": total,
-        "speedup": total / alone["loop"],
+        "speedup": total / alone,
         "overlap": max(0.0, shared) / longest,
-        "batch_size": alone["batch_size"],
-        "model": alone["model"],
     }
 
 
@@ -683,13 +716,19 @@ def render_demo(step: dict[str, Any]) -> list[str]:
 def render_packing(step: dict[str, Any]) -> list[str]:
     if "speedup" not in step:
         return []
-    packed = ", ".join(f"{v:.0f}" for v in step["packed_images_per_s"])
-    return [
-        f"{step['model']}, batch {step['batch_size']}, the trainer's loop: alone "
-        f"{step['alone_images_per_s']:.0f} images/s; {PACKED} at once {packed} = "
-        f"{step['packed_total_images_per_s']:.0f} images/s in all: **x{step['speedup']:.2f}** "
-        f"(the copies measured together for {step['overlap']:.0%} of their time)",
-    ]
+    lines = [f"{step['model']}, batch {step['batch_size']}, the trainer's loop:"]
+    lines.append(f"- alone: {step['alone_images_per_s']:.0f} images/s")
+    for name, packed in (("without MPS", step), ("under MPS", step.get("mps"))):
+        if not isinstance(packed, dict):
+            lines.append(f"- {PACKED} at once {name}: {packed}")
+            continue
+        each = ", ".join(f"{v:.0f}" for v in packed["packed_images_per_s"])
+        lines.append(
+            f"- {PACKED} at once {name}: {each} = {packed['packed_total_images_per_s']:.0f} "
+            f"images/s in all: **x{packed['speedup']:.2f}** (the copies measured together for "
+            f"{packed['overlap']:.0%} of their time)"
+        )
+    return lines
 
 
 SECTIONS = {
@@ -785,7 +824,9 @@ def main(argv: list[str] | None = None) -> int:
     check.step("c5", title, cap(150), plan, "table7", PACKED, "cuda_graph=true")
     check.step("d", f"sweep demo --jobs {PACKED}", cap(150), demo)
     check.step("c3", f"sweep figure8 --plan --jobs {PACKED}", cap(150), plan, "figure8", PACKED)
-    check.step("e", f"packing: {PACKED} jobs on one GPU", cap(90), on_gpu(packing))
+    check.step(
+        "e", f"packing: {PACKED} jobs on one GPU, without and under MPS", cap(150), on_gpu(packing)
+    )
     if full:
         check.step("c4", "sweep figure8 --plan --jobs 1", cap(150), plan, "figure8", 1)
     failed = [

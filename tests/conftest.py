@@ -8,7 +8,9 @@ needs about 1 GB of free disk at a time, not the sum of every run."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,33 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run `pytest -m cuda` on one)")
     for item in cuda:
         item.add_marker(skip)
+
+
+MPS_FAKE = """#!/bin/sh
+if [ "$1" = "-d" ]; then
+    [ -n "$MPS_FAIL" ] && { echo "$MPS_FAIL" >&2; exit 1; }
+    touch "$CUDA_MPS_PIPE_DIRECTORY/control"
+    echo "start $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" >> "$MPS_CALLS"
+    exit 0
+fi
+read command
+echo "$command $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_CALLS"
+rm -f "$CUDA_MPS_PIPE_DIRECTORY/control"
+"""
+
+
+@pytest.fixture
+def mps_control(tmp_path, monkeypatch) -> Path:
+    """A stand-in for NVIDIA's MPS control program on PATH, doing what the real one does to the
+    files CUDA looks at (``-d`` makes the pipe folder's ``control``; ``quit`` on stdin removes
+    it; MPS_FAIL set: ``-d`` fails saying it); returns the file each call is logged to."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "nvidia-cuda-mps-control"
+    program.write_text(MPS_FAKE)
+    program.chmod(0o755)
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MPS_CALLS", str(calls))
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "nobody-runs-one"))
+    return calls

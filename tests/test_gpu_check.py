@@ -114,6 +114,8 @@ def test_report_renders_every_section():
     packing = {"model": "effnet_b0", "batch_size": 128, "alone_images_per_s": 900.0}
     packing |= {"packed_images_per_s": [500.0] * 4, "packed_total_images_per_s": 2000.0}
     packing |= {"speedup": 2000 / 900, "overlap": 0.93}
+    packing["mps"] = {"packed_images_per_s": [800.0] * 4, "packed_total_images_per_s": 3200.0}
+    packing["mps"] |= {"speedup": 3200 / 900, "overlap": 0.9}
     fused = {"model": "effnet_b0", "image_size": 32, "seeds": 3, "batch_size": 128}
     fused |= {"separate": 1500.0, "fused": 3300.0, "fused/separate": 2.2}
     fused |= {"fused_per_seed": 3000.0, "fused_per_seed/separate": 2.0}
@@ -148,7 +150,9 @@ def test_report_renders_every_section():
         "| effnet_b0 | 32 | 60.5 | 95.0 | 9.5 | 180 |",
         "separate 1500 images/s, fused 3300: fused/separate **2.20** (goal: >= 2)",
         "as `sweep --fuse-seeds` steps (each seed's optimizer): 3000 images/s, **2.00** x separate",
-        "= 2000 images/s in all: **x2.22** (the copies measured together for 93% of their time)",
+        "- 4 at once without MPS: 500, 500, 500, 500 = 2000 images/s in all: **x2.22** (the "
+        "copies measured together for 93% of their time)",
+        "- 4 at once under MPS: 800, 800, 800, 800 = 3200 images/s in all: **x3.56**",
     ):
         assert expected in text
 
@@ -186,3 +190,22 @@ def test_a_step_past_its_limit_gets_ctrl_c_first(tmp_path, monkeypatch):
     with pytest.raises(script.StepFailed, match="killed after 1 s"):
         check.run("deaf", [sys.executable, "-c", deaf], limit=1)
     assert time.monotonic() - started < 10  # SIGKILL after the grace, not the sleep's 60 s
+
+
+@pytest.mark.slow
+def test_the_packing_step_measures_without_and_under_mps(tmp_path, monkeypatch, mps_control):
+    """Step e end to end on the CPU (where gpu_check itself skips it): the loop alone, copies
+    at once (two here, for two cores), then as many under the check's own MPS daemon (the
+    stand-in control program), which is stopped after."""
+    script = load_script()
+    monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
+    monkeypatch.setattr(script, "PACKED", 2)
+    check = script.Check(tmp_path / "out", "cpu", quick=True, budget=600)
+    result = script.packing(check, 400)
+    assert len(result["packed_images_per_s"]) == script.PACKED
+    assert result["packed_total_images_per_s"] == pytest.approx(sum(result["packed_images_per_s"]))
+    under = result["mps"]
+    assert len(under["packed_images_per_s"]) == script.PACKED and under["speedup"] > 0
+    calls = mps_control.read_text().splitlines()
+    assert [call.split()[0] for call in calls] == ["start", "quit"]
+    assert all(0 < r["overlap"] <= 1 for r in (result, under))

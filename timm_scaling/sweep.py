@@ -43,7 +43,7 @@ from timm_scaling.runs import (
     run_folder,
 )
 from timm_scaling.seed_groups import check_fusable, seed_groups
-from timm_scaling.workers import in_pool, packed_jobs, select_gpus
+from timm_scaling.workers import in_pool, packed_jobs, select_gpus, sharing
 from timm_scaling.yamlfiles import find_file, read_mapping
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ def run_sweep(
     gpus: str | None = None,
     on_result: Callable[[Recipe, dict], None] | None = None,
     fuse_seeds: bool = False,
+    mps: bool = False,
 ) -> SweepResult:
     """Train every unfinished run of this shard into ``output`` (a run interrupted mid-way
     resumes from its checkpoint), then, when the whole sweep is finished, write its runs' rows
@@ -224,7 +225,8 @@ def run_sweep(
     ``on_result(recipe, result)`` as each run trained here finishes, with its result.json.
 
     ``fuse_seeds``: the seeds of each configuration train in one process as one vmapped step
-    (:mod:`timm_scaling.train.fusing`), each still its own run folder and row.
+    (:mod:`timm_scaling.train.fusing`), each still its own run folder and row. ``mps``: jobs
+    that share a GPU run under NVIDIA's MPS (:func:`sharing`).
 
     Run folders are shared by every sweep with the same output, so a run two sweeps name is
     trained once; each sweep's report holds its own runs only."""
@@ -279,7 +281,8 @@ def run_sweep(
 
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, plan_csv)
-        in_pool(_train_group, groups, jobs, devices, ended, output, False)
+        with sharing(mps, jobs, devices) as shared:
+            in_pool(_train_group, groups, jobs, devices, ended, output, False, shared=shared)
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
         return SweepResult(trained, skipped, pending, None)
@@ -306,10 +309,12 @@ def plan_sweep(
     jobs: int = 1,
     gpus: str | None = None,
     seconds: float | None = None,
+    mps: bool = False,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Measure each run of this shard briefly (:func:`timm_scaling.plan.measure`), ``jobs`` at
     a time on the GPUs as :func:`run_sweep` would train them, so the times include the jobs'
-    contention; write ``output/<sweep>/plan.csv``. Returns its rows (in the sweep's order) and
+    contention (under MPS with ``mps``, as the sweep would train them); write
+    ``output/<sweep>/plan.csv``. Returns its rows (in the sweep's order) and
     path. Nothing is trained, no run folder is made. ``on_run(done, total, recipe)`` as each
     measurement starts (one job) or ends (several)."""
     check_jobs(jobs, plan=True)
@@ -327,6 +332,8 @@ def plan_sweep(
             rows[recipe] = row
             notify(i, len(mine), recipe)
 
-        in_pool(measure, mine, jobs, select_gpus(gpus), done, seconds)
+        devices = select_gpus(gpus)
+        with sharing(mps, jobs, devices) as shared:
+            in_pool(measure, mine, jobs, devices, done, seconds, shared=shared)
     ordered = [rows[recipe] for recipe in mine]
     return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered, jobs)

@@ -12,8 +12,9 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,16 +60,18 @@ def select_gpus(text: str | None) -> list[str]:
     return [visible[i] for i in chosen]
 
 
-def job_environments(jobs: int, gpus: Sequence[str]) -> list[dict[str, str]]:
-    """What each of ``jobs`` worker processes adds to its environment: job i gets GPU
-    ``gpus[i mod len(gpus)]`` (none on a CPU) and a free port of its own, so that no two jobs'
-    Accelerate or torch.distributed meet on the default port 29500."""
+def job_environments(
+    jobs: int, gpus: Sequence[str], shared: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """What each of ``jobs`` worker processes adds to its environment: ``shared`` (an MPS
+    daemon's), job i's GPU ``gpus[i mod len(gpus)]`` (none on a CPU) and a free port of its
+    own, so that no two jobs' Accelerate or torch.distributed meet on the default port 29500."""
     from timm_scaling.train import free_port
 
     ports: set[int] = set()
     while len(ports) < jobs:
         ports.add(free_port())
-    envs = [{"MASTER_PORT": str(port)} for port in sorted(ports)]
+    envs = [{**(shared or {}), "MASTER_PORT": str(port)} for port in sorted(ports)]
     for i, env in enumerate(envs):
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
@@ -105,14 +108,16 @@ def in_pool(
     gpus: Sequence[str],
     on_done: Callable[[int, T, Any], None],
     *args: Any,
+    shared: Mapping[str, str] | None = None,
 ) -> None:
     """``task(item, *args)`` for each item (a recipe) in ``jobs`` processes (spawned: no
     forked torch or Accelerate state), each with an equal share of the CPU threads and, on GPUs,
-    the GPU and port of :func:`job_environments`; ``on_done(i, item, value)`` as each ends."""
+    the GPU and port of :func:`job_environments` (and ``shared``, every job's);
+    ``on_done(i, item, value)`` as each ends."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     environments = context.Queue()
-    for env in job_environments(jobs, gpus):
+    for env in job_environments(jobs, gpus, shared):
         environments.put(env)
     with ProcessPoolExecutor(jobs, context, start_worker, (threads, environments)) as pool:
         futures = {pool.submit(task, item, *args): item for item in items}
@@ -141,3 +146,20 @@ def packed_jobs(jobs: int, gpus: Sequence[str], plan_csv: Path) -> int:
         f"{fitting} job(s) at once on {len(gpus)} GPU(s), not {jobs}"
     )
     return fitting
+
+
+@contextmanager
+def sharing(mps: bool, jobs: int, gpus: Sequence[str]) -> Iterator[dict[str, str]]:
+    """What the jobs add to their environment for ``--mps``: an MPS daemon's, where two or more
+    of them share a GPU (:func:`timm_scaling.mps.mps_daemon`); nothing otherwise."""
+    if not mps:
+        yield {}
+        return
+    if not gpus or jobs <= len(gpus):
+        log.warning(f"--mps: {jobs} job(s) on {len(gpus)} GPU(s) share none; without MPS")
+        yield {}
+        return
+    from timm_scaling.mps import mps_daemon
+
+    with mps_daemon() as env:
+        yield env

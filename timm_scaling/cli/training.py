@@ -210,6 +210,14 @@ def sweep_cmd(
             "still its own run folder and row)."
         ),
     ] = False,
+    mps: Annotated[
+        bool,
+        typer.Option(
+            "--mps",
+            help="Jobs that share a GPU run at once under NVIDIA's MPS (a daemon of the "
+            "sweep's own, where none runs).",
+        ),
+    ] = False,
 ) -> None:
     """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
     frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
@@ -272,7 +280,7 @@ def sweep_cmd(
                 bar.refresh()
 
             rows, path = sweeps.plan_sweep(
-                sweep, seeds, overrides, shard, output, measured, jobs, gpus, plan_seconds
+                sweep, seeds, overrides, shard, output, measured, jobs, gpus, plan_seconds, mps
             )
             bar.n = len(runs)
         _show_plan(rows, path, time.perf_counter() - started, jobs)
@@ -298,7 +306,7 @@ def sweep_cmd(
 
     try:
         result = sweeps.run_sweep(
-            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed, fuse_seeds
+            sweep, seeds, overrides, shard, output, progress, jobs, gpus, landed, fuse_seeds, mps
         )
         bar.n = len(runs)
         bar.refresh()
