@@ -610,6 +610,7 @@ def render(record: dict[str, Any]) -> str:
         f"- missing packages: {', '.join(env.get('missing') or []) or 'none'}"
         + (" (see benchmarks/README.md: bring their wheels)" if env.get("missing") else ""),
         "",
+        *side_by_side(steps),
         "| step | status | seconds |",
         "| --- | --- | ---: |",
     ]
@@ -627,6 +628,41 @@ def render(record: dict[str, Any]) -> str:
             lines.append(f"(cannot show: {type(err).__name__}: {err})")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def side_by_side(steps: dict[str, Any]) -> list[str]:
+    """The speeds of this run in one table, each against the eager loop (b1), with its goal,
+    and the Table 7 study's projections: what the steps below measured, where they did."""
+
+    def measured(name: str, *keys: str) -> float | None:
+        value: Any = steps.get(name, {})
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, (int, float)) else None
+
+    eager = measured("b1", "loop")
+    speeds = [
+        ("eager step (b1)", eager, "-"),
+        ("whole update as one CUDA graph (b4)", measured("b4", "loop"), ">= 3x eager"),
+        ("3 seeds fused (b3)", measured("b3", "fused"), ">= 2x 3 separate"),
+        (f"{PACKED} jobs packed (e)", measured("e", "packed_total_images_per_s"), "-"),
+        (f"{PACKED} jobs packed, MPS (e)", measured("e", "mps", "packed_total_images_per_s"), "-"),
+    ]
+    studies = [
+        ("Table 7 study, --jobs 1 (c1)", measured("c1", "study_s")),
+        (f"Table 7 study, --jobs {PACKED} (c2)", measured("c2", "study_s")),
+        (f"Table 7 study, --jobs {PACKED}, cuda_graph (c5)", measured("c5", "study_s")),
+    ]
+    lines = ["| measured | images/s | x eager | goal |", "| --- | ---: | ---: | --- |"]
+    for what, value, goal in speeds:
+        if value is not None:
+            ratio = f"{value / eager:.2f}" if eager else "-"
+            lines.append(f"| {what} | {value:.0f} | {ratio} | {goal} |")
+    lines = lines if len(lines) > 2 else []
+    lines += [
+        f"- {what}: **{minutes(value)}** (goal <= 10 min)" for what, value in studies if value
+    ]
+    return lines + [""] if lines else []
 
 
 def render_tests(step: dict[str, Any]) -> list[str]:

@@ -153,6 +153,11 @@ def test_report_renders_every_section():
         "- 4 at once without MPS: 500, 500, 500, 500 = 2000 images/s in all: **x2.22** (the "
         "copies measured together for 93% of their time)",
         "- 4 at once under MPS: 800, 800, 800, 800 = 3200 images/s in all: **x3.56**",
+        "| eager step (b1) | 950 | 1.00 | - |",
+        "| whole update as one CUDA graph (b4) | 3500 | 3.68 | >= 3x eager |",
+        "| 3 seeds fused (b3) | 3300 | 3.47 | >= 2x 3 separate |",
+        "| 4 jobs packed, MPS (e) | 3200 | 3.37 | - |",
+        "- Table 7 study, --jobs 1 (c1): **10.5 min** (goal <= 10 min)",
     ):
         assert expected in text
 
