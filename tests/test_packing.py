@@ -125,6 +125,9 @@ def test_a_sweep_at_jobs_auto_trains_with_the_count_its_plans_measured_fastest(t
         args = ["sweep", str(sweep), "--plan", "--plan-seconds", "0.2", "--jobs", jobs]
         outcome = runner.invoke(app, [*args, "--output", str(output)])
         assert outcome.exit_code == 0, outcome.output
+        # Once two counts are measured, the plan says which --jobs auto takes.
+        assert ("--jobs auto: " in outcome.output) == (jobs == "2")
+        plan_says = outcome.output
     rows = read_plan(output / "pair" / planning.PLAN_FILE)
     assert sorted(row["jobs"] for row in rows) == ["1", "1", "2", "2"]
     runs = [[run] for run in sweep_plan(load_sweep(str(sweep)), 1, [])]
@@ -133,4 +136,5 @@ def test_a_sweep_at_jobs_auto_trains_with_the_count_its_plans_measured_fastest(t
     outcome = runner.invoke(app, ["sweep", str(sweep), "--jobs", "auto", "--output", str(output)])
     assert outcome.exit_code == 0, outcome.output
     assert f"--jobs auto: {expected}, by " in caplog.text  # a log line, on stderr
+    assert f"--jobs auto: {expected}, by " in plan_says
     assert "trained 2 run(s)" in outcome.output

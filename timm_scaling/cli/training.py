@@ -262,9 +262,9 @@ def sweep_cmd(
     quiet = terminal or plan  # a plan's runs are set up, not trained: their lines are noise
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     if plan:
-        from timm_scaling.plan import budget
+        from timm_scaling import plan as planning
 
-        budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
+        planning.budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
         started = time.perf_counter()
         with tqdm(
             total=len(runs),
@@ -284,6 +284,11 @@ def sweep_cmd(
             )
             bar.n = len(runs)
         _show_plan(rows, path, time.perf_counter() - started, jobs)
+        from timm_scaling.packing import choose_jobs, projections
+
+        alone = [[run] for run in runs]  # a plan's runs, each a job's
+        if len(projections(planning.read_plan(path), alone)) > 1:  # measured at other counts
+            typer.echo(choose_jobs(alone, select_gpus(gpus), path)[1])
         return
     bar = tqdm(
         total=len(runs),
