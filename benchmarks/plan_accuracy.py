@@ -24,13 +24,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def timm_scaling(*args: str) -> float:
-    """Run the CLI from this checkout; returns its wall time in seconds."""
+def timm_scaling(*args: str, quiet: bool = False) -> float:
+    """Run the CLI from this checkout (its stdout dropped if ``quiet``); returns its wall time
+    in seconds."""
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     )
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "timm_scaling", *args], env=env, check=True)
+    stdout = subprocess.DEVNULL if quiet else None
+    subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *args], env=env, check=True, stdout=stdout
+    )
     return time.perf_counter() - started
 
 

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from plan_accuracy import timm_scaling  # the CLI run from this checkout, as a user runs it
+
 SWITCHES = ("cuda_graph=true", "--fuse-seeds")
 
 
@@ -36,17 +33,12 @@ def sweep(output: Path, seeds: int, jobs: int, overrides: list[str]) -> tuple[li
     and the sweep's wall time."""
     spec = output / "digits-seeds.yaml"
     spec.write_text("description: the digits recipe, seed by seed\nruns: [digits]\n")
-    args = [sys.executable, "-m", "timm_scaling", "sweep", str(spec), "--seeds", str(seeds)]
-    args += ["--jobs", str(jobs), "--output", str(output)]
+    args = ["sweep", str(spec), "--seeds", str(seeds), "--jobs", str(jobs), "--output", str(output)]
     for text in overrides:  # a sweep option as it is, a recipe key with --set
         args += [text] if text.startswith("--") else ["--set", text]
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    )
-    started = time.perf_counter()
-    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL)
+    seconds = timm_scaling(*args, quiet=True)
     results = [json.loads(p.read_text()) for p in output.glob("*/result.json")]
-    return sorted(results, key=lambda r: r["seed"]), time.perf_counter() - started
+    return sorted(results, key=lambda r: r["seed"]), seconds
 
 
 def main() -> None:
