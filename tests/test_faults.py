@@ -225,7 +225,7 @@ def test_a_diverging_loss_stops_the_run_as_nan_does(tmp_path):
         trainer.fit()
     message = str(caught.value)
     assert "over 100x its first" in message and "epoch 1" in message and "\n" not in message
-    assert "lower --lr" in message
+    assert "lower --lr" in message and "no epoch finished, so no checkpoint is kept" in message
     assert not (run_folder(tmp_path, recipe) / RESULT_FILE).exists()
     assert not (tmp_path / "report.csv").exists()
 
@@ -501,7 +501,10 @@ def test_a_disk_filling_up_at_a_checkpoint_is_one_line_keeping_the_last(tmp_path
     with pytest.raises(UserError) as caught:
         trainer.fit()
     message = str(caught.value)
-    assert "No space left on device" in message and "epoch-0001, is kept" in message
+    assert (
+        "No space left on device" in message
+        and "its last finished epoch (1, epoch-0001) is kept" in message
+    )
     assert "--resume" in message and "\n" not in message
     checkpoints = run_folder(tmp_path, recipe) / CHECKPOINTS
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0001", LATEST]

@@ -264,6 +264,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         trainer.fit()
     message = str(caught.value)
     assert "\n" not in message and "nan" in message and "epoch 2" in message
+    assert "its last finished epoch (1, epoch-0001) is kept" in message
     folder = run_folder(tmp_path, recipe)
     assert (folder / CHECKPOINTS / LATEST).read_text().strip() == "epoch-0001"
     assert (folder / CHECKPOINTS / "epoch-0001" / "model.safetensors").exists()

@@ -307,6 +307,14 @@ def run_state(output: str | os.PathLike, recipe) -> str:
     return "to train"
 
 
+def what_is_kept(folder: Path) -> str:
+    """What a run stopped by an error keeps, as every message says it."""
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None:
+        return "no epoch finished, so no checkpoint is kept"
+    return f"its last finished epoch ({checkpoint_epoch(checkpoint)}, {checkpoint.name}) is kept"
+
+
 def interrupted(output: str | os.PathLike, recipe) -> str:
     """What an interrupted run's folder holds, and how to go on from it."""
     folder = run_folder(output, recipe)

@@ -18,6 +18,7 @@ from timm_scaling.runs import (
     STEPS_FILE,
     checkpoint_state,
     latest_checkpoint,
+    what_is_kept,
 )
 from timm_scaling.train.logs import logger
 
@@ -60,16 +61,10 @@ class Checkpoints:
             yield
         except Exception as err:
             shutil.rmtree(partial, ignore_errors=True)
-            checkpoint = latest_checkpoint(self.folder)
-            kept = (
-                f"its last checkpoint, {checkpoint.name}, is kept"
-                if checkpoint
-                else "no epoch is kept"
-            )
             reason = first_line(err)[:200]
             raise UserError(
-                f"could not write {what} into {self.folder} ({reason}); {kept}: free space, then "
-                "run the same command with --resume"
+                f"could not write {what} into {self.folder} ({reason}); "
+                f"{what_is_kept(self.folder)}: free space, then run the same command with --resume"
             ) from None
 
     def _load_checkpoint(self) -> list[dict[str, float]]:

@@ -12,9 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from timm_scaling.errors import UserError
-from timm_scaling.runs import (
-    latest_checkpoint,
-)
+from timm_scaling.runs import what_is_kept
 from timm_scaling.train.logs import logger
 from timm_scaling.train.machine import is_out_of_memory, peak_memory_mb
 
@@ -30,7 +28,7 @@ DIVERGED_FACTOR = 100
 
 class LossNotFinite(UserError):
     """The training loss became nan or inf, or grew DIVERGED_FACTOR times its first value: the
-    run stops, its last good checkpoint is kept, no result is written."""
+    run stops, its last finished epoch's checkpoint is kept, no result is written."""
 
     exit_code = 3
 
@@ -170,12 +168,6 @@ class Updating:
         return self.accelerator.gather(torch.tensor([peak], device=device)).max().item()
 
     def _diverged(self, epoch: int, loss: float) -> None:
-        checkpoint = latest_checkpoint(self.folder)
-        kept = (
-            f"the last good checkpoint ({checkpoint.name}) is kept"
-            if checkpoint is not None
-            else "no epoch finished, so there is no checkpoint"
-        )
         reason = (
             f"over {DIVERGED_FACTOR}x its first, {self.steps[0]['loss']:.3g}"
             if math.isfinite(loss)
@@ -184,7 +176,8 @@ class Updating:
         raise LossNotFinite(
             f"training loss is {loss:.4g} in epoch {epoch + 1} of {self.folder} ({reason}): "
             "the run diverged; "
-            f"{kept}; no result was written; lower --lr (or raise opt_eps) and train again"
+            f"{what_is_kept(self.folder)}; no result was written; lower --lr (or raise opt_eps) "
+            "and train again"
         )
 
     def _update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
