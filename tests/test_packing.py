@@ -98,6 +98,24 @@ def test_auto_ignores_counts_that_did_not_measure_every_configuration(tmp_path):
     assert jobs == 2 and "no plan measured these runs" in why  # one job per GPU
 
 
+def test_a_damaged_plan_is_one_line_and_a_new_plan_replaces_it(tmp_path):
+    """Bytes that are no CSV: --jobs auto says so before anything trains; a plan's write
+    replaces the file. Cells that are no numbers (an edited file) count as not measured."""
+    plan_csv = tmp_path / "demo" / planning.PLAN_FILE
+    plan_csv.parent.mkdir()
+    plan_csv.write_bytes(bytes(range(256)))
+    outcome = runner.invoke(app, ["sweep", "demo", "--jobs", "auto", "--output", str(tmp_path)])
+    assert outcome.exit_code == 2 and outcome.output.count("\n") == 1, outcome.output
+    assert f"{plan_csv} is not a plan.csv" in outcome.output and "--plan" in outcome.output
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no run folder: nothing trained
+    planning.write(plan_csv, measured({"effnet_b0": 1.0, "effnet_b0_d2": 3.0}), jobs=2)
+    assert [row["jobs"] for row in read_plan(plan_csv)] == ["2", "2"]
+    edited = plan_csv.read_text().replace(",2\n", ",two\n", 1)
+    plan_csv.write_text(edited)
+    assert projections(read_plan(plan_csv), recipes()) == {}  # effnet_b0 is not measured now
+    assert choose_jobs(recipes(), [], plan_csv)[0] == 1
+
+
 @pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])
 def test_a_bad_jobs_count_is_one_line(text, tmp_path):
     outcome = runner.invoke(app, ["sweep", "demo", "--jobs", text, "--output", str(tmp_path)])

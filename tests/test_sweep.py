@@ -302,6 +302,12 @@ def test_a_plan_caps_the_jobs_per_gpu_by_peak_memory(tmp_path):
     assert workers.packed_jobs(4, ["0", "1"], path) == 4
     assert workers.packed_jobs(8, [], path) == 8  # CPU jobs: no GPU memory to share
     assert workers.packed_jobs(8, ["0"], tmp_path / "none.csv") == 8  # not planned
+    # A peak that is no number (an edited file) is not a measurement.
+    path.write_text(path.read_text().replace("19000.0", "lots"))
+    assert fitting_per_gpu(read_plan(path)) == 80_000 // (5_000 + PROCESS_OVERHEAD_MB)
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UserError, match="is not a plan.csv .*measure again with --plan"):
+        workers.packed_jobs(8, ["0"], path)
 
 
 @pytest.mark.slow

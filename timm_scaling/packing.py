@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from timm_scaling.errors import UserError
-from timm_scaling.plan import duration, read_plan, wall_time
+from timm_scaling.plan import duration, measured, read_plan, wall_time
 from timm_scaling.recipes import Recipe
 
 AUTO = "auto"
@@ -48,7 +48,7 @@ def configuration(run: Recipe | Mapping[str, Any]) -> tuple[str, str, str, str]:
     """What a run's speed depends on, for a recipe and a plan row alike (not its seed)."""
     if isinstance(run, Recipe):
         return run.name, run.model, str(run.image_size), str(run.batch_size)
-    return run["recipe"], run["model"], str(run["img_size"]), str(run["batch_size"])
+    return tuple(str(run.get(key)) for key in ("recipe", "model", "img_size", "batch_size"))
 
 
 def projections(
@@ -58,16 +58,20 @@ def projections(
     of training ``groups`` (each group one job's work) that many at a time."""
     epoch_s: dict[int, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if row.get("jobs") and row.get("epoch_s"):
-            epoch_s[int(row["jobs"])][configuration(row)].append(float(row["epoch_s"]))
+        jobs, seconds = measured(row, "jobs"), measured(row, "epoch_s")
+        if jobs and seconds and jobs == int(jobs):  # else not measured, or not a plan's
+            epoch_s[int(jobs)][configuration(row)].append(seconds)
     times = {}
-    for jobs, measured in epoch_s.items():
-        if all(configuration(run) in measured for group in groups for run in group):
-            seconds = [
-                sum(statistics.mean(measured[configuration(run)]) * run.epochs for run in group)
+    for count, per_configuration in epoch_s.items():
+        if all(configuration(run) in per_configuration for group in groups for run in group):
+            run_s = [
+                sum(
+                    statistics.mean(per_configuration[configuration(run)]) * run.epochs
+                    for run in group
+                )
                 for group in groups
             ]
-            times[jobs] = wall_time(seconds, jobs)
+            times[count] = wall_time(run_s, count)
     return times
 
 

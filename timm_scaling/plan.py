@@ -18,6 +18,7 @@ import dataclasses
 import gc
 import heapq
 import io
+import math
 import os
 import tempfile
 import time
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from timm_scaling.errors import UserError
+from timm_scaling.errors import UserError, first_line
 from timm_scaling.recipes import Recipe
 from timm_scaling.report import atomic_write
 
@@ -207,9 +208,26 @@ def _time(trainer, limits: Budget) -> dict[str, float]:
 
 
 def read_plan(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a plan.csv, as strings."""
-    with Path(path).open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a plan.csv, as strings (:func:`measured` reads a number of one). A file that
+    is no CSV (damaged, or another file's bytes) is a one-line error saying to plan again."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(
+            f"{path} is not a plan.csv ({first_line(err)[:120]}): measure again with --plan "
+            "(which replaces it), or delete it"
+        ) from None
+
+
+def measured(row: Mapping[str, Any], key: str) -> float | None:
+    """A plan row's number ``key``: None where it was not measured or is not a positive
+    number (an out-of-memory run's empty cell, or an edited file's text)."""
+    try:
+        value = float(row.get(key) or "nan")
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 # What a process holds on a GPU beyond its tensors' peak: the CUDA context, cuDNN and cuBLAS
@@ -220,11 +238,12 @@ PROCESS_OVERHEAD_MB = 1024
 def fitting_per_gpu(rows: Iterable[Mapping[str, Any]]) -> int | None:
     """How many of these runs fit on one GPU at once, by their measured peak memory (the largest
     peak, plus each process's overhead); None where they were not measured on a GPU."""
-    rows = [row for row in rows if row.get("device_mem_mb") and row.get("peak_mem_mb")]
-    if not rows:
+    sizes = [(measured(row, "device_mem_mb"), measured(row, "peak_mem_mb")) for row in rows]
+    sizes = [(memory, peak) for memory, peak in sizes if memory and peak]
+    if not sizes:
         return None
-    memory = min(float(row["device_mem_mb"]) for row in rows)
-    peak = max(float(row["peak_mem_mb"]) for row in rows)
+    memory = min(memory for memory, _ in sizes)
+    peak = max(peak for _, peak in sizes)
     return int(memory // (peak + PROCESS_OVERHEAD_MB))
 
 
@@ -242,7 +261,10 @@ def write(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], jobs: int 
     ``jobs``, and any that do not say theirs (an earlier version's), are replaced."""
     kept = []
     if Path(path).is_file():
-        kept = [row for row in read_plan(path) if row.get("jobs") not in (None, "", str(jobs))]
+        try:
+            kept = [row for row in read_plan(path) if row.get("jobs") not in (None, "", str(jobs))]
+        except UserError:  # not a plan: replaced
+            kept = []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
