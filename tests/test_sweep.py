@@ -290,6 +290,22 @@ def test_pool_workers_run_on_their_gpus(gpus):
     assert len(seen) == 4 and set(seen) <= {"0", "1"}
 
 
+@pytest.mark.slow
+def test_more_jobs_than_runs_start_a_process_a_run_and_exit():
+    """--jobs 5000 for two runs: two processes, and the sweep's process exits (5000 workers'
+    environments queued for two would fill the queue's pipe and hang it at exit)."""
+    code = (
+        "import os\n"
+        "from timm_scaling import workers\n"
+        "ports = []\n"
+        "tasks = ['MASTER_PORT'] * 2\n"
+        "workers.in_pool(os.getenv, tasks, 5000, [], lambda *done: ports.append(done[2]))\n"
+        "print(len(ports), len(set(ports)) <= 2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["2", "True"], done.stderr
+
+
 def test_a_plan_caps_the_jobs_per_gpu_by_peak_memory(tmp_path):
     path = tmp_path / "plan.csv"
     rows = [

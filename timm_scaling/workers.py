@@ -113,7 +113,9 @@ def in_pool(
     """``task(item, *args)`` for each item (a recipe) in ``jobs`` processes (spawned: no
     forked torch or Accelerate state), each with an equal share of the CPU threads and, on GPUs,
     the GPU and port of :func:`job_environments` (and ``shared``, every job's);
-    ``on_done(i, item, value)`` as each ends."""
+    ``on_done(i, item, value)`` as each ends. No more processes than items: each takes one
+    environment off the queue, and one left on it would keep this process from exiting."""
+    jobs = max(1, min(jobs, len(items)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     environments = context.Queue()
