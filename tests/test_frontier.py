@@ -326,6 +326,9 @@ def one_line_error(result, code: int) -> str:
 def test_missing_file(tmp_path):
     line = one_line_error(runner.invoke(app, ["frontier", str(tmp_path / "nope.csv")]), 3)
     assert "does not exist" in line
+    # A device, not a file: named as what it is.
+    line = one_line_error(runner.invoke(app, ["frontier", "/dev/null"]), 3)
+    assert "/dev/null is not a file: pass a report.csv" in line
 
 
 def test_empty_csv_and_header_only(tmp_path):

@@ -58,9 +58,9 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.is_dir():
         raise InputError(f"{path} is a folder: pass the CSV file inside it (e.g. report.csv)")
     if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
         raise InputError(
-            f"{path} does not exist: pass a report.csv from `timm-scaling train` "
-            "or a timm results CSV"
+            f"{path} {what}: pass a report.csv from `timm-scaling train` or a timm results CSV"
         )
     try:
         text = path.read_text(encoding="utf-8")  # read once: for pandas, and for our own rows
