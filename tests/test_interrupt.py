@@ -162,3 +162,21 @@ def test_ctrl_c_in_train_says_resume_continues_it(tmp_path, env):
     assert resumed.returncode == 0, resumed.stderr
     epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()]
     assert epochs == [1, 2, 3, 4]
+
+
+def test_sigterm_as_the_command_exits_ends_it_without_a_traceback(env):
+    """A SIGTERM that arrives after the command finished, while Python exits (a job's time
+    limit at the very end): the process ends as SIGTERM ends it, without the traceback of a
+    Ctrl-C raised in an exit handler."""
+    code = (
+        "import atexit, os, signal, sys, time\n"
+        "from timm_scaling.cli import main\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))\n"
+        "sys.argv = ['timm-scaling', '--version']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == -signal.SIGTERM and done.stdout.startswith("timm-scaling ")
+    assert "Traceback" not in done.stderr, done.stderr

@@ -18,4 +18,7 @@ __all__ = ["Terminated", "app", "main"]
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
-    app(prog_name="timm-scaling")
+    try:
+        app(prog_name="timm-scaling")
+    finally:  # the command has ended: a SIGTERM while Python exits ends it, with no traceback
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
