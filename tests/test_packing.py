@@ -116,6 +116,21 @@ def test_a_damaged_plan_is_one_line_and_a_new_plan_replaces_it(tmp_path):
     assert choose_jobs(recipes(), [], plan_csv)[0] == 1
 
 
+def test_a_dry_run_says_what_jobs_auto_takes(tmp_path):
+    sweep = tmp_path / "pair.yaml"
+    sweep.write_text(f"recipe: digits\nmodels: {list(MODELS)}\n")
+    output = tmp_path / "runs"
+    planning.write(output / "pair" / planning.PLAN_FILE, measured(dict.fromkeys(MODELS, 2.0)), 1)
+    planning.write(output / "pair" / planning.PLAN_FILE, measured(dict.fromkeys(MODELS, 3.0)), 2)
+    args = ["sweep", str(sweep), "--jobs", "auto", "--dry-run", "--output", str(output)]
+    outcome = runner.invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    lines = outcome.output.splitlines()
+    assert len(lines) == 3 and all(line.endswith("  to train") for line in lines[:2])
+    assert lines[2].startswith("--jobs auto: 2, by ") and "with 1, " in lines[2]
+    assert [p.name for p in output.iterdir()] == ["pair"]  # nothing trained
+
+
 @pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])
 def test_a_bad_jobs_count_is_one_line(text, tmp_path):
     outcome = runner.invoke(app, ["sweep", "demo", "--jobs", text, "--output", str(tmp_path)])

@@ -181,6 +181,19 @@ def _train_group(
     return train_fused(group, output, progress=progress)
 
 
+def job_groups(recipes: Sequence[Recipe], fuse_seeds: bool) -> list[list[Recipe]]:
+    """What each job trains: a run, or with ``fuse_seeds`` the seeds of one configuration."""
+    return seed_groups(recipes) if fuse_seeds else [[recipe] for recipe in recipes]
+
+
+def auto_jobs(
+    name_or_path: str, recipes: Sequence[Recipe], output, gpus: str | None, fuse_seeds: bool
+) -> tuple[int, str]:
+    """What ``--jobs auto`` takes for training ``recipes`` of this sweep, and why."""
+    plan_csv = Path(output) / load_sweep(name_or_path).name / PLAN_FILE
+    return choose_jobs(job_groups(recipes, fuse_seeds), select_gpus(gpus), plan_csv)
+
+
 def check_jobs(jobs: int | str, plan: bool = False) -> None:
     """``--jobs``: a count of 1 or more, or ``auto`` (not for a plan, measured at one count)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -255,12 +268,10 @@ def run_sweep(
     ensure_rows([run_folder(output, recipe) for recipe in skipped], output)
     for i, recipe in enumerate(skipped, start=1):
         notify(i, len(mine), recipe, "finished before")
-    # What one job trains: a run, or with fuse_seeds the seeds of one configuration at once.
-    groups = seed_groups(trained) if fuse_seeds else [[recipe] for recipe in trained]
+    groups = job_groups(trained, fuse_seeds)
     count = len(skipped)
-    plan_csv = Path(output) / sweep.name / PLAN_FILE
     if jobs == AUTO:
-        jobs, why = choose_jobs(groups, select_gpus(gpus), plan_csv)
+        jobs, why = auto_jobs(name_or_path, trained, output, gpus, fuse_seeds)
         log.warning(why)
     if jobs == 1 and gpus is None:
         for group in groups:
@@ -280,7 +291,7 @@ def run_sweep(
                 notify(count, len(mine), recipe, "trained")
 
         devices = select_gpus(gpus)
-        jobs = packed_jobs(jobs, devices, plan_csv)
+        jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
         with sharing(mps, jobs, devices) as shared:
             in_pool(_train_group, groups, jobs, devices, ended, output, False, shared=shared)
     pending = sum(finished(output, r) is None for r in everything)

@@ -229,7 +229,7 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
-    from timm_scaling.packing import parse_jobs
+    from timm_scaling.packing import AUTO, parse_jobs
     from timm_scaling.runs import check_output, finished, run_folder, run_state
     from timm_scaling.workers import select_gpus
 
@@ -243,6 +243,9 @@ def sweep_cmd(
     if dry_run:
         for recipe in runs:
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
+        if jobs == AUTO:
+            todo = [recipe for recipe in runs if finished(output, recipe) is None]
+            typer.echo(sweeps.auto_jobs(sweep, todo, output, gpus, fuse_seeds)[1])
         return
     if gpus is not None:
         select_gpus(gpus)
