@@ -231,7 +231,9 @@ def test_evaluation_graphs_count_as_the_eager_forward(tmp_path):
     """cuda_graph's evaluation: 100 images in batches of 32 (three full, one of 4), evaluated
     three times: eagerly (warm-up), captured, replayed; each time the counts of the plain
     forward (a replay of a stale input or a lost partial batch would differ)."""
-    trainer = Trainer(recipe(limit_val=100, batch_size=32, cuda_graph="true"), tmp_path)
+    sizes = {"limit_val": 100, "batch_size": 32, "eval_batch_size": 32}
+    trainer = Trainer(recipe(**sizes, cuda_graph="true"), tmp_path)
+    assert [len(labels) for _, labels in trainer.val_batches] == [32, 32, 32, 4]
     updates(trainer, 1)
     plain = evaluate(trainer.evaluated_model, trainer.val_batches, trainer.accelerator)
     for _ in range(3):

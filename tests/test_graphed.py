@@ -76,8 +76,9 @@ def test_cuda_graph_refuses_what_changes_the_captured_update(key, value):
 def test_cuda_graph_evaluates_as_the_plain_path(tmp_path):
     """On a CPU evaluation's forward is the model's own (no graph), whole batches and the last
     partial one, and scores what the plain evaluation scores."""
-    recipe = helpers.recipe("digits", **{**SIZES, "limit_val": 40, "cuda_graph": "true"})
-    static = Trainer(recipe, tmp_path)
+    sizes = {**SIZES, "limit_val": 40, "eval_batch_size": 32, "cuda_graph": "true"}
+    static = Trainer(helpers.recipe("digits", **sizes), tmp_path)
+    assert [len(labels) for _, labels in static.val_batches] == [32, 8]
     assert static.static_forward is not None and not static.static_forward.capture
     scores = static.evaluate()
     assert scores["eval_images"] == 40
