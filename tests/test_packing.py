@@ -57,6 +57,26 @@ def test_a_plan_keeps_the_rows_of_other_job_counts(tmp_path):
     ]
 
 
+def test_plans_under_mps_and_without_are_kept_apart(tmp_path):
+    """--plan --jobs 2 --mps does not replace --plan --jobs 2; --jobs auto reads the plans
+    measured as the sweep trains: under MPS with --mps, without it otherwise."""
+    path = tmp_path / "plan.csv"
+    planning.write(path, measured(dict.fromkeys(MODELS, 2.0)), jobs=1)
+    planning.write(path, measured(dict.fromkeys(MODELS, 4.5)), jobs=2)  # slower together
+    planning.write(path, measured(dict.fromkeys(MODELS, 2.5)), jobs=2, mps=True)
+    assert [(r["jobs"], r["mps"]) for r in read_plan(path)] == [
+        ("1", "false"),
+        ("1", "false"),
+        ("2", "false"),
+        ("2", "false"),
+        ("2", "true"),
+        ("2", "true"),
+    ]
+    assert choose_jobs(recipes(), ["0"], path)[0] == 1  # 40 s alone, 45 s two at a time
+    jobs, why = choose_jobs(recipes(), ["0"], path, mps=True)
+    assert jobs == 2 and "(projected under MPS 25.0 s with 2)" in why
+
+
 def test_auto_takes_the_count_projected_fastest(tmp_path):
     path = tmp_path / "plan.csv"
     planning.write(path, measured({"effnet_b0": 1.0, "effnet_b0_d2": 3.0}), jobs=1)
@@ -110,7 +130,7 @@ def test_a_damaged_plan_is_one_line_and_a_new_plan_replaces_it(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no run folder: nothing trained
     planning.write(plan_csv, measured({"effnet_b0": 1.0, "effnet_b0_d2": 3.0}), jobs=2)
     assert [row["jobs"] for row in read_plan(plan_csv)] == ["2", "2"]
-    edited = plan_csv.read_text().replace(",2\n", ",two\n", 1)
+    edited = plan_csv.read_text().replace(",2,false\n", ",two,false\n", 1)
     plan_csv.write_text(edited)
     assert projections(read_plan(plan_csv), recipes()) == {}  # effnet_b0 is not measured now
     assert choose_jobs(recipes(), [], plan_csv)[0] == 1

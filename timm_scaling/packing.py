@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from timm_scaling.errors import UserError
-from timm_scaling.plan import duration, measured, read_plan, wall_time
+from timm_scaling.plan import duration, how, measured, read_plan, wall_time
 from timm_scaling.recipes import Recipe
 
 AUTO = "auto"
@@ -52,12 +52,13 @@ def configuration(run: Recipe | Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def projections(
-    rows: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[Recipe]]
+    rows: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[Recipe]], mps: bool = False
 ) -> dict[int, float]:
-    """Each job count the plan measured every configuration of ``groups`` at -> the wall time
-    of training ``groups`` (each group one job's work) that many at a time."""
+    """Each job count the plan measured every configuration of ``groups`` at (under MPS with
+    ``mps``, else without) -> the wall time of training ``groups`` (each group one job's work)
+    that many at a time."""
     epoch_s: dict[int, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
+    for row in (row for row in rows if how(row)[1] == str(mps).lower()):
         jobs, seconds = measured(row, "jobs"), measured(row, "epoch_s")
         if jobs and seconds and jobs == int(jobs):  # else not measured, or not a plan's
             epoch_s[int(jobs)][configuration(row)].append(seconds)
@@ -75,18 +76,23 @@ def projections(
     return times
 
 
-def choose_jobs(groups: Sequence[Sequence[Recipe]], gpus: Sequence[str], plan_csv: Path):
-    """``--jobs auto``: the job count and a line saying why. Without a plan measured at some
-    count for every run: one job per GPU (one on a CPU)."""
+def choose_jobs(
+    groups: Sequence[Sequence[Recipe]], gpus: Sequence[str], plan_csv: Path, mps: bool = False
+):
+    """``--jobs auto``: the job count and a line saying why, from the plans measured as the
+    sweep trains (with or without MPS). Without one of every run: one job per GPU (one on a
+    CPU)."""
     rows = read_plan(plan_csv) if plan_csv.is_file() else []
-    times = projections(rows, groups)
+    times = projections(rows, groups, mps)
     if not times:
         jobs = max(1, len(gpus))
+        asked = "`--plan --jobs K" + " --mps" * mps + "`"
         return jobs, (
-            f"--jobs auto: {jobs} (no plan measured these runs; measure with `--plan --jobs K` "
-            "for a few K, and --jobs auto takes the fastest)"
+            f"--jobs auto: {jobs} (no plan measured these runs{' under MPS' * mps}; measure "
+            f"with {asked} for a few K, and --jobs auto takes the fastest)"
         )
     fastest = min(times.values())
     jobs = min(k for k, seconds in times.items() if seconds <= fastest * (1 + CLOSE))
     listed = ", ".join(f"{duration(times[k])} with {k}" for k in sorted(times))
-    return jobs, f"--jobs auto: {jobs}, by {plan_csv} (projected {listed})"
+    under = " under MPS" * mps
+    return jobs, f"--jobs auto: {jobs}, by {plan_csv} (projected{under} {listed})"

@@ -55,6 +55,7 @@ COLUMNS: tuple[str, ...] = (
     "run_s",
     "device",
     "jobs",
+    "mps",
 )
 
 
@@ -220,6 +221,11 @@ def read_plan(path: str | os.PathLike) -> list[dict[str, str]]:
         ) from None
 
 
+def how(row: Mapping[str, Any]) -> tuple[str, str]:
+    """How a plan row was measured: (the jobs at once, ``"true"`` under MPS else ``"false"``)."""
+    return str(row.get("jobs") or ""), str(row.get("mps") or "false").lower()
+
+
 def measured(row: Mapping[str, Any], key: str) -> float | None:
     """A plan row's number ``key``: None where it was not measured or is not a positive
     number (an out-of-memory run's empty cell, or an edited file's text)."""
@@ -255,21 +261,25 @@ def wall_time(run_s: Iterable[float], jobs: int) -> float:
     return max(ends)
 
 
-def write(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], jobs: int = 1) -> Path:
+def write(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], jobs: int = 1, mps: bool = False
+) -> Path:
     """plan.csv: one row per run, in COLUMNS order (atomically), each measured ``jobs`` at a
-    time. The rows it held of other job counts stay (``--jobs auto`` compares them); those of
-    ``jobs``, and any that do not say theirs (an earlier version's), are replaced."""
+    time (under MPS with ``mps``). The rows it held measured otherwise stay (``--jobs auto``
+    compares them); those measured so, and any that do not say how (an earlier version's),
+    are replaced."""
+    measured_so = (str(jobs), str(mps).lower())
     kept = []
     if Path(path).is_file():
         try:
-            kept = [row for row in read_plan(path) if row.get("jobs") not in (None, "", str(jobs))]
+            kept = [row for row in read_plan(path) if row.get("jobs") and how(row) != measured_so]
         except UserError:  # not a plan: replaced
             kept = []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(kept)
-    writer.writerows({**row, "jobs": jobs} for row in rows)
+    writer.writerows({**row, "jobs": jobs, "mps": str(mps).lower()} for row in rows)
     atomic_write(path, buffer.getvalue())
     return Path(path)
 

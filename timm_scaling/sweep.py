@@ -187,11 +187,16 @@ def job_groups(recipes: Sequence[Recipe], fuse_seeds: bool) -> list[list[Recipe]
 
 
 def auto_jobs(
-    name_or_path: str, recipes: Sequence[Recipe], output, gpus: str | None, fuse_seeds: bool
+    name_or_path: str,
+    recipes: Sequence[Recipe],
+    output: str | os.PathLike,
+    gpus: str | None,
+    fuse_seeds: bool = False,
+    mps: bool = False,
 ) -> tuple[int, str]:
     """What ``--jobs auto`` takes for training ``recipes`` of this sweep, and why."""
     plan_csv = Path(output) / load_sweep(name_or_path).name / PLAN_FILE
-    return choose_jobs(job_groups(recipes, fuse_seeds), select_gpus(gpus), plan_csv)
+    return choose_jobs(job_groups(recipes, fuse_seeds), select_gpus(gpus), plan_csv, mps)
 
 
 def check_jobs(jobs: int | str, plan: bool = False) -> None:
@@ -271,7 +276,7 @@ def run_sweep(
     groups = job_groups(trained, fuse_seeds)
     count = len(skipped)
     if jobs == AUTO:
-        jobs, why = auto_jobs(name_or_path, trained, output, gpus, fuse_seeds)
+        jobs, why = auto_jobs(name_or_path, trained, output, gpus, fuse_seeds, mps)
         log.warning(why)
     if jobs == 1 and gpus is None:
         for group in groups:
@@ -347,4 +352,4 @@ def plan_sweep(
         with sharing(mps, jobs, devices) as shared:
             in_pool(measure, mine, jobs, devices, done, seconds, shared=shared)
     ordered = [rows[recipe] for recipe in mine]
-    return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered, jobs)
+    return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered, jobs, mps)

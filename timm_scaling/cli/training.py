@@ -245,7 +245,7 @@ def sweep_cmd(
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
         if jobs == AUTO:
             todo = [recipe for recipe in runs if finished(output, recipe) is None]
-            typer.echo(sweeps.auto_jobs(sweep, todo, output, gpus, fuse_seeds)[1])
+            typer.echo(sweeps.auto_jobs(sweep, todo, output, gpus, fuse_seeds, mps)[1])
         return
     if gpus is not None:
         select_gpus(gpus)
@@ -287,11 +287,11 @@ def sweep_cmd(
             )
             bar.n = len(runs)
         _show_plan(rows, path, time.perf_counter() - started, jobs)
-        from timm_scaling.packing import choose_jobs, projections
+        from timm_scaling.packing import projections
 
         alone = [[run] for run in runs]  # a plan's runs, each a job's
-        if len(projections(planning.read_plan(path), alone)) > 1:  # measured at other counts
-            typer.echo(choose_jobs(alone, select_gpus(gpus), path)[1])
+        if len(projections(planning.read_plan(path), alone, mps)) > 1:  # at other counts too
+            typer.echo(sweeps.auto_jobs(sweep, runs, output, gpus, mps=mps)[1])
         return
     bar = tqdm(
         total=len(runs),
