@@ -214,3 +214,24 @@ def test_the_packing_step_measures_without_and_under_mps(tmp_path, monkeypatch, 
     calls = mps_control.read_text().splitlines()
     assert [call.split()[0] for call in calls] == ["start", "quit"]
     assert all(0 < r["overlap"] <= 1 for r in (result, under))
+
+
+def test_copies_failing_under_mps_leave_the_numbers_without_it(tmp_path, monkeypatch, mps_control):
+    script = load_script()
+    monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
+    alone = {"loop": 100.0, "wall_s": 5.0, "batch_size": 128, "model": "effnet_b0"}
+    monkeypatch.setattr(script, "throughput", lambda *args: alone)
+    copy = {"loop": 60.0, "loop_from": 0.0, "loop_to": 10.0}
+
+    def packed(check, tag, seconds, env):
+        if env:  # under the daemon: every copy dies
+            raise script.StepFailed(f"{tag}: 4 of 4 copies did not finish")
+        return [copy] * 4
+
+    monkeypatch.setattr(script, "packed", packed)
+    check = script.Check(tmp_path / "out", "cpu", quick=True, budget=60)
+    result = script.packing(check, 150)
+    assert result["packed_total_images_per_s"] == 240.0 and result["speedup"] == 2.4
+    assert result["mps"] == "failed: packing-mps: 4 of 4 copies did not finish"
+    assert [line.split()[0] for line in mps_control.read_text().splitlines()] == ["start", "quit"]
+    assert "- 4 at once under MPS: failed: packing-mps" in "\n".join(script.render_packing(result))
