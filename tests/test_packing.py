@@ -11,7 +11,7 @@ from timm_scaling import plan as planning
 from timm_scaling.cli import app
 from timm_scaling.packing import CLOSE, choose_jobs, parse_jobs, projections
 from timm_scaling.plan import COLUMNS, read_plan, wall_time
-from timm_scaling.sweep import load_sweep
+from timm_scaling.sweep import check_jobs, load_sweep
 from timm_scaling.sweep import plan as sweep_plan
 
 runner = CliRunner()
@@ -157,6 +157,7 @@ def test_a_bad_jobs_count_is_one_line(text, tmp_path):
     assert outcome.exit_code == 2
     assert outcome.output.count("\n") == 1 and f"--jobs {text}: give the runs" in outcome.output
     assert parse_jobs(" Auto ") == "auto" and parse_jobs("3") == 3
+    assert check_jobs("3") == 3 and check_jobs("AUTO") == "auto"  # the API parses as the CLI
 
 
 def test_a_plan_at_jobs_auto_is_refused(tmp_path):

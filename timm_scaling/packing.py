@@ -2,8 +2,9 @@
 
 ``sweep NAME --plan --jobs K`` measures every run K at a time, as the sweep would train them,
 so its times include the jobs' contention (on a GPU: several processes sharing it; on a CPU:
-its cores). plan.csv keeps the rows of each K it was measured at; ``--jobs auto`` projects the
-sweep's wall time with each K from them and takes the fastest, the fewest jobs among those
+its cores). plan.csv keeps the rows of each K it was measured at, with and without MPS
+(``--mps``); ``--jobs auto`` projects the sweep's wall time with each K from the plans measured
+as the sweep trains and takes the fastest, the fewest jobs among those
 within ``CLOSE`` of it (packing more buys nothing measurable then). A run's configuration is
 measured once for all its seeds (a seed costs what another does). Then the GPUs' memory caps
 it (:func:`timm_scaling.workers.packed_jobs`).

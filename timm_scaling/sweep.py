@@ -199,20 +199,21 @@ def auto_jobs(
     return choose_jobs(job_groups(recipes, fuse_seeds), select_gpus(gpus), plan_csv, mps)
 
 
-def check_jobs(jobs: int | str, plan: bool = False) -> None:
-    """``--jobs``: a count of 1 or more, or ``auto`` (not for a plan, measured at one count)."""
+def check_jobs(jobs: int | str, plan: bool = False) -> int | str:
+    """``--jobs``: a count of 1 or more, or ``auto`` (not for a plan, measured at one count);
+    returns it parsed."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
             "a sweep trains its runs one process each: start one sweep per GPU with "
             "--shard K/N (and CUDA_VISIBLE_DEVICES) instead of `accelerate launch`"
         )
+    jobs = parse_jobs(jobs)
     if jobs == AUTO and plan:
         raise UserError(
             "--plan --jobs auto: a plan measures the runs at one job count; plan with --jobs K "
             "for a few K (1, 2, 4), then train with --jobs auto"
         )
-    if jobs != AUTO:
-        parse_jobs(jobs)
+    return jobs
 
 
 def run_sweep(
@@ -250,7 +251,7 @@ def run_sweep(
     trained once; each sweep's report holds its own runs only."""
     from timm_scaling import curves, frontier
 
-    check_jobs(jobs)
+    jobs = check_jobs(jobs)
     sweep = load_sweep(name_or_path)
     everything = plan(sweep, seeds, overrides)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
@@ -333,7 +334,7 @@ def plan_sweep(
     ``output/<sweep>/plan.csv``. Returns its rows (in the sweep's order) and
     path. Nothing is trained, no run folder is made. ``on_run(done, total, recipe)`` as each
     measurement starts (one job) or ends (several)."""
-    check_jobs(jobs, plan=True)
+    jobs = check_jobs(jobs, plan=True)
     sweep = load_sweep(name_or_path)
     mine = plan(sweep, seeds, overrides, parse_shard(shard))
     notify = on_run or (lambda *_: None)

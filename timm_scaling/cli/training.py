@@ -229,15 +229,14 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
-    from timm_scaling.packing import AUTO, parse_jobs
+    from timm_scaling.packing import AUTO
     from timm_scaling.runs import check_output, finished, run_folder, run_state
     from timm_scaling.workers import select_gpus
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
     overrides = recipe_overrides(options, set_)
     check_output(output)
-    jobs = parse_jobs(jobs)
-    sweeps.check_jobs(jobs, plan)
+    jobs = sweeps.check_jobs(jobs, plan)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
     if dry_run:
