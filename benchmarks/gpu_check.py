@@ -514,12 +514,12 @@ def packing(check: Check, limit: float) -> dict[str, Any]:
         "batch_size": alone["batch_size"],
         "model": alone["model"],
     }
-    if shutil.which(mps.CONTROL) is None or mps.running():
-        result["mps"] = "not measured: no MPS control program, or a daemon running already"
-        return result
     with mps.mps_daemon() as env:
-        if not env:
-            result["mps"] = "not measured: the MPS daemon did not start (see the log)"
+        if not env:  # mps_daemon's warning says why
+            result["mps"] = (
+                "not measured: no MPS daemon of the check's own (no control program, one "
+                "running already, or it did not start)"
+            )
             return result
         try:
             under_mps = packed(check, "packing-mps", left / 2, env)

@@ -72,8 +72,8 @@ def test_plans_under_mps_and_without_are_kept_apart(tmp_path):
         ("2", "true"),
         ("2", "true"),
     ]
-    assert choose_jobs(recipes(), ["0"], path)[0] == 1  # 40 s alone, 45 s two at a time
-    jobs, why = choose_jobs(recipes(), ["0"], path, mps=True)
+    assert choose_jobs(recipes(), ["0"], path).jobs == 1  # 40 s alone, 45 s two at a time
+    jobs, why, _ = choose_jobs(recipes(), ["0"], path, mps=True)
     assert jobs == 2 and "(projected under MPS 25.0 s with 2)" in why
 
 
@@ -89,8 +89,8 @@ def test_auto_takes_the_count_projected_fastest(tmp_path):
         2: wall_time([15.0] * 3 + [35.0] * 3, 2),
     }
     assert times[2] < times[1]
-    jobs, why = choose_jobs(groups, [], path)
-    assert jobs == 2
+    jobs, why, compared = choose_jobs(groups, [], path)
+    assert jobs == 2 and compared == 2
     assert why.startswith("--jobs auto: 2, by ") and "with 1" in why and "with 2" in why
 
 
@@ -103,7 +103,7 @@ def test_auto_takes_the_fewest_jobs_among_near_ties(tmp_path):
     planning.write(path, measured({"effnet_b0": 2.85, "effnet_b0_d2": 2.85}), jobs=4)
     times = projections(read_plan(path), recipes())
     assert times == pytest.approx({1: 40.0, 2: 29.0, 4: 28.5})
-    assert choose_jobs(recipes(), ["0"], path)[0] == 2
+    assert choose_jobs(recipes(), ["0"], path).jobs == 2
 
 
 def test_auto_ignores_counts_that_did_not_measure_every_configuration(tmp_path):
@@ -111,11 +111,11 @@ def test_auto_ignores_counts_that_did_not_measure_every_configuration(tmp_path):
     planning.write(path, measured({"effnet_b0": 1.0, "effnet_b0_d2": 3.0}), jobs=1)
     planning.write(path, measured({"effnet_b0": 0.1}), jobs=4)  # depth 2 not measured at 4
     assert set(projections(read_plan(path), recipes())) == {1}
-    assert choose_jobs(recipes(), [], path)[0] == 1
+    assert choose_jobs(recipes(), [], path).jobs == 1
     # Another batch size is another configuration: the plan does not speak for it.
     other = [[helpers.recipe("digits", model=m, batch_size=64)] for m in MODELS]
-    jobs, why = choose_jobs(other, ["0", "1"], path)
-    assert jobs == 2 and "no plan measured these runs" in why  # one job per GPU
+    jobs, why, compared = choose_jobs(other, ["0", "1"], path)
+    assert jobs == 2 and compared == 0 and "no plan measured these runs" in why  # one a GPU
 
 
 def test_a_damaged_plan_is_one_line_and_a_new_plan_replaces_it(tmp_path):
@@ -133,7 +133,7 @@ def test_a_damaged_plan_is_one_line_and_a_new_plan_replaces_it(tmp_path):
     edited = plan_csv.read_text().replace(",2,false\n", ",two,false\n", 1)
     plan_csv.write_text(edited)
     assert projections(read_plan(plan_csv), recipes()) == {}  # effnet_b0 is not measured now
-    assert choose_jobs(recipes(), [], plan_csv)[0] == 1
+    assert choose_jobs(recipes(), [], plan_csv).jobs == 1
 
 
 def test_a_dry_run_says_what_jobs_auto_takes(tmp_path):

@@ -18,7 +18,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from timm_scaling.errors import UserError
 from timm_scaling.plan import duration, how, measured, read_plan, wall_time
@@ -77,23 +77,33 @@ def projections(
     return times
 
 
+class Choice(NamedTuple):
+    """What ``--jobs auto`` takes: the job count, a line saying why, and how many measured job
+    counts it compared (0 without a plan)."""
+
+    jobs: int
+    why: str
+    compared: int
+
+
 def choose_jobs(
     groups: Sequence[Sequence[Recipe]], gpus: Sequence[str], plan_csv: Path, mps: bool = False
-):
-    """``--jobs auto``: the job count and a line saying why, from the plans measured as the
-    sweep trains (with or without MPS). Without one of every run: one job per GPU (one on a
-    CPU)."""
+) -> Choice:
+    """``--jobs auto`` from the plans measured as the sweep trains (with or without MPS).
+    Without one of every run: one job per GPU (one on a CPU)."""
     rows = read_plan(plan_csv) if plan_csv.is_file() else []
     times = projections(rows, groups, mps)
     if not times:
         jobs = max(1, len(gpus))
         asked = "`--plan --jobs K" + " --mps" * mps + "`"
-        return jobs, (
+        why = (
             f"--jobs auto: {jobs} (no plan measured these runs{' under MPS' * mps}; measure "
             f"with {asked} for a few K, and --jobs auto takes the fastest)"
         )
+        return Choice(jobs, why, 0)
     fastest = min(times.values())
     jobs = min(k for k, seconds in times.items() if seconds <= fastest * (1 + CLOSE))
     listed = ", ".join(f"{duration(times[k])} with {k}" for k in sorted(times))
     under = " under MPS" * mps
-    return jobs, f"--jobs auto: {jobs}, by {plan_csv} (projected{under} {listed})"
+    why = f"--jobs auto: {jobs}, by {plan_csv} (projected{under} {listed})"
+    return Choice(jobs, why, len(times))

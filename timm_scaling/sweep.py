@@ -29,7 +29,7 @@ from typing import Any
 
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
-from timm_scaling.packing import AUTO, choose_jobs, parse_jobs
+from timm_scaling.packing import AUTO, Choice, choose_jobs, parse_jobs
 from timm_scaling.plan import PLAN_FILE, measure, write
 from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.recipes import Recipe, load_recipe, recipe_dirs
@@ -186,17 +186,22 @@ def job_groups(recipes: Sequence[Recipe], fuse_seeds: bool) -> list[list[Recipe]
     return seed_groups(recipes) if fuse_seeds else [[recipe] for recipe in recipes]
 
 
+def plan_path(output: str | os.PathLike, sweep: Sweep) -> Path:
+    """The sweep's plan.csv: ``output/<sweep>/plan.csv``."""
+    return Path(output) / sweep.name / PLAN_FILE
+
+
 def auto_jobs(
-    name_or_path: str,
+    sweep: Sweep,
     recipes: Sequence[Recipe],
     output: str | os.PathLike,
     gpus: str | None,
     fuse_seeds: bool = False,
     mps: bool = False,
-) -> tuple[int, str]:
-    """What ``--jobs auto`` takes for training ``recipes`` of this sweep, and why."""
-    plan_csv = Path(output) / load_sweep(name_or_path).name / PLAN_FILE
-    return choose_jobs(job_groups(recipes, fuse_seeds), select_gpus(gpus), plan_csv, mps)
+) -> Choice:
+    """What ``--jobs auto`` takes for training ``recipes`` of ``sweep``, and why."""
+    groups = job_groups(recipes, fuse_seeds)
+    return choose_jobs(groups, select_gpus(gpus), plan_path(output, sweep), mps)
 
 
 def check_jobs(jobs: int | str, plan: bool = False) -> int | str:
@@ -276,9 +281,11 @@ def run_sweep(
         notify(i, len(mine), recipe, "finished before")
     groups = job_groups(trained, fuse_seeds)
     count = len(skipped)
+    plan_csv = plan_path(output, sweep)
     if jobs == AUTO:
-        jobs, why = auto_jobs(name_or_path, trained, output, gpus, fuse_seeds, mps)
-        log.warning(why)
+        choice = choose_jobs(groups, select_gpus(gpus), plan_csv, mps)
+        jobs = choice.jobs
+        log.warning(choice.why)
     if jobs == 1 and gpus is None:
         for group in groups:
             for recipe in group:
@@ -297,7 +304,7 @@ def run_sweep(
                 notify(count, len(mine), recipe, "trained")
 
         devices = select_gpus(gpus)
-        jobs = packed_jobs(jobs, devices, Path(output) / sweep.name / PLAN_FILE)
+        jobs = packed_jobs(jobs, devices, plan_csv)
         with sharing(mps, jobs, devices) as shared:
             in_pool(_train_group, groups, jobs, devices, ended, output, False, shared=shared)
     pending = sum(finished(output, r) is None for r in everything)
@@ -353,4 +360,4 @@ def plan_sweep(
         with sharing(mps, jobs, devices) as shared:
             in_pool(measure, mine, jobs, devices, done, seconds, shared=shared)
     ordered = [rows[recipe] for recipe in mine]
-    return ordered, write(Path(output) / sweep.name / PLAN_FILE, ordered, jobs, mps)
+    return ordered, write(plan_path(output, sweep), ordered, jobs, mps)

@@ -238,13 +238,14 @@ def sweep_cmd(
     check_output(output)
     jobs = sweeps.check_jobs(jobs, plan)
     # Checked before anything starts: a bad sweep, shard or override is one line.
-    runs = sweeps.plan(sweeps.load_sweep(sweep), seeds, overrides, sweeps.parse_shard(shard))
+    spec = sweeps.load_sweep(sweep)
+    runs = sweeps.plan(spec, seeds, overrides, sweeps.parse_shard(shard))
     if dry_run:
         for recipe in runs:
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
         if jobs == AUTO:
             todo = [recipe for recipe in runs if finished(output, recipe) is None]
-            typer.echo(sweeps.auto_jobs(sweep, todo, output, gpus, fuse_seeds, mps)[1])
+            typer.echo(sweeps.auto_jobs(spec, todo, output, gpus, fuse_seeds, mps).why)
         return
     if gpus is not None:
         select_gpus(gpus)
@@ -264,9 +265,9 @@ def sweep_cmd(
     quiet = terminal or plan  # a plan's runs are set up, not trained: their lines are noise
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     if plan:
-        from timm_scaling import plan as planning
+        from timm_scaling.plan import budget
 
-        planning.budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
+        budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
         started = time.perf_counter()
         with tqdm(
             total=len(runs),
@@ -286,11 +287,9 @@ def sweep_cmd(
             )
             bar.n = len(runs)
         _show_plan(rows, path, time.perf_counter() - started, jobs)
-        from timm_scaling.packing import projections
-
-        alone = [[run] for run in runs]  # a plan's runs, each a job's
-        if len(projections(planning.read_plan(path), alone, mps)) > 1:  # at other counts too
-            typer.echo(sweeps.auto_jobs(sweep, runs, output, gpus, mps=mps)[1])
+        choice = sweeps.auto_jobs(spec, runs, output, gpus, mps=mps)
+        if choice.compared > 1:  # the plan.csv holds other job counts too
+            typer.echo(choice.why)
         return
     bar = tqdm(
         total=len(runs),

@@ -121,9 +121,9 @@ class StaticForward:
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         """``model(images)``'s logits (a tensor of their own)."""
-        key = (id(model), tuple(images.shape), images.dtype)
         if not self.capture:
             return model(images)
+        key = (id(model), tuple(images.shape), images.dtype)
         if key not in self.warm:  # cuDNN's autotuning, before any capture of this shape
             self.warm.add(key)
             with _on_side_stream():
