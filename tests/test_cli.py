@@ -31,6 +31,22 @@ def test_help_imports_no_heavy_module():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_help_texts_survive_rich_markup():
+    """The command list shows each command's first paragraph as it is, so it must be one line
+    (a line break there broke the list mid-sentence); rich reads ``[...]`` in any help as
+    markup and drops it (``[default: all]`` printed as nothing), so a default no value shows
+    goes in ``show_default``."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        assert "\n" not in command.help.split("\n\n")[0], name
+        for param in command.params:
+            assert "[" not in (getattr(param, "help", None) or ""), (name, param.name)
+    sweep_help = runner.invoke(app, ["sweep", "--help"]).output.replace("│", " ")
+    assert "the jobs may use. [default: (all)]" in " ".join(sweep_help.split())
+
+
 @pytest.mark.slow
 def test_list_fits_80_columns_and_gives_every_column_as_csv_and_json(tmp_path, monkeypatch):
     from timm_scaling import models

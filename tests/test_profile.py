@@ -202,7 +202,12 @@ def test_cli_profile_writes_csv_and_markdown_with_the_columns(tmp_path):
         ("effnet_b0", "32"),
         ("effnet_b0_r2", "64"),
     ]
-    assert json.loads(result.output)[1]["model"] == "effnet_b0_r2"
+    assert json.loads(result.stdout)[1]["model"] == "effnet_b0_r2"
+    # What it is doing, on stderr: a large model takes minutes on a CPU.
+    assert result.stderr.splitlines() == [
+        "[1/2] effnet_b0 at 32 px: counting its cost",
+        "[2/2] effnet_b0_r2 at 64 px: counting its cost",
+    ]
 
 
 def test_cli_errors_are_one_line():

@@ -8,7 +8,7 @@ import csv
 import functools
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from timm_scaling.catalog import (
     image_size,
@@ -60,12 +60,17 @@ def profile_rows(
     device: str = "cpu",
     speed: bool = True,
     model_kwargs: Mapping[str, object] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, object]]:
     """One row per model (names, globs over ours and timm's registry, or recipes): the columns
-    of `timm-scaling profile`; a ``model_kwargs`` column when any model has some."""
+    of `timm-scaling profile`; a ``model_kwargs`` column when any model has some. ``progress``
+    hears a line as each model starts (a large one takes minutes on a CPU)."""
     targets = _targets(models, base_size, num_classes, model_kwargs)
     rows = []
-    for name, size, classes, kwargs in targets:
+    for index, (name, size, classes, kwargs) in enumerate(targets, 1):
+        if progress:
+            timed = f", then timing it on {device}" if speed else ""
+            progress(f"[{index}/{len(targets)}] {name} at {size} px: counting its cost{timed}")
         row: dict[str, object] = {"model": name, "img_size": size}
         if any(t[3] for t in targets):
             row["model_kwargs"] = json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""

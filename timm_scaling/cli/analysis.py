@@ -22,8 +22,9 @@ def list_cmd(
     as_csv: Annotated[bool, typer.Option("--csv", help="Every column, as CSV.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Every column, as JSON.")] = False,
 ) -> None:
-    """Every registered variant: multipliers, input size, params (M), real blocks. --csv and
-    --json add the blocks per stage, the nominal blocks and the nominal FLOP factor."""
+    """Every registered variant: multipliers, input size, params (M), real blocks.
+
+    --csv and --json add the blocks per stage, the nominal blocks and the nominal FLOP factor."""
     import csv
     import io
     import json
@@ -101,8 +102,8 @@ def frontier_cmd(
         str | None,
         typer.Option(
             "--reference",
-            help="The group every other group is compared with.  [default: compound]",
-            show_default=False,
+            help="The group every other group is compared with.",
+            show_default="compound",
         ),
     ] = None,
     out: Annotated[
@@ -135,8 +136,7 @@ def frontier_cmd(
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap draws.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap RNG seed.")] = 0,
 ) -> None:
-    """Accuracy against cost per scaling method or model family: Pareto front, fits, verdict,
-    plot.
+    """Accuracy against cost per scaling method or family: Pareto front, fits, verdict, plot.
 
     Writes frontier.json, frontier.md, frontier.png and frontier.svg into --out.
 
@@ -208,6 +208,10 @@ def curves_cmd(
     typer.echo(f"{len(drawn.runs)} run(s) drawn; wrote {', '.join(map(str, written))}")
 
 
+def _to_stderr(line: str) -> None:
+    typer.echo(line, err=True)
+
+
 @app.command("profile")
 @user_errors
 def profile_cmd(
@@ -220,7 +224,9 @@ def profile_cmd(
     ] = None,
     base_size: Annotated[
         int | None,
-        typer.Option(help="Image size before the resolution multiplier [default: 224, the cfg]."),
+        typer.Option(
+            help="Image size before the resolution multiplier.", show_default="224, the cfg"
+        ),
     ] = None,
     num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Batch size of the speed measurement.")] = 64,
@@ -284,7 +290,7 @@ def profile_cmd(
 
         kwargs = dict(parse_override(Override(t, f"--model-kwarg {t}")) for t in model_kwarg or ())
         rows = profile.profile_rows(
-            models, base_size, num_classes, batch_size, device, speed, kwargs
+            models, base_size, num_classes, batch_size, device, speed, kwargs, _to_stderr
         )
         tables = {"Cost (MACs: multiply-accumulates; FLOPs: calflops' count)": rows}
     else:

@@ -96,9 +96,8 @@ PLAN_HELP = (
     "settings; synthetic data of the same shape where the data set is absent) and write its "
     "projected time and peak memory to plan.csv."
 )
-PLAN_SECONDS_HELP = (
-    "With --plan: seconds of timed updates per run [default: 20 on a GPU, 5 on a CPU]."
-)
+PLAN_SECONDS_HELP = "With --plan: seconds of timed updates per run."
+PLAN_SECONDS_DEFAULT = "20 on a GPU, 5 on a CPU"
 
 
 def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) -> None:

@@ -17,7 +17,7 @@ from timm_scaling.cli.base import (
 @user_errors
 def search_cmd(
     dataset: Annotated[
-        str | None, typer.Option(help="Proxy data set [default: the recipe's].")
+        str | None, typer.Option(help="Proxy data set.", show_default="the recipe's")
     ] = None,
     base_model: Annotated[str, typer.Option(help="The model phi scales.")] = "effnet_b0",
     target: Annotated[float, typer.Option(help="Cost factor alpha*beta^2*gamma^2 aimed at.")] = 2.0,

@@ -14,6 +14,7 @@ import typer
 from timm_scaling.cli.base import (
     LOG_WITH_HELP,
     PLAN_HELP,
+    PLAN_SECONDS_DEFAULT,
     PLAN_SECONDS_HELP,
     _show_plan,
     app,
@@ -59,7 +60,9 @@ def train_cmd(
     ] = None,
     log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
-    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
+    plan_seconds: Annotated[
+        float | None, typer.Option(help=PLAN_SECONDS_HELP, show_default=PLAN_SECONDS_DEFAULT)
+    ] = None,
 ) -> None:
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
     import logging
@@ -143,15 +146,16 @@ def collect_cmd(
     runs: Annotated[Path, typer.Argument(help="The --output folder of `timm-scaling train`.")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="The CSV to write [default: RUNS/report.csv]."),
+        typer.Option("--output", "-o", help="The CSV to write.", show_default="RUNS/report.csv"),
     ] = None,
     prune: Annotated[
         bool,
         typer.Option(help="Drop the report's rows whose run folders are not under RUNS."),
     ] = False,
 ) -> None:
-    """Rebuild a report.csv from the result.json of every finished run folder under RUNS: one
-    row per run folder. Rows of runs not under RUNS (deleted folders) go only with --prune."""
+    """Rebuild a report.csv from the result.json of every finished run folder under RUNS.
+
+    One row per run folder. Rows of runs not under RUNS (deleted folders) go only with --prune."""
     from timm_scaling.runs import REPORT_FILE, collect
 
     output = output or runs / REPORT_FILE
@@ -191,7 +195,7 @@ def sweep_cmd(
     ] = "1",
     gpus: Annotated[
         str | None,
-        typer.Option(help="Comma-separated GPU indices the jobs may use [default: all]."),
+        typer.Option(help="Comma-separated GPU indices the jobs may use.", show_default="all"),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -202,7 +206,9 @@ def sweep_cmd(
     ] = False,
     log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
-    plan_seconds: Annotated[float | None, typer.Option(help=PLAN_SECONDS_HELP)] = None,
+    plan_seconds: Annotated[
+        float | None, typer.Option(help=PLAN_SECONDS_HELP, show_default=PLAN_SECONDS_DEFAULT)
+    ] = None,
     fuse_seeds: Annotated[
         bool,
         typer.Option(
@@ -219,8 +225,10 @@ def sweep_cmd(
         ),
     ] = False,
 ) -> None:
-    """Train every run of SWEEP not finished yet, then write OUTPUT/<sweep>/report.csv and its
-    frontier (table, plot, verdict). An interrupted sweep resumes where it stopped.
+    """Train every run of SWEEP not finished yet, then write its report and frontier.
+
+    The report is OUTPUT/<sweep>/report.csv, the frontier its table, plot and verdict. An
+    interrupted sweep resumes where it stopped.
 
     Many GPUs: one sweep process per GPU, each with its own --shard K/N and
     CUDA_VISIBLE_DEVICES=K-1, sharing --output; the last to finish writes the report."""
