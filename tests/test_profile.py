@@ -117,6 +117,24 @@ def test_cost_is_cached_on_disk_by_model_size_classes_and_timm_version(cache):
     assert len(list(cache.rglob("*.json"))) == 2
 
 
+def test_a_cache_that_cannot_be_written_is_one_warning_not_an_error(tmp_path, monkeypatch, caplog):
+    from timm_scaling import cache as cache_module
+    from timm_scaling.models import cached_architectures
+
+    counted = profile.measure_cost("effnet_b0_d2", 64, num_classes=10)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked))  # every cache path lies under a file
+    cache_module._warn_once.cache_clear()
+    with caplog.at_level("WARNING", logger="timm_scaling.cache"):
+        assert profile.measure_cost("effnet_b0_d2", 64, num_classes=10) == counted
+        assert profile.measure_cost("effnet_b0_d3", 64, num_classes=10)["param_count"] > 0
+        assert cached_architectures(["effnet_b0_d2"])["effnet_b0_d2"].blocks == 32
+    warned = [r.getMessage() for r in caplog.records if r.name == "timm_scaling.cache"]
+    assert len(warned) == 1 and f"cache not written to {blocked} (Not a directory)" in warned[0]
+    assert blocked.read_text() == ""
+
+
 def test_b3_coefficients_at_300px_cost_what_the_paper_says():
     name = register_variant(Scaling(depth=1.4, width=1.2))
     # Table 2: 1.8B FLOPS (multiply-adds), 12M params; timm's efficientnet_b3 card: 1.83 GMACs.

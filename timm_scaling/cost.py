@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from timm_scaling.cache import cache_dir
+from timm_scaling.cache import cache_dir, store
 from timm_scaling.catalog import (
     check_size,
     create_model,
@@ -41,7 +41,6 @@ from timm_scaling.catalog import (
 from timm_scaling.errors import UserError
 from timm_scaling.models import scaling_of
 from timm_scaling.recipe_keys import kwargs_tag
-from timm_scaling.report import atomic_write
 
 COST_KEYS = ("param_count", "gmacs", "gflops", "macts")
 
@@ -180,5 +179,5 @@ def measure_cost(
         cost = count_cost(net, img_size)
     except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError) as err:
         raise size_error(name, img_size, err, model_kwargs) from None
-    atomic_write(path, json.dumps({"key": key, "cost": cost}, indent=1) + "\n")
+    store(path, json.dumps({"key": key, "cost": cost}, indent=1) + "\n")
     return cost

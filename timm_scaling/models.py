@@ -292,8 +292,7 @@ for _scaling in BUILTIN_SCALINGS:
 def cached_architectures(names: list[str]) -> dict[str, Architecture]:
     """:func:`architecture` of each registered name, kept on disk per timm version beside the
     cost counts (``$TIMM_SCALING_CACHE``): a model is built once, not at every `list`."""
-    from timm_scaling.cache import cache_dir
-    from timm_scaling.report import atomic_write
+    from timm_scaling.cache import cache_dir, store
 
     path = cache_dir() / "architecture" / f"timm-{timm.__version__}.json"
     try:
@@ -305,7 +304,7 @@ def cached_architectures(names: list[str]) -> dict[str, Architecture]:
     for name in missing:
         cached[keys[name]] = dataclasses.asdict(architecture(name))
     if missing:
-        atomic_write(path, json.dumps(cached, indent=0))
+        store(path, json.dumps(cached, indent=0))
     return {
         name: Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
         for name, arch in ((name, cached[keys[name]]) for name in names)
