@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import gc
 import heapq
-import io
 import math
 import os
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 from timm_scaling.errors import UserError, first_line
 from timm_scaling.recipes import Recipe
 from timm_scaling.report import atomic_write
+from timm_scaling.tables import csv_text
 
 PLAN_FILE = "plan.csv"
 COLUMNS: tuple[str, ...] = (
@@ -275,12 +275,8 @@ def write(
             kept = [row for row in read_plan(path) if row.get("jobs") and how(row) != measured_so]
         except UserError:  # not a plan: replaced
             kept = []
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(kept)
-    writer.writerows({**row, "jobs": jobs, "mps": str(mps).lower()} for row in rows)
-    atomic_write(path, buffer.getvalue())
+    new = [{**row, "jobs": jobs, "mps": str(mps).lower()} for row in rows]
+    atomic_write(path, csv_text(kept + new, COLUMNS))
     return Path(path)
 
 

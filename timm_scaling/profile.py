@@ -4,9 +4,7 @@ cost; the rows as a table, CSV or Markdown. The paper's tables: :mod:`timm_scali
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 from collections.abc import Callable, Mapping
 
@@ -182,14 +180,6 @@ def format_cell(column: str, value: object) -> str:
         return "-"
     fmt = _FORMATS.get(column)
     return fmt.format(value) if fmt and isinstance(value, (int, float)) else str(value)
-
-
-def to_csv(rows: list[dict[str, object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
 
 
 def to_markdown(rows: list[dict[str, object]]) -> str:

@@ -47,8 +47,6 @@ Imports no torch: candidates and the schedule are checked before anything is tra
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -72,6 +70,7 @@ from timm_scaling.runs import RESULT_FILE, finished
 from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT
 from timm_scaling.search_cost import MeasuredCost
 from timm_scaling.sweep import parse_shard
+from timm_scaling.tables import csv_text
 
 CSV_FILE, JSON_FILE = "search.csv", "search.json"
 LADDER = range(1, 8)  # the phis of the found coefficients' ladder, as B1..B7
@@ -246,15 +245,6 @@ def register_ladder(candidate: Candidate) -> list[str]:
     return [ensure_registered(name) for name in ladder(candidate)]
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if row.get(k) is None else row[k] for k in columns} for row in rows)
-    return buffer.getvalue()
-
-
 def _summary(
     settings: SearchSettings, row: dict[str, Any], chosen: Candidate, tied: str | None
 ) -> dict[str, Any]:
@@ -335,7 +325,7 @@ def run_search(
     rows = _rows(found, rungs, scorer, costs, chosen)
     output = Path(settings.output)
     written = [output / CSV_FILE]
-    atomic_write(written[0], _csv(rows))
+    atomic_write(written[0], csv_text(rows))
     tied = None
     if chosen is not None:
         last = rungs[-1]

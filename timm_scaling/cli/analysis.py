@@ -25,11 +25,10 @@ def list_cmd(
     """Every registered variant: multipliers, input size, params (M), real blocks.
 
     --csv and --json add the blocks per stage, the nominal blocks and the nominal FLOP factor."""
-    import csv
-    import io
     import json
 
     from timm_scaling.models import variant_table
+    from timm_scaling.tables import csv_text
 
     if as_csv and as_json:
         raise UserError("--csv and --json: pick one")
@@ -37,11 +36,7 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
     elif as_csv:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        typer.echo(buffer.getvalue(), nl=False)
+        typer.echo(csv_text(rows), nl=False)
     else:  # plain aligned columns: narrow enough for 80, never cut in a pipe
         cells = [LIST_COLUMNS] + [tuple(_list_cell(row, c) for c in LIST_COLUMNS) for row in rows]
         widths = [max(len(line[i]) for line in cells) for i in range(len(LIST_COLUMNS))]
@@ -265,7 +260,7 @@ def profile_cmd(
     from timm_scaling import paper as tables_of_paper
     from timm_scaling import profile
     from timm_scaling.report import atomic_write
-    from timm_scaling.tables import print_table
+    from timm_scaling.tables import csv_text, print_table
 
     if paper:
         if models or csv_path or match_gmacs is not None:
@@ -296,7 +291,7 @@ def profile_cmd(
     else:
         raise UserError("name at least one model (or a glob), or pass --paper or --match-gmacs")
     if csv_path and not paper:
-        atomic_write(csv_path, profile.to_csv(rows))
+        atomic_write(csv_path, csv_text(rows))
     if markdown and not paper:
         atomic_write(markdown, profile.to_markdown(rows))
     if as_json:
