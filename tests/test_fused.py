@@ -5,6 +5,7 @@ RMSpropTF, weight decay on the same parameters."""
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import timm
@@ -97,3 +98,27 @@ def test_weight_decay_goes_where_timm_puts_it_for_one_model():
     assert "conv_stem.weight" in decayed and "classifier.weight" in decayed
     assert "bn1.weight" not in decayed and "classifier.bias" not in decayed
     assert len(decayed) == sum(p.ndim > 1 for p in model(0).parameters())
+
+
+def test_global_pool_over_maps_over_1x1_batches_over_the_seeds():
+    """At 64 px B0's last map is 2x2: vmap has no batching rule for the adaptive average
+    pool's strided copy there, so it looped over the seeds (warning each run); the fused
+    skeleton pools by the mean, with each seed's own gradients still those of the model alone
+    (in float64: in float32 an untrained B0's stem gradients on noise differ by rounding)."""
+    criterion = torch.nn.CrossEntropyLoss()
+    torch.manual_seed(0)
+    images = torch.randn(len(SEEDS), 4, 3, 64, 64, dtype=torch.float64)
+    labels = torch.randint(0, 10, (len(SEEDS), 4))
+    fused = FusedSeeds([model(s).double() for s in SEEDS])
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in fused.skeleton.modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback's "performance drop" UserWarning
+        fused.backward(images, labels, criterion)
+    for i, seed in enumerate(SEEDS):
+        alone = model(seed).double().train()
+        assert isinstance(alone.global_pool.pool, torch.nn.AdaptiveAvgPool2d)  # its own, kept
+        criterion(alone(images[i]), labels[i]).backward()
+        for name, parameter in alone.named_parameters():
+            torch.testing.assert_close(
+                fused.params[name].grad[i], parameter.grad, rtol=1e-7, atol=1e-9, msg=name
+            )

@@ -20,6 +20,7 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
+from timm.layers.adaptive_avgmax_pool import FastAdaptiveAvgPool
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
@@ -39,7 +40,7 @@ class FusedSeeds:
         # Each seed's slice contiguous as a tensor of its own is (a channels_last stack's is not).
         self.params = {k: v.detach().contiguous().requires_grad_() for k, v in params.items()}
         self.buffers = {k: v.contiguous() for k, v in buffers.items()}
-        self.skeleton = copy.deepcopy(models[0]).to("meta")
+        self.skeleton = _pool_by_mean(copy.deepcopy(models[0]).to("meta"))
 
     def _loss(self, criterion: Callable) -> Callable:
         def loss(params, buffers, images, labels):
@@ -77,3 +78,14 @@ class FusedSeeds:
         """Seed ``seed``'s weights and buffers, as its own model's ``state_dict`` holds them."""
         stacked = {**self.params, **self.buffers}
         return {name: stacked[name][seed].detach() for name in self.template.state_dict()}
+
+
+def _pool_by_mean(model: nn.Module) -> nn.Module:
+    """``model`` with each global average pool (``AdaptiveAvgPool2d(1)``, timm's default head)
+    as the mean over height and width (timm's ``FastAdaptiveAvgPool``), the same numbers:
+    vmap has no batching rule for the adaptive pool's strided copy on maps over 1x1, so it
+    looped over the seeds there, one launch each, with a UserWarning in every run's log."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
+            model.set_submodule(name, FastAdaptiveAvgPool())
+    return model
