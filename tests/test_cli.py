@@ -158,3 +158,20 @@ def test_a_run_folder_that_cannot_be_trained_into_is_refused_before_any_process(
     assert f"{folder} holds an unfinished run (checkpoint epoch-0001); pass --resume" in message
     message = one_line_error(["train", "digits", *out, "--resume", "--set", "lr_base=0.001"])
     assert f"--resume: the recipe differs from {folder / RECIPE_FILE} in lr;" in message
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "word"),
+    [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")],
+)
+def test_a_stopped_command_says_so_with_its_signals_code(monkeypatch, stop, code, word):
+    """A command with nothing half-done to report (profile) still ends as train and sweep do:
+    its word on stderr, 130 for Ctrl-C, 143 for SIGTERM (it was 130 for both)."""
+    from timm_scaling import cli, profile
+
+    def stopped(*args, **kwargs):
+        raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": cli.Terminated}[stop]
+
+    monkeypatch.setattr(profile, "profile_rows", stopped)
+    outcome = runner.invoke(app, ["profile", "effnet_b0", "--no-speed"])
+    assert (outcome.exit_code, outcome.output) == (code, f"{word}\n")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from timm_scaling.cli import app
+from timm_scaling.cli import Terminated, app
 from timm_scaling.coefficients import (
     Candidate,
     enumerate_candidates,
@@ -416,3 +416,32 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     minutes = re.search(r"10 proxy runs; about (\d+) min", lines[3])
     assert minutes is not None and "B0 epoch" in lines[3]
     assert len(lines) == 4 and not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, Terminated])
+def test_an_interrupted_search_says_what_is_kept_and_goes_on(tmp_path, monkeypatch, stop):
+    """Ctrl-C (130) or SIGTERM (143) in the second proxy run: one line on what is kept, the
+    first run's result stays, and the same command again trains only the second."""
+    from timm_scaling import train as training
+
+    real, calls = training.train, []
+
+    def second_is_stopped(*args, **kwargs):
+        calls.append(args[0].model)
+        if len(calls) == 2:
+            raise stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", second_is_stopped)
+    stopped = search(tmp_path)
+    assert stopped.exit_code == (130 if stop is KeyboardInterrupt else 143), stopped.output
+    word = "interrupted" if stop is KeyboardInterrupt else "terminated"
+    assert f"{word}: the proxy runs finished so far are kept in {tmp_path}" in stopped.output
+    assert "Traceback" not in stopped.output and not (tmp_path / "search.json").exists()
+    assert (tmp_path / "epochs1" / f"digits-{calls[0]}-s0" / "result.json").is_file()
+
+    monkeypatch.setattr(training, "train", real)
+    again = search(tmp_path)
+    assert again.exit_code == 0, again.output
+    assert statuses(again.output) == ["done", "train"] and (tmp_path / "search.json").is_file()

@@ -45,7 +45,8 @@ def _group(
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn a UserError into one line on stderr and its exit code, never a traceback."""
+    """Turn a UserError into one line on stderr and its exit code, never a traceback; Ctrl-C
+    (130) and SIGTERM (143) into their word, where the command has not said more itself."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -60,6 +61,9 @@ def user_errors(fn: Callable) -> Callable:
         except OSError as err:  # a full disk, a read-only folder, a name too long, ...
             typer.echo(f"error: {os_error(err)}", err=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as stop:  # a command that keeps nothing half-done (profile)
+            typer.echo(stop_word(stop), err=True)
+            raise typer.Exit(stop_code(stop)) from None
 
     return wrapper
 

@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from timm_scaling.cli.base import (
-    app,
-    user_errors,
-)
+from timm_scaling.cli.base import app, stop_code, stop_word, user_errors
 
 
 @app.command("search")
@@ -95,7 +92,16 @@ def search_cmd(
         typer.echo(line)
     if dry_run:
         return
-    result = search.run_search(settings, on_run, plan.candidates)
+    try:
+        result = search.run_search(settings, on_run, plan.candidates)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the finished proxy runs stay
+        typer.echo(
+            f"{stop_word(stop)}: the proxy runs finished so far are kept in {output} (an "
+            "unfinished one resumes from its last finished epoch); run the same command again "
+            "to go on",
+            err=True,
+        )
+        raise typer.Exit(stop_code(stop)) from None
     headers, cells = search.table(result.rows)
     title = f"Compound coefficient search: {len(result.candidates)} candidates"
     table = Table(*headers, title=title, box=box.SIMPLE_HEAD, pad_edge=False)
