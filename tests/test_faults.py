@@ -387,6 +387,41 @@ def test_collect_refuses_to_empty_or_shrink_a_report(finished_run, tmp_path):
     assert [r["seed"] for r in read_rows(report)] == ["7"]
 
 
+@pytest.mark.slow
+def test_a_run_finishing_while_collect_rebuilds_keeps_its_row(finished_run, tmp_path, monkeypatch):
+    """`collect runs` beside a sweep: a run that finishes while collect reads the run folders
+    (its result.json, then its row, as `finishing` writes them) lost its row when collect
+    wrote the folders it had read over it. Now its row waits for collect's write, then lands."""
+    import threading
+
+    from timm_scaling import runs
+
+    output = copy_of(finished_run, tmp_path)
+    report = output / "report.csv"
+    late = output / "late" / "run"
+    shutil.copytree(finished_run[0] / run_folder(Path(), tiny()), late)
+    (late / RESULT_FILE).unlink()
+    result = finished_run[1] | {"seed": 9}
+
+    def finish_late_run() -> None:
+        (late / RESULT_FILE).write_text(json.dumps(result))
+        timm_scaling.report.put_row(report, runs.report_row(result))
+
+    finisher = threading.Thread(target=finish_late_run)
+    read_results = runs.results
+
+    def results_while_a_run_finishes(paths):
+        finisher.start()
+        time.sleep(1.0)  # the finishing run's put_row, unless it waits for collect's lock
+        return read_results(paths)
+
+    monkeypatch.setattr(runs, "results", results_while_a_run_finishes)
+    outcome = runner.invoke(app, ["collect", str(output)])
+    finisher.join(timeout=30)
+    assert outcome.exit_code == 0, outcome.output
+    assert sorted(r["seed"] for r in read_rows(report)) == ["0", "9"]
+
+
 # -- reports: cut rows and impossible accuracies -------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import fcntl
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -269,11 +269,27 @@ def missing_rows(
 
 def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> int:
     """Replace ``path`` with exactly these rows (atomically); returns the row count."""
-    path = Path(path)
     rows = list(rows)
-    text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
+    return rewrite_rows(path, lambda old: rows, read=False)
+
+
+def rewrite_rows(
+    path: str | os.PathLike,
+    new_rows: Callable[[list[dict[str, str]]], Iterable[Mapping[str, object]]],
+    read: bool = True,
+) -> int:
+    """Replace ``path`` with ``new_rows(its rows now)`` (``[]`` if absent, or if not ``read``),
+    atomically and under the writers' lock held from the read to the write: a row that
+    :func:`put_row` adds meanwhile is either among the rows read or added after, never
+    overwritten. Returns the row count."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
+        old = path.read_text() if read and path.is_file() else ""
+        if old:
+            _check_header(path, old)
+        rows = list(new_rows(parse_rows(path, old)))
+        text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
         atomic_write(path, text or ",".join(COLUMNS) + "\n")
     return len(rows)
 

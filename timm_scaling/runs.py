@@ -34,9 +34,8 @@ from timm_scaling.report import (
     locked,
     missing_rows,
     put_rows,
-    read_rows,
+    rewrite_rows,
     run_key,
-    write_rows,
 )
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
@@ -339,24 +338,26 @@ def collect(
     folders of ``recipes`` only (those finished); returns the number of rows.
 
     With no finished run under ``runs`` it is an error; so is dropping rows of an existing
-    report (runs whose folders are gone, or another folder's runs) unless ``prune``."""
+    report (runs whose folders are gone, or another folder's runs) unless ``prune``. The run
+    folders are read under the report's lock: a run that finishes meanwhile (a sweep beside
+    it) is either collected or adds its row after, never lost."""
     runs = Path(runs)
     if not runs.is_dir():
         raise UserError(f"{runs} is not a folder: pass the --output folder of `timm-scaling train`")
-    if recipes is None:
-        paths = sorted(runs.rglob(RESULT_FILE))
-        if not paths:
-            raise UserError(
-                f"{runs} holds no finished run (no {RESULT_FILE} under it): pass the --output "
-                "folder of `timm-scaling train` or `sweep`"
-            )
-    else:
-        paths = [run_folder(runs, r) / RESULT_FILE for r in recipes]
-    rows = [report_row(result) for result in results(paths)]
-    output = Path(output)
-    if not prune and output.is_file():
+
+    def rebuilt(old: list[dict[str, str]]) -> list[dict]:
+        if recipes is None:
+            paths = sorted(runs.rglob(RESULT_FILE))
+            if not paths:
+                raise UserError(
+                    f"{runs} holds no finished run (no {RESULT_FILE} under it): pass the "
+                    "--output folder of `timm-scaling train` or `sweep`"
+                )
+        else:
+            paths = [run_folder(runs, r) / RESULT_FILE for r in recipes]
+        rows = [report_row(result) for result in results(paths)]
         keys = {run_key(r) for r in rows}
-        lost = [r for r in read_rows(output) if run_key(r) not in keys]
+        lost = [r for r in old if run_key(r) not in keys]
         if lost:
             names = ", ".join(f"{r['model']} s{r['seed']}" for r in lost[:3])
             raise UserError(
@@ -364,7 +365,9 @@ def collect(
                 f"{', ...' * (len(lost) > 3)}); collect would drop them: pass --prune to drop "
                 "them, or --output another file"
             )
-    return write_rows(output, rows)
+        return rows
+
+    return rewrite_rows(output, rebuilt, read=not prune)
 
 
 def results(paths: Iterable[Path]) -> list[dict]:
