@@ -57,6 +57,33 @@ def test_a_plan_keeps_the_rows_of_other_job_counts(tmp_path):
     ]
 
 
+def test_plans_written_at_once_keep_each_others_rows(tmp_path, monkeypatch):
+    """`--plan --jobs 1` and `--plan --jobs 2` started side by side: each read plan.csv, then
+    wrote it with its own rows, so the slower one's write dropped the other's."""
+    import threading
+    import time
+
+    path = tmp_path / "plan.csv"
+    planning.write(path, measured({"effnet_b0": 9.0}), jobs=9)
+    reading = planning.read_plan
+
+    def slow_read(plan_file):
+        rows = reading(plan_file)
+        time.sleep(0.2)  # every writer has read before any writes, unless they take turns
+        return rows
+
+    monkeypatch.setattr(planning, "read_plan", slow_read)
+    writers = [
+        threading.Thread(target=planning.write, args=(path, measured({"effnet_b0": k}), k))
+        for k in range(1, 5)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=30)
+    assert sorted(int(r["jobs"]) for r in reading(path)) == [1, 2, 3, 4, 9]
+
+
 def test_plans_under_mps_and_without_are_kept_apart(tmp_path):
     """--plan --jobs 2 --mps does not replace --plan --jobs 2; --jobs auto reads the plans
     measured as the sweep trains: under MPS with --mps, without it otherwise."""

@@ -28,7 +28,7 @@ from typing import Any
 
 from timm_scaling.errors import UserError, first_line
 from timm_scaling.recipes import Recipe
-from timm_scaling.report import atomic_write
+from timm_scaling.report import atomic_write, writers_lock
 from timm_scaling.tables import csv_text
 
 PLAN_FILE = "plan.csv"
@@ -267,17 +267,20 @@ def write(
     """plan.csv: one row per run, in COLUMNS order (atomically), each measured ``jobs`` at a
     time (under MPS with ``mps``). The rows it held measured otherwise stay (``--jobs auto``
     compares them); those measured so, and any that do not say how (an earlier version's),
-    are replaced."""
+    are replaced. The read and the write hold the file's writers' lock."""
+    path = Path(path)
     measured_so = (str(jobs), str(mps).lower())
-    kept = []
-    if Path(path).is_file():
-        try:
-            kept = [row for row in read_plan(path) if row.get("jobs") and how(row) != measured_so]
-        except UserError:  # not a plan: replaced
-            kept = []
     new = [{**row, "jobs": jobs, "mps": str(mps).lower()} for row in rows]
-    atomic_write(path, csv_text(kept + new, COLUMNS))
-    return Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writers_lock(path):  # two plans at once: each keeps the other's rows
+        kept = []
+        if path.is_file():
+            try:
+                kept = [r for r in read_plan(path) if r.get("jobs") and how(r) != measured_so]
+            except UserError:  # not a plan: replaced
+                kept = []
+        atomic_write(path, csv_text(kept + new, COLUMNS))
+    return path
 
 
 def duration(seconds: float | None) -> str:

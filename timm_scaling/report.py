@@ -215,7 +215,7 @@ def locked(path: Path, wait: bool = True) -> Iterator[None]:
 
 
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def writers_lock(path: Path) -> Iterator[None]:
     """Serialise the writers of ``path`` (a hidden lock file beside it); once the lock is held,
     temporary files of ``path`` left by a writer killed mid-write are removed."""
     with locked(path.with_name(f".{path.name}.lock")):
@@ -239,7 +239,7 @@ def put_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = {run_key(row) for row in rows}
-    with _lock(path):
+    with writers_lock(path):
         old = path.read_text() if path.exists() else ""
         if old:
             _check_header(path, old)
@@ -284,7 +284,7 @@ def rewrite_rows(
     overwritten. Returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path):
+    with writers_lock(path):
         old = path.read_text() if read and path.is_file() else ""
         if old:
             _check_header(path, old)
