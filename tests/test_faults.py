@@ -342,6 +342,25 @@ def test_a_damaged_checkpoint_is_one_line_in_dry_run_and_resume(finished_run, tm
 
 
 @pytest.mark.slow
+def test_resume_speaks_of_epoch_1_only_for_a_run_stopped_in_it(tmp_path, caplog):
+    """Sweeps and search start every run with resume: a new run's log said `--resume: ... has no
+    checkpoint`, an option nobody passed. Only a run stopped in its first epoch (its recipe
+    written, no checkpoint yet) says it starts over."""
+    with caplog.at_level("INFO", logger="timm_scaling.train"):
+        train(tiny(), tmp_path / "new", resume=True)
+    said = [record.getMessage() for record in caplog.records]
+    assert said and not any("--resume" in m or "starting from" in m for m in said), said
+    reset()
+    folder = run_folder(tmp_path / "stopped", tiny())
+    folder.mkdir(parents=True)
+    tiny().write(folder / "recipe.yaml")  # what a run killed in epoch 1 leaves
+    caplog.clear()
+    with caplog.at_level("INFO", logger="timm_scaling.train"):
+        train(tiny(), tmp_path / "stopped", resume=True)
+    assert f"{folder}: no finished epoch to resume; starting from epoch 1" in caplog.text
+
+
+@pytest.mark.slow
 def test_truncated_weights_are_one_line_on_resume(finished_run, tmp_path):
     output = copy_of(finished_run, tmp_path)
     weights = damage(output, lambda f: None) / CHECKPOINTS / "epoch-0001" / "model.safetensors"

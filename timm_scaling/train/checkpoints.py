@@ -14,6 +14,7 @@ from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,
     METRICS_FILE,
+    RECIPE_FILE,
     STATE_FILE,
     STEPS_FILE,
     checkpoint_state,
@@ -70,7 +71,8 @@ class Checkpoints:
     def _load_checkpoint(self) -> list[dict[str, float]]:
         path = latest_checkpoint(self.folder)
         if path is None:
-            logger.info(f"--resume: {self.folder} has no checkpoint; starting from epoch 1")
+            if (self.folder / RECIPE_FILE).exists():  # an earlier attempt stopped in epoch 1
+                logger.info(f"{self.folder}: no finished epoch to resume; starting from epoch 1")
             return []
         state = checkpoint_state(path)
         try:
