@@ -306,6 +306,36 @@ def test_more_jobs_than_runs_start_a_process_a_run_and_exit():
     assert done.returncode == 0 and done.stdout.split() == ["2", "True"], done.stderr
 
 
+@pytest.mark.slow
+def test_a_job_killed_by_the_system_is_one_line_and_leaves_no_process():
+    """The out-of-memory killer (SIGKILL) takes one job's process: the pool was broken and the
+    sweep ended in a BrokenProcessPool traceback. Now: one line (what is kept, how to go on),
+    the other job (30 s to go) ended, nothing queued started."""
+    code = (
+        "import functools, multiprocessing, signal, time\n"
+        "from timm_scaling import workers\n"
+        "from timm_scaling.errors import RunError\n"
+        "nap, long = functools.partial(time.sleep, 0.1), functools.partial(time.sleep, 30)\n"
+        "kill = functools.partial(signal.raise_signal, signal.SIGKILL)\n"
+        "calls = [nap, long, kill, long, long, long]  # the nap's job takes the kill next\n"
+        "ended = []\n"
+        "started = time.monotonic()\n"
+        "try:\n"
+        "    workers.in_pool(lambda_call, calls, 2, [], lambda *done: ended.append(done[0]))\n"
+        "except RunError as err:\n"
+        "    print(err)\n"
+        "print(ended, multiprocessing.active_children(), time.monotonic() - started < 25)\n"
+    ).replace("lambda_call", "__import__('operator').call")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr
+    assert (
+        lines[0].startswith("a job's process was killed (out of memory?") and "5 of 6" in lines[0]
+    )
+    assert "run the same command again, with fewer --jobs" in lines[0]
+    assert lines[1] == "[1] [] True"
+
+
 def test_a_plan_caps_the_jobs_per_gpu_by_peak_memory(tmp_path):
     path = tmp_path / "plan.csv"
     rows = [

@@ -7,6 +7,13 @@ class UserError(ValueError):
     exit_code = 2
 
 
+class RunError(UserError):
+    """Not the input's fault: the work could not go on (a job's process killed by the system);
+    the message says what is kept and how to go on."""
+
+    exit_code = 1
+
+
 class InputError(UserError):
     """An input file is missing, empty, or lacks the columns or values a command needs."""
 

@@ -14,11 +14,12 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from timm_scaling.errors import UserError
+from timm_scaling.errors import RunError, UserError
 from timm_scaling.plan import fitting_per_gpu, read_plan
 
 log = logging.getLogger(__name__)
@@ -121,14 +122,23 @@ def in_pool(
     environments = context.Queue()
     for env in job_environments(jobs, gpus, shared):
         environments.put(env)
+    done = 0
     with ProcessPoolExecutor(jobs, context, start_worker, (threads, environments)) as pool:
         futures = {pool.submit(task, item, *args): item for item in items}
         try:
-            for i, future in enumerate(as_completed(futures), start=1):
-                on_done(i, futures[future], future.result())
+            for done, future in enumerate(as_completed(futures), start=1):
+                on_done(done, futures[future], future.result())
         except KeyboardInterrupt:
             stop_workers(pool)
             raise
+        except BrokenProcessPool:  # a worker killed (the kernel's out-of-memory killer, kill -9)
+            stop_workers(pool)
+            raise RunError(
+                f"a job's process was killed (out of memory? `dmesg` says) with "
+                f"{len(items) - done + 1} of {len(items)} run(s) unfinished; those finished are "
+                "kept and a stopped one resumes from its last finished epoch: run the same "
+                "command again, with fewer --jobs if memory ran out"
+            ) from None
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
