@@ -160,6 +160,33 @@ def test_a_run_folder_that_cannot_be_trained_into_is_refused_before_any_process(
     assert f"--resume: the recipe differs from {folder / RECIPE_FILE} in lr;" in message
 
 
+def test_launched_processes_that_fail_end_in_what_the_folder_keeps(tmp_path, monkeypatch):
+    """`train --num-processes 2` whose workers end badly (one killed by the out-of-memory
+    killer: the other's gloo connection resets, and the launcher exits 1): the last line says
+    what the run folder keeps and how to go on, with the launcher's exit code."""
+    from timm_scaling import train
+    from timm_scaling.runs import CHECKPOINTS, LATEST, STATE_FILE
+
+    folder = tmp_path / "digits-effnet_b0-s0"
+
+    def an_epoch_then_killed(args, num_processes):
+        (folder / CHECKPOINTS / "epoch-0001").mkdir(parents=True)
+        (folder / CHECKPOINTS / "epoch-0001" / STATE_FILE).write_text('{"epoch": 1, "history": []}')
+        (folder / CHECKPOINTS / LATEST).write_text("epoch-0001\n")
+        return 1
+
+    monkeypatch.setattr(train, "launch", an_epoch_then_killed)
+    outcome = runner.invoke(
+        app, ["train", "digits", "--output", str(tmp_path), "--num-processes", "2"]
+    )
+    assert outcome.exit_code == 1
+    assert outcome.stderr.splitlines()[-1] == (
+        "error: the 2 training processes ended with exit code 1 (why is above; a process killed "
+        f"by signal 9 most often ran out of memory): {folder} keeps its last finished epoch (1); "
+        "run the same command with --resume to continue it"
+    )
+
+
 @pytest.mark.parametrize(
     ("stop", "code", "word"),
     [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")],

@@ -126,7 +126,13 @@ def _train(resolved, recipe: str, output: Path, resume: bool, num_processes, ove
             args = ["train", recipe, "--output", str(output), *(["--resume"] if resume else [])]
             args += [arg for text in overrides for arg in ("--set", text)]
             code = train.launch(args, num_processes)
-            if code:
+            if code:  # the workers said why above; a killed one (-9) said nothing
+                typer.echo(
+                    f"error: the {num_processes} training processes ended with exit code {code} "
+                    "(why is above; a process killed by signal 9 most often ran out of memory): "
+                    f"{interrupted(output, resolved)}",
+                    err=True,
+                )
                 raise typer.Exit(code)
             return
         train.train(resolved, output, resume=resume, num_processes=num_processes)
