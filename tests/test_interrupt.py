@@ -180,3 +180,47 @@ def test_sigterm_as_the_command_exits_ends_it_without_a_traceback(env):
     )
     assert done.returncode == -signal.SIGTERM and done.stdout.startswith("timm-scaling ")
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def processes_naming(text: str) -> list[int]:
+    """Live processes whose command line holds ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                status = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                found.append(int(cmdline.parent.name)) if status != "Z" else None
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("killed", ["command", "launcher"])
+def test_num_processes_workers_end_with_what_launched_them(tmp_path, env, killed):
+    """`train --num-processes 2`: kill -9 the command (the run folder's lock goes with it) or
+    `accelerate launch` between it and the workers, and the workers stop (they trained on,
+    unlocked, beside the next command); the same command with --resume then finishes the run."""
+    output = tmp_path / "runs"
+    args = ["train", "digits", "--num-processes", "2", "--output", str(output)]
+    args += [a for o in TINY for a in ("--set", o)]
+    command = start(args, env)
+    folder = output / "digits-effnet_b0-s0"
+    wait_for(lambda: epochs_done(folder) >= 1, command)
+    launcher = [p for p in processes_naming(str(output)) if "accelerate" in
+                Path(f"/proc/{p}/cmdline").read_text()]  # fmt: skip
+    assert len(launcher) == 1 and len(processes_naming(str(output))) == 4  # + 2 workers
+    os.kill(command.pid if killed == "command" else launcher[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while processes_naming(str(output)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_naming(str(output)) == [], "workers outlived what launched them"
+    command.communicate()
+    assert epochs_done(folder) < 4
+    resumed = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *args, "--resume"], env=env, capture_output=True,
+        text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((folder / "result.json").read_text())["epochs"] == 4

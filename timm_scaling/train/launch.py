@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -16,6 +17,19 @@ from timm_scaling.train.logs import log
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent ends (Linux; elsewhere
+    nothing): a `--num-processes` launcher whose command was killed (kill -9 frees the run
+    folder's lock), or workers whose launcher was, stop instead of training on unlocked."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the request: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -61,7 +75,7 @@ def launch(args: Sequence[str], num_processes: int) -> int:
         *args,
     ]
     log.info(f"launching {num_processes} processes: {' '.join(command)}")
-    with subprocess.Popen(command, env=env) as launcher:
+    with subprocess.Popen(command, env=env, preexec_fn=die_with_parent) as launcher:
         try:
             return launcher.wait()
         except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: stop the workers
