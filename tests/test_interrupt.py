@@ -215,8 +215,13 @@ def test_num_processes_workers_end_with_what_launched_them(tmp_path, env, killed
     deadline = time.monotonic() + 60
     while processes_naming(str(output)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert processes_naming(str(output)) == [], "workers outlived what launched them"
-    command.communicate()
+    left = processes_naming(str(output))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "workers outlived what launched them"
+    command.wait()  # not communicate(): a worker left alive would hold the pipes open
+    command.stdout.close()
+    command.stderr.close()
     assert epochs_done(folder) < 4
     resumed = subprocess.run(
         [sys.executable, "-m", "timm_scaling", *args, "--resume"], env=env, capture_output=True,
@@ -224,3 +229,34 @@ def test_num_processes_workers_end_with_what_launched_them(tmp_path, env, killed
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((folder / "result.json").read_text())["epochs"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sweep_killed_outright_leaves_no_job_training(tmp_path, env):
+    """kill -9 to the sweep process alone: its jobs trained their runs on (locked, so the
+    sweep run again was refused them). Now they end with it, and the sweep again finishes."""
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(yaml.safe_dump({"recipe": "digits", "set": TINY, "models": ["effnet_b0"]}))
+    output = tmp_path / "runs"
+    folders = [output / f"digits-effnet_b0-s{seed}" for seed in range(2)]
+    command = ["sweep", str(sweep), "--seeds", "2", "--output", str(output), "--jobs", "2"]
+    process = start(command, env)
+    wait_for(lambda: all(epochs_done(f) >= 1 for f in folders), process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()  # not communicate(): a job left alive holds the pipes open
+    process.stdout.close()
+    process.stderr.close()
+    deadline = time.monotonic() + 60
+    while group_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = group_members(process.pid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "jobs outlived the sweep"
+    assert all(epochs_done(f) < 4 for f in folders)
+    final = subprocess.run(
+        [sys.executable, "-m", "timm_scaling", *command], env=env, capture_output=True, text=True
+    )
+    assert final.returncode == 0, final.stderr
+    assert dry_run(command) == ["finished"] * 2

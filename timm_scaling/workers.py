@@ -82,11 +82,15 @@ def job_environments(
 def start_worker(threads: int, environments) -> None:
     """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
     CPU threads. It ignores Ctrl-C (a terminal sends it to the whole process group): the sweep
-    stops every job itself, and none starts a new run on the way out."""
+    stops every job itself, and none starts a new run on the way out. A sweep killed outright
+    (kill -9) ends it too: it would train on, its run locked against the sweep run again."""
     os.environ.update(environments.get())
     import torch
     from tqdm import tqdm
 
+    from timm_scaling.train.launch import die_with_parent
+
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
     tqdm.set_lock(threading.RLock())
