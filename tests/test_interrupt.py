@@ -197,11 +197,36 @@ def processes_naming(text: str) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.parametrize("killed", ["command", "launcher"])
-def test_num_processes_workers_end_with_what_launched_them(tmp_path, env, killed):
-    """`train --num-processes 2`: kill -9 the command (the run folder's lock goes with it) or
-    `accelerate launch` between it and the workers, and the workers stop (they trained on,
-    unlocked, beside the next command); the same command with --resume then finishes the run."""
+def test_a_process_dies_with_its_parent():
+    """`die_with_parent`, as `launch` starts `accelerate launch` with it: kill -9 the parent
+    and the child (60 s of sleep to go) gets SIGTERM at once."""
+    code = (
+        "import subprocess, sys\n"
+        "from timm_scaling.train.launch import die_with_parent\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+        "preexec_fn=die_with_parent)\n"
+        "print(child.pid, flush=True)\n"
+        "child.wait()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = Path(f"/proc/{child}").exists()
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the child outlived its parent"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_num_processes_workers_end_with_their_launcher(tmp_path, env):
+    """`train --num-processes 2` with `accelerate launch` between it and the workers killed
+    (kill -9 of the command reaches the launcher as above): the workers stop, where they trained
+    on unlocked beside the next command; the same command with --resume finishes the run."""
     output = tmp_path / "runs"
     args = ["train", "digits", "--num-processes", "2", "--output", str(output)]
     args += [a for o in TINY for a in ("--set", o)]
@@ -211,7 +236,7 @@ def test_num_processes_workers_end_with_what_launched_them(tmp_path, env, killed
     launcher = [p for p in processes_naming(str(output)) if "accelerate" in
                 Path(f"/proc/{p}/cmdline").read_text()]  # fmt: skip
     assert len(launcher) == 1 and len(processes_naming(str(output))) == 4  # + 2 workers
-    os.kill(command.pid if killed == "command" else launcher[0], signal.SIGKILL)
+    os.kill(launcher[0], signal.SIGKILL)
     deadline = time.monotonic() + 60
     while processes_naming(str(output)) and time.monotonic() < deadline:
         time.sleep(0.2)
