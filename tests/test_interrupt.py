@@ -52,17 +52,22 @@ def wait_for(condition, process: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, read from /proc."""
-    members = []
+def live_processes() -> dict[int, list[str]]:
+    """Each live (not zombie) process's pid -> the fields of its /proc stat after the name."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
+        if fields[0] != "Z":
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group."""
+    return [pid for pid, fields in live_processes().items() if int(fields[2]) == pgid]
 
 
 def epochs_done(folder: Path) -> int:
@@ -185,13 +190,13 @@ def test_sigterm_as_the_command_exits_ends_it_without_a_traceback(env):
 def processes_naming(text: str) -> list[int]:
     """Live processes whose command line holds ``text``."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for pid in live_processes():
         try:
-            if text in cmdline.read_bytes().decode(errors="replace"):
-                status = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                found.append(int(cmdline.parent.name)) if status != "Z" else None
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
+        if text in cmdline:
+            found.append(pid)
     return found
 
 

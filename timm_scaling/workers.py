@@ -126,12 +126,14 @@ def in_pool(
     environments = context.Queue()
     for env in job_environments(jobs, gpus, shared):
         environments.put(env)
-    done = 0
+    ended = 0
     with ProcessPoolExecutor(jobs, context, start_worker, (threads, environments)) as pool:
         futures = {pool.submit(task, item, *args): item for item in items}
         try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                on_done(done, futures[future], future.result())
+            for future in as_completed(futures):
+                value = future.result()
+                ended += 1
+                on_done(ended, futures[future], value)
         except KeyboardInterrupt:
             stop_workers(pool)
             raise
@@ -139,7 +141,7 @@ def in_pool(
             stop_workers(pool)
             raise RunError(
                 f"a job's process was killed (out of memory? `dmesg` says) with "
-                f"{len(items) - done + 1} of {len(items)} run(s) unfinished; those finished are "
+                f"{len(items) - ended} of {len(items)} run(s) unfinished; those finished are "
                 "kept and a stopped one resumes from its last finished epoch: run the same "
                 "command again, with fewer --jobs if memory ran out"
             ) from None
