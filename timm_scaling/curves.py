@@ -38,6 +38,7 @@ from timm_scaling.runs import (
     check_output,
     run_folder,
 )
+from timm_scaling.yamlfiles import load_yaml
 
 X_AXES = ("epoch", "images", "compute")
 PANELS = ("top1", "loss", "lr")  # the default panels; --metric adds others
@@ -167,7 +168,7 @@ def read_jsonl(path: Path, warnings: list[str], needs: Sequence[str] = ("epoch",
 def _mapping(path: Path) -> dict:
     """A YAML or JSON file's mapping; {} if it is missing or not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+        data = load_yaml(path.read_text()) if path.is_file() else None
     except (yaml.YAMLError, OSError):
         data = None
     return data if isinstance(data, dict) else {}

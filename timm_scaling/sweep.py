@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,7 @@ def plan(
     recipes = []
     for recipe, run_overrides in sweep.runs:
         base = load_recipe(recipe, [*run_overrides, *overrides])
-        for i in range(seeds):
-            recipes.append(
-                load_recipe(recipe, [*run_overrides, *overrides, f"seed={base.seed + i}"])
-            )
+        recipes += [replace(base, seed=base.seed + i) for i in range(seeds)]
     folders = [run_folder("", r).name for r in recipes]
     duplicates = sorted({f for f in folders if folders.count(f) > 1})
     if duplicates:
