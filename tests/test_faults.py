@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from helpers import group_members, left_alive, start, wait_for
 from typer.testing import CliRunner
 
 import timm_scaling.report
@@ -175,17 +176,6 @@ def test_a_kill_at_every_write_of_a_longer_continuation_keeps_a_whole_result(
         at += 1
 
 
-def start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "timm_scaling", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
 @pytest.mark.slow
 def test_a_second_copy_of_a_training_run_is_refused_at_once(tmp_path):
     """While one process holds a run folder, the same command in another process is one line
@@ -230,14 +220,6 @@ def test_a_diverging_loss_stops_the_run_as_nan_does(tmp_path):
     assert not (tmp_path / "report.csv").exists()
 
 
-def wait_for(condition, process: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
     env = dict(os.environ)
@@ -275,23 +257,7 @@ def test_sigterm_to_a_sweep_stops_its_workers(tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("terminated: trained 0 run(s), 2 not finished")
-    deadline = time.monotonic() + 10
-    while members(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert members(process.pid) == [], "a job outlived the sweep"
-
-
-def members(pgid: int) -> list[int]:
-    """Live processes of a process group, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(stat.parent.name))
-    return found
+    assert left_alive(lambda: group_members(process.pid), 10) == [], "a job outlived the sweep"
 
 
 # -- damaged files: one line, never a traceback -------------------------------------------------

@@ -12,14 +12,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import (
+    WAIT_S,
+    group_members,
+    left_alive,
+    live_processes,
+    processes_naming,
+    start,
+    wait_for,
+)
 
 TINY = ["limit_train=64", "limit_val=32", "batch_size=32", "eval_batch_size=32", "epochs=4"]
-WAIT_S = 300  # a bound for a hang, not a speed target
 
 
 @pytest.fixture
@@ -27,47 +34,6 @@ def env(tmp_path_factory):
     """The suite's shared cost cache: each model's cost is counted once, not in every process."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     return dict(os.environ, TIMM_SCALING_CACHE=str(cache))
-
-
-def start(args, env) -> subprocess.Popen:
-    """``timm-scaling ARGS`` in a process group of its own, as a shell runs a foreground job:
-    with SIGINT's default action, even where the tests themselves run in the background (a
-    shell's `make test &` starts them with SIGINT ignored, and children inherit that)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "timm_scaling", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def wait_for(condition, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
-def live_processes() -> dict[int, list[str]]:
-    """Each live (not zombie) process's pid -> the fields of its /proc stat after the name."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            found[int(stat.parent.name)] = fields
-    return found
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes of a process group."""
-    return [pid for pid, fields in live_processes().items() if int(fields[2]) == pgid]
 
 
 def epochs_done(folder: Path) -> int:
@@ -93,10 +59,7 @@ def interrupt(process: subprocess.Popen, whole_group: bool) -> tuple[str, str]:
         process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)  # at once: no job trains on to its end
     assert process.returncode == 130, (out, err)
-    deadline = time.monotonic() + 10
-    while group_members(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert group_members(process.pid) == [], "a job outlived the sweep"
+    assert left_alive(lambda: group_members(process.pid), 10) == [], "a job outlived the sweep"
     return out, err
 
 
@@ -187,19 +150,6 @@ def test_sigterm_as_the_command_exits_ends_it_without_a_traceback(env):
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def processes_naming(text: str) -> list[int]:
-    """Live processes whose command line holds ``text``."""
-    found = []
-    for pid in live_processes():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(pid)
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_process_dies_with_its_parent():
@@ -217,12 +167,7 @@ def test_a_process_dies_with_its_parent():
     child = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    alive = Path(f"/proc/{child}").exists()
-    if alive:
-        os.kill(child, signal.SIGKILL)
+    alive = left_alive(lambda: [child] if child in live_processes() else [], 10)
     assert not alive, "the child outlived its parent"
 
 
@@ -242,12 +187,7 @@ def test_num_processes_workers_end_with_their_launcher(tmp_path, env):
                 Path(f"/proc/{p}/cmdline").read_text()]  # fmt: skip
     assert len(launcher) == 1 and len(processes_naming(str(output))) == 4  # + 2 workers
     os.kill(launcher[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while processes_naming(str(output)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = processes_naming(str(output))
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = left_alive(lambda: processes_naming(str(output)), 60)
     assert not left, "workers outlived what launched them"
     command.wait()  # not communicate(): a worker left alive would hold the pipes open
     command.stdout.close()
@@ -277,13 +217,7 @@ def test_a_sweep_killed_outright_leaves_no_job_training(tmp_path, env):
     process.wait()  # not communicate(): a job left alive holds the pipes open
     process.stdout.close()
     process.stderr.close()
-    deadline = time.monotonic() + 60
-    while group_members(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = group_members(process.pid)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, "jobs outlived the sweep"
+    assert not left_alive(lambda: group_members(process.pid), 60), "jobs outlived the sweep"
     assert all(epochs_done(f) < 4 for f in folders)
     final = subprocess.run(
         [sys.executable, "-m", "timm_scaling", *command], env=env, capture_output=True, text=True
