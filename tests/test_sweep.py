@@ -89,6 +89,20 @@ def test_shards_partition_the_sweep():
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
+def test_shards_of_fused_seeds_keep_each_models_seeds_together():
+    """With --fuse-seeds a shard takes whole models: every N-th run would give shard 1/4 of
+    `demo --seeds 2` seed 0 of four models and seed 1 of none, nothing left to fuse."""
+    sweep = load_sweep("demo")
+    everything = plan(sweep, seeds=2)
+    shards = [plan(sweep, seeds=2, shard=(k, 4), fuse_seeds=True) for k in (1, 2, 3, 4)]
+    for shard in shards:
+        assert [r.seed for r in shard] == [0, 1] * 2
+        assert [r.model for r in shard[::2]] == [r.model for r in shard[1::2]]
+    flat = [(r.model, r.seed) for s in shards for r in s]
+    assert sorted(flat) == sorted((r.model, r.seed) for r in everything)
+    assert len(flat) == len(set(flat))
+
+
 @pytest.mark.parametrize("bad", ["0/2", "3/2", "x", "1-2", "1/"])
 def test_bad_shard_is_a_one_line_error(bad):
     with pytest.raises(ValueError, match="K/N"):

@@ -12,8 +12,9 @@ A sweep file (``recipes/sweeps/*.yaml``, shipped in the wheel) names its runs::
     models: [effnet_b0_w1p4, resnet34]  # shorthand: one run of `recipe` per model, ours or timm's
 
 Every run trains with :func:`timm_scaling.train.train` into its own folder, so a finished run
-is skipped (an interrupted sweep resumes) and ``--shard K/N`` takes every N-th run, for a
-scheduler to spread a sweep over machines (``timm-scaling collect`` merges their folders).
+is skipped (an interrupted sweep resumes) and ``--shard K/N`` takes every N-th run (with
+``--fuse-seeds``, every N-th model with its seeds), for a scheduler to spread a sweep over
+machines (``timm-scaling collect`` merges their folders).
 
 Imports no torch: a sweep's plan is checked before anything is trained.
 """
@@ -125,9 +126,12 @@ def plan(
     seeds: int = 1,
     overrides: Sequence[str] = (),
     shard: tuple[int, int] | None = None,
+    fuse_seeds: bool = False,
 ) -> list[Recipe]:
     """The resolved recipes of the sweep's runs (seeds 0..seeds-1 above each recipe's seed),
-    in a fixed order, and of shard K/N: every N-th run starting at the K-th."""
+    in a fixed order, and of shard K/N: every N-th run starting at the K-th; with
+    ``fuse_seeds``, every N-th configuration with all its seeds (a shard of runs would split
+    the seeds that train as one step)."""
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: run each model at least once (--seeds 1 or more)")
     recipes = []
@@ -142,7 +146,8 @@ def plan(
         trackers.require(log_with)  # a tracker not installed: one line, nothing trained
     if shard is not None:
         k, n = shard
-        recipes = recipes[k - 1 :: n]
+        units = seed_groups(recipes) if fuse_seeds else [[recipe] for recipe in recipes]
+        recipes = [recipe for unit in units[k - 1 :: n] for recipe in unit]
     return recipes
 
 
@@ -256,7 +261,7 @@ def run_sweep(
     jobs = check_jobs(jobs)
     sweep = load_sweep(name_or_path)
     everything = plan(sweep, seeds, overrides)
-    mine = plan(sweep, seeds, overrides, parse_shard(shard))
+    mine = plan(sweep, seeds, overrides, parse_shard(shard), fuse_seeds)
     _check_models(mine)
     if fuse_seeds:
         for recipe in mine:

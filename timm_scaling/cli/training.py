@@ -253,7 +253,7 @@ def sweep_cmd(
     jobs = sweeps.check_jobs(jobs, plan)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     spec = sweeps.load_sweep(sweep)
-    runs = sweeps.plan(spec, seeds, overrides, sweeps.parse_shard(shard))
+    runs = sweeps.plan(spec, seeds, overrides, sweeps.parse_shard(shard), fuse_seeds)
     if dry_run:
         for recipe in runs:
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
