@@ -203,6 +203,28 @@ def test_num_processes_workers_end_with_their_launcher(tmp_path, env):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sweep_killed_as_its_jobs_start_leaves_none(tmp_path, env):
+    """kill -9 to the sweep while its job processes are still starting (importing torch, the
+    seconds before they can ask to end with it): they asked of the process that adopted them,
+    found no work and waited for it forever, two idle processes per kill. Now they end."""
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(yaml.safe_dump({"recipe": "digits", "set": TINY, "models": ["effnet_b0"]}))
+    command = ["sweep", str(sweep), "--seeds", "2", "--output", str(tmp_path), "--jobs", "2"]
+    process = start(command, env)
+
+    def jobs() -> list[int]:
+        return [pid for pid in group_members(process.pid) if pid in processes_naming("spawn_")]
+
+    wait_for(lambda: len(jobs()) == 2, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    process.stderr.close()
+    assert not left_alive(lambda: group_members(process.pid), 60), "jobs outlived the sweep"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_sweep_killed_outright_leaves_no_job_training(tmp_path, env):
     """kill -9 to the sweep process alone: its jobs trained their runs on (locked, so the
     sweep run again was refused them). Now they end with it, and the sweep again finishes."""

@@ -1,9 +1,11 @@
 """Sweep files, their plan, shards: torch-free parts here; the end-to-end run with training."""
 
+import importlib
 import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -284,14 +286,21 @@ def test_sweep_command_with_a_gpu_not_there_is_one_line(gpus, tmp_path):
 
 
 def test_a_worker_takes_its_environment_before_torch_starts(monkeypatch):
+    """... and asks to end with the sweep whose pid it is given (not this process's parent:
+    this test's process stays as it was, Ctrl-C included)."""
     import torch
 
+    launch = importlib.import_module("timm_scaling.train.launch")  # the module, not launch()
     for key in ("CUDA_VISIBLE_DEVICES", "MASTER_PORT"):
         monkeypatch.setenv(key, "unset")  # restored after the test
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    asked = []
+    monkeypatch.setattr(launch, "die_with_parent", asked.append)
     environments = queue.Queue()
     environments.put({"CUDA_VISIBLE_DEVICES": "1", "MASTER_PORT": "29612"})
-    workers.start_worker(torch.get_num_threads(), environments)
+    workers.start_worker(torch.get_num_threads(), environments, 4321)
     assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["MASTER_PORT"]) == ("1", "29612")
+    assert asked == [4321]
 
 
 @pytest.mark.slow

@@ -79,18 +79,19 @@ def job_environments(
     return envs
 
 
-def start_worker(threads: int, environments) -> None:
+def start_worker(threads: int, environments, sweep: int) -> None:
     """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
     CPU threads. It ignores Ctrl-C (a terminal sends it to the whole process group): the sweep
-    stops every job itself, and none starts a new run on the way out. A sweep killed outright
-    (kill -9) ends it too: it would train on, its run locked against the sweep run again."""
+    stops every job itself, and none starts a new run on the way out. The ``sweep`` process
+    (its pid) killed outright (kill -9) ends it too, even while it was starting: it would train
+    on, its run locked against the sweep run again, or wait for work forever."""
     os.environ.update(environments.get())
     import torch
     from tqdm import tqdm
 
     from timm_scaling.train.launch import die_with_parent
 
-    die_with_parent()
+    die_with_parent(sweep)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
     tqdm.set_lock(threading.RLock())
@@ -127,7 +128,8 @@ def in_pool(
     for env in job_environments(jobs, gpus, shared):
         environments.put(env)
     ended = 0
-    with ProcessPoolExecutor(jobs, context, start_worker, (threads, environments)) as pool:
+    started = (threads, environments, os.getpid())
+    with ProcessPoolExecutor(jobs, context, start_worker, started) as pool:
         futures = {pool.submit(task, item, *args): item for item in items}
         try:
             for future in as_completed(futures):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -20,13 +21,18 @@ NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Have the kernel send this process SIGTERM when its parent ends (Linux; elsewhere
     nothing): a `--num-processes` launcher whose command was killed (kill -9 frees the run
-    folder's lock), or workers whose launcher was, stop instead of training on unlocked."""
+    folder's lock), or workers whose launcher was, stop instead of training on unlocked.
+
+    ``parent``: the pid of the process that started this one, where it is known; a process
+    that calls this seconds after it started (a sweep's job, once torch is imported) must pass
+    it, for its parent may have ended meanwhile, and ``os.getppid()`` would name the process
+    that adopted it. None: the parent now (right after a fork)."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # it ended before the request: nobody will send the signal
         os.kill(os.getpid(), signal.SIGTERM)
@@ -75,7 +81,8 @@ def launch(args: Sequence[str], num_processes: int) -> int:
         *args,
     ]
     log.info(f"launching {num_processes} processes: {' '.join(command)}")
-    with subprocess.Popen(command, env=env, preexec_fn=die_with_parent) as launcher:
+    started_by = functools.partial(die_with_parent, os.getpid())
+    with subprocess.Popen(command, env=env, preexec_fn=started_by) as launcher:
         try:
             return launcher.wait()
         except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: stop the workers
