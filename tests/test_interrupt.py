@@ -171,6 +171,56 @@ def test_a_process_dies_with_its_parent():
     assert not alive, "the child outlived its parent"
 
 
+LAUNCHER = (  # `accelerate launch` as it starts a worker: the worker inherits stdin and stdout
+    "import os, subprocess, sys, time\n"
+    "worker = subprocess.Popen([sys.executable, '-c', sys.argv[1]])\n"
+    "print(worker.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+WORKER = (  # asks once told to (its imports done), then would train for a minute
+    "import sys, time\n"
+    "from timm_scaling.train.launch import die_with_launcher\n"
+    "sys.stdin.readline()\n"
+    "die_with_launcher()\n"
+    "print('asked', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("launcher_killed", ["before the worker asks", "after"])
+def test_a_worker_ends_with_its_launcher_even_one_killed_as_it_started(env, launcher_killed):
+    """`die_with_launcher`, as a `--num-processes` worker calls it seconds after it started: a
+    launcher killed before that left the worker training on (it asked of the process that had
+    adopted it); one killed after ends it as before. This process is the command."""
+    from timm_scaling.train.launch import LAUNCHED_BY_ENV
+
+    env = dict(env, **{LAUNCHED_BY_ENV: str(os.getpid())})
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, WORKER],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(launcher.stdout.readline())
+    if launcher_killed == "after":
+        launcher.stdin.write("\n")
+        launcher.stdin.flush()
+        assert launcher.stdout.readline() == "asked\n"
+        assert worker in live_processes()  # its launcher alive, it goes on
+    launcher.kill()
+    launcher.wait()
+    if launcher_killed == "before the worker asks":
+        launcher.stdin.write("\n")
+        launcher.stdin.flush()
+    left = left_alive(lambda: [worker] if worker in live_processes() else [], 30)
+    launcher.stdin.close()
+    launcher.stdout.close()
+    assert not left, "the worker outlived its launcher"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_num_processes_workers_end_with_their_launcher(tmp_path, env):

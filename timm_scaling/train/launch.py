@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -18,6 +19,8 @@ from timm_scaling.train.logs import log
 
 # Set by `launch` for its workers: the process count they must find themselves in.
 NUM_PROCESSES_ENV = "TIMM_SCALING_NUM_PROCESSES"
+# ... and the pid of the command that started their launcher.
+LAUNCHED_BY_ENV = "TIMM_SCALING_LAUNCHED_BY"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -38,6 +41,28 @@ def die_with_parent(parent: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def die_with_launcher() -> None:
+    """In a worker of :func:`launch` (elsewhere nothing): end with the launcher between it and
+    the command. It asks once its imports are done, seconds after it started: a launcher killed
+    meanwhile (the process that adopted this one is no child of the command) ends it at once;
+    it would train on with the run folder unlocked."""
+    command = os.environ.get(LAUNCHED_BY_ENV)
+    if command is None or not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()
+    if _parent_of(launcher) != int(command):
+        os.kill(os.getpid(), signal.SIGTERM)
+    die_with_parent(launcher)
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (Linux's /proc), None if it has ended."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,6 +78,7 @@ def launch(args: Sequence[str], num_processes: int) -> int:
     """
     gpus = torch.cuda.device_count()
     env = dict(os.environ, **{NUM_PROCESSES_ENV: str(num_processes)})
+    env[LAUNCHED_BY_ENV] = str(os.getpid())
     if gpus == 0:
         env["ACCELERATE_USE_CPU"] = "1"
     elif gpus < num_processes:

@@ -30,7 +30,7 @@ from timm_scaling.runs import (
 from timm_scaling.train.building import Building
 from timm_scaling.train.checkpoints import Checkpoints
 from timm_scaling.train.finishing import Finishing
-from timm_scaling.train.launch import NUM_PROCESSES_ENV, die_with_parent
+from timm_scaling.train.launch import NUM_PROCESSES_ENV, die_with_launcher
 from timm_scaling.train.logs import log, logger
 from timm_scaling.train.machine import mixed_precision
 from timm_scaling.train.update import Updating, evaluate
@@ -53,8 +53,7 @@ def train(
     # One process trains a run folder at a time: the launching process (or rank 0 where
     # `accelerate launch` started the workers itself) holds its lock.
     owner = os.environ.get("RANK", "0") == "0" and NUM_PROCESSES_ENV not in os.environ
-    if NUM_PROCESSES_ENV in os.environ:  # a worker of `launch`: it ends with its launcher
-        die_with_parent()
+    die_with_launcher()  # a worker of `launch`: it ends with its launcher
     with lock_run(run_folder(output, recipe)) if owner else nullcontext():
         result = finished_result(output, recipe, resume, log.info, put_back=owner)
         if result is not None:
