@@ -221,6 +221,33 @@ def test_a_diverging_loss_stops_the_run_as_nan_does(tmp_path):
 
 
 @pytest.mark.slow
+def test_nan_weights_after_the_last_update_are_divergence_not_a_result(tmp_path):
+    """The last update of epoch 2 leaves nan weights (its own loss was finite, counted before):
+    evaluation's logits are nan, and topk ranks a nan first, so top-1 was class 0's share of
+    the images, written as the run's result (and checkpointed). Now it is divergence."""
+    recipe = tiny(epochs=2)
+    trainer = Trainer(recipe, tmp_path)
+    count = trainer.count
+
+    def poisoning(tally, loss, images, lr):
+        count(tally, loss, images, lr)
+        if trainer.num_updates == recipe.epochs * len(trainer.train_batches):
+            with torch.no_grad():
+                trainer.evaluated_model.get_classifier().weight.fill_(float("nan"))
+
+    trainer.count = poisoning
+    with pytest.raises(LossNotFinite) as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert "outputs hold nan or inf for 32 of 32 validation images after epoch 2" in message
+    assert "its last finished epoch (1, epoch-0001) is kept" in message and "\n" not in message
+    folder = run_folder(tmp_path, recipe)
+    assert (folder / CHECKPOINTS / LATEST).read_text().strip() == "epoch-0001"
+    assert not (folder / RESULT_FILE).exists()
+    assert not (tmp_path / "report.csv").exists()
+
+
+@pytest.mark.slow
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
     env = dict(os.environ)
     command = ["train", "digits", "--output", str(tmp_path), *sets(TINY + ["epochs=3"])]

@@ -84,17 +84,25 @@ def test_a_fused_group_resumes_fused(alone, tmp_path, caplog):
     assert train_fused(recipes(epochs=2), output) == results
 
 
-def test_a_diverged_seed_stops_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["its loss", "its evaluation"])
+def test_a_diverged_seed_stops_alone(tmp_path, monkeypatch, where):
+    """Seed 1 diverges in epoch 2: its training loss is nan, or its last update leaves nan
+    weights (a finite loss, then nan outputs in evaluation); seed 0 finishes."""
     count = Updating.count
 
     def diverging(self, tally, loss, images, lr):
-        if self.recipe.seed == 1 and self.num_updates == 3:
+        if self.recipe.seed == 1 and where == "its loss" and self.num_updates == 3:
             raise LossNotFinite("training loss is nan (a test's)")
         count(self, tally, loss, images, lr)
+        last = self.num_updates == self.recipe.epochs * len(self.train_batches)
+        if self.recipe.seed == 1 and where == "its evaluation" and last:
+            with torch.no_grad():
+                self.evaluated_model.get_classifier().weight.fill_(float("nan"))
 
     monkeypatch.setattr(Updating, "count", diverging)
     output = tmp_path / "fused"
-    with pytest.raises(LossNotFinite, match="a test's"):
+    message = "a test's" if where == "its loss" else "outputs hold nan or inf for 32 of 32"
+    with pytest.raises(LossNotFinite, match=message):
         train_fused(recipes(), output)
     finished, diverged = (run_folder(output, r) for r in recipes())
     assert json.loads((finished / RESULT_FILE).read_text())["epochs"] == 2

@@ -107,7 +107,10 @@ class FusedRun:
             starts = {i: self.trainers[i].start_epoch() for i in live}
             stats = self._epoch(fused, epoch, live)
             for i, epoch_stats in stats.items():
-                self.trainers[i].end_epoch(epoch, epoch_stats, starts[i], histories[i])
+                try:
+                    self.trainers[i].end_epoch(epoch, epoch_stats, starts[i], histories[i])
+                except LossNotFinite as err:  # its evaluation: nan or inf outputs
+                    self._stop(i, err)
         results = [
             t._finish(h)
             for i, (t, h) in enumerate(zip(self.trainers, histories, strict=True))

@@ -162,7 +162,15 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         recipe, accelerator = self.recipe, self.accelerator
         if accelerator.num_processes > 1:  # each replica's BatchNorm saw its own batches
             distribute_bn(self.unwrapped, accelerator.num_processes, reduce=True)
-        stats.update(self.evaluate())
+        scores = self.evaluate()
+        bad = scores.pop("nonfinite_images")
+        if bad:  # the weights (or BatchNorm's statistics) went bad after the last loss counted
+            self.stop_diverged(
+                f"the evaluated model's outputs hold nan or inf for {bad} of "
+                f"{scores['eval_images']} validation images after epoch {epoch + 1} of "
+                f"{self.folder}"
+            )
+        stats.update(scores)
         stats["epoch_s"] = time.perf_counter() - started
         stats["peak_mem_mb"] = self._peak_memory()
         history.append(stats)

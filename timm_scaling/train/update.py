@@ -39,10 +39,12 @@ def evaluate(
     accelerator: Accelerator,
     forward: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Top-1 and top-5 (%) over every process's shard; ``images`` counts each image once.
+    """Top-1 and top-5 (%) over every process's shard; ``images`` counts each image once;
+    ``nonfinite_images`` those whose logits hold a nan or inf (a diverged model: topk ranks a
+    nan first, so its top-1 would be class 0's share, a number that looks like a result).
     ``forward(model, images)``: the logits another way (a CUDA graph's) than ``model(images)``."""
     model.eval()
-    counts = torch.zeros(3, dtype=torch.long, device=accelerator.device)
+    counts = torch.zeros(4, dtype=torch.long, device=accelerator.device)
     with torch.no_grad(), accelerator.autocast():
         for images, labels in batches:
             logits = forward(model, images) if forward is not None else model(images)
@@ -51,8 +53,14 @@ def evaluate(
             counts[0] += hits[:, 0].sum()
             counts[1] += hits.any(dim=1).sum()
             counts[2] += len(labels)
-    top1, top5, images = accelerator.reduce(counts, reduction="sum").tolist()
-    return {"top1": 100 * top1 / images, "top5": 100 * top5 / images, "eval_images": images}
+            counts[3] += (~logits.isfinite()).any(dim=1).sum()
+    top1, top5, images, nonfinite = accelerator.reduce(counts, reduction="sum").tolist()
+    return {
+        "top1": 100 * top1 / images,
+        "top5": 100 * top5 / images,
+        "eval_images": images,
+        "nonfinite_images": nonfinite,
+    }
 
 
 class Window:
@@ -173,11 +181,15 @@ class Updating:
             if math.isfinite(loss)
             else "not a number"
         )
+        self.stop_diverged(
+            f"training loss is {loss:.4g} in epoch {epoch + 1} of {self.folder} ({reason})"
+        )
+
+    def stop_diverged(self, what: str) -> None:
+        """Stop the run: ``what`` says how it diverged."""
         raise LossNotFinite(
-            f"training loss is {loss:.4g} in epoch {epoch + 1} of {self.folder} ({reason}): "
-            "the run diverged; "
-            f"{what_is_kept(self.folder)}; no result was written; lower --lr (or raise opt_eps) "
-            "and train again"
+            f"{what}: the run diverged; {what_is_kept(self.folder)}; no result was written; "
+            "lower --lr (or raise opt_eps) and train again"
         )
 
     def _update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
