@@ -1,4 +1,4 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The exception types the CLI turns into a one-line message and a non-zero exit."""
 
 
 class UserError(ValueError):
@@ -16,6 +16,14 @@ class RunError(UserError):
 
 class InputError(UserError):
     """An input file is missing, empty, or lacks the columns or values a command needs."""
+
+    exit_code = 3
+
+
+class LossNotFinite(UserError):
+    """The run diverged: its training loss became nan or inf or grew DIVERGED_FACTOR times its
+    first, or its evaluated outputs are not finite. The run stops, its last finished epoch's
+    checkpoint is kept, no result is written."""
 
     exit_code = 3
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from timm_scaling import trackers
-from timm_scaling.errors import UserError
+from timm_scaling.errors import LossNotFinite, UserError
 from timm_scaling.packing import AUTO, Choice, choose_jobs, parse_jobs
 from timm_scaling.plan import PLAN_FILE, measure, write
 from timm_scaling.recipe_keys import kwargs_tag
@@ -40,6 +40,7 @@ from timm_scaling.runs import (
     collect,
     ensure_rows,
     finished,
+    read_result,
     results,
     run_folder,
 )
@@ -173,14 +174,20 @@ def _check_models(recipes: Sequence[Recipe]) -> None:
 
 def _train_group(
     group: list[Recipe], output: str | os.PathLike, progress: bool | None = None
-) -> list[dict]:
-    """Train a job's runs, resuming each: one run, or the seeds of one configuration fused."""
+) -> tuple[list[dict | None], LossNotFinite | None]:
+    """Train a job's runs, resuming each: one run, or the seeds of one configuration fused.
+    Returns each run's result (None for one that diverged) and the divergence, if one did: the
+    sweep's other runs go on."""
     from timm_scaling.train import train
     from timm_scaling.train.fusing import train_fused
 
-    if len(group) == 1:
-        return [train(group[0], output, resume=True, progress=progress)]
-    return train_fused(group, output, progress=progress)
+    try:
+        if len(group) == 1:
+            return [train(group[0], output, resume=True, progress=progress)], None
+        return list(train_fused(group, output, progress=progress)), None
+    except LossNotFinite as err:
+        done = [finished(output, recipe) for recipe in group]  # a fused seed may have finished
+        return [read_result(d / RESULT_FILE) if d else None for d in done], err
 
 
 def job_groups(recipes: Sequence[Recipe], fuse_seeds: bool) -> list[list[Recipe]]:
@@ -288,27 +295,31 @@ def run_sweep(
         choice = choose_jobs(groups, select_gpus(gpus), plan_csv, mps)
         jobs = choice.jobs
         log.warning(choice.why)
+    diverged: list[tuple[Path, LossNotFinite]] = []
+
+    def ended(_: int, group: list[Recipe], outcome: tuple[list[dict | None], Any]) -> None:
+        nonlocal count
+        results, error = outcome
+        for recipe, result in zip(group, results, strict=True):
+            if result is None:
+                diverged.append((run_folder(output, recipe), error))
+                continue
+            count += 1
+            landed(recipe, result)
+            notify(count, len(mine), recipe, "trained")
+
     if jobs == 1 and gpus is None:
-        for group in groups:
+        for i, group in enumerate(groups, start=1):
             for recipe in group:
                 notify(count, len(mine), recipe, "training")
-            for recipe, result in zip(group, _train_group(group, output), strict=True):
-                count += 1
-                landed(recipe, result)
-                notify(count, len(mine), recipe, "trained")
+            ended(i, group, _train_group(group, output))
     elif groups:
-
-        def ended(_: int, group: list[Recipe], results: list[dict]) -> None:
-            nonlocal count
-            for recipe, result in zip(group, results, strict=True):
-                count += 1
-                landed(recipe, result)
-                notify(count, len(mine), recipe, "trained")
-
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, plan_csv)
         with sharing(mps, jobs, devices) as shared:
             in_pool(_train_group, groups, jobs, devices, ended, output, False, shared=shared)
+    if diverged:
+        raise _diverged(diverged, len(trained))
     pending = sum(finished(output, r) is None for r in everything)
     if pending:
         return SweepResult(trained, skipped, pending, None)
@@ -323,6 +334,15 @@ def run_sweep(
     fr, written = frontier.run([report], eval_size=eval_size, out=folder)
     _, drawn = curves.run([run_folder(output, r) for r in everything], out=folder)
     return SweepResult(trained, skipped, 0, report, fr, written + drawn)
+
+
+def _diverged(diverged: list[tuple[Path, LossNotFinite]], runs: int) -> LossNotFinite:
+    """One error for the runs of a sweep that diverged (each went on to the end)."""
+    folders = ", ".join(str(folder) for folder, _ in diverged)
+    return LossNotFinite(
+        f"{len(diverged)} of the {runs} run(s) trained diverged ({folders}) and have no "
+        f"result, so the sweep has no report; the others finished. The first: {diverged[0][1]}"
+    )
 
 
 def plan_sweep(

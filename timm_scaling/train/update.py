@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import torch
 from accelerate import Accelerator
 
-from timm_scaling.errors import UserError
+from timm_scaling.errors import LossNotFinite
 from timm_scaling.runs import what_is_kept
 from timm_scaling.train.logs import logger
 from timm_scaling.train.machine import is_out_of_memory, peak_memory_mb
@@ -24,13 +24,6 @@ LOG_INTERVAL = 50
 # A point of the finer history whose loss is this many times the run's first has diverged (a
 # too-high lr: losses of 1e9 while top-1 falls to chance), as a nan or inf has.
 DIVERGED_FACTOR = 100
-
-
-class LossNotFinite(UserError):
-    """The training loss became nan or inf, or grew DIVERGED_FACTOR times its first value: the
-    run stops, its last finished epoch's checkpoint is kept, no result is written."""
-
-    exit_code = 3
 
 
 def evaluate(
