@@ -134,6 +134,19 @@ def test_measure_projects_the_epochs_of_the_real_loop(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_that_diverges_is_measured_and_said_to_diverge(caplog):
+    """A plan times the updates whatever their loss: an lr of 1e12 ended the plan with the
+    trainer's divergence error, naming a temporary folder that "keeps" nothing."""
+    with caplog.at_level("WARNING", logger="timm_scaling.plan"):
+        # 30 s: the whole 2-update epoch; the 2nd update's loss is nan (1e12 after the 1st)
+        measured = measure(load_recipe("digits", TINY + ["lr=1e12"]), seconds=30)
+    assert measured["images_per_s"] > 0 and measured["run_s"] > 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "timm_scaling.plan"]
+    assert warning.startswith("effnet_b0 diverged in its plan (training loss is nan in epoch 1")
+    assert "lower --lr" in warning and "timm-scaling-plan-" not in warning
+
+
+@pytest.mark.slow
 def test_a_run_out_of_memory_is_measured_again_with_grad_checkpointing(monkeypatch):
     """A card that holds 16 images' activations, or 32 with checkpointing (simulated: a CPU
     raises no out-of-memory error): the plan measures both and says checkpointing fits it."""

@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import gc
 import heapq
+import logging
 import math
 import os
 import tempfile
@@ -31,6 +32,7 @@ from timm_scaling.recipes import Recipe
 from timm_scaling.report import atomic_write, writers_lock
 from timm_scaling.tables import csv_text
 
+log = logging.getLogger(__name__)
 PLAN_FILE = "plan.csv"
 COLUMNS: tuple[str, ...] = (
     "model",
@@ -150,6 +152,7 @@ def _measure_run(measured: Recipe, seconds: float | None, cpu: bool) -> dict[str
         torch._dynamo.reset()
     with tempfile.TemporaryDirectory(prefix="timm-scaling-plan-") as folder:
         trainer = Trainer(measured, folder, progress=False, cpu=cpu)
+        trainer.measuring = True  # a loss gone bad takes as long: time it, and say so
         started_with = trainer.micro_batches  # a CPU's estimate, else grad_accum
         accelerator = trainer.accelerator
         device = accelerator.device
@@ -170,6 +173,12 @@ def _measure_run(measured: Recipe, seconds: float | None, cpu: bool) -> dict[str
                 raise
             row["micro_batches"] = None
         row["fell_back"] = row["micro_batches"] != started_with
+        if trainer.diverged:
+            log.warning(
+                f"{measured.model} diverged in its plan "
+                f"({trainer.diverged.replace(f' of {trainer.folder}', '')}): its run would stop "
+                "there; lower --lr (or raise opt_eps) before training it"
+            )
         row["peak_mem_mb"] = peak_memory_mb(device)
         accelerator.end_training()
         accelerator.free_memory()

@@ -95,7 +95,13 @@ class Window:
 
 class Updating:
     """The updates of :class:`~timm_scaling.train.Trainer`: one optimizer step over a batch's
-    micro-batches, and a point of the finer history."""
+    micro-batches, and a point of the finer history.
+
+    ``measuring``: a plan's trainer, which times the updates whatever their loss; a divergence
+    is kept in ``diverged`` (its message) instead of stopping the run."""
+
+    measuring = False
+    diverged: str | None = None
 
     def tally(self, epoch: int) -> Window:
         """Start counting epoch ``epoch``'s updates: the model in training mode, its batches."""
@@ -179,7 +185,10 @@ class Updating:
         )
 
     def stop_diverged(self, what: str) -> None:
-        """Stop the run: ``what`` says how it diverged."""
+        """Stop the run (a plan's: note it and go on): ``what`` says how it diverged."""
+        if self.measuring:
+            self.diverged = self.diverged or what
+            return
         raise LossNotFinite(
             f"{what}: the run diverged; {what_is_kept(self.folder)}; no result was written; "
             "lower --lr (or raise opt_eps) and train again"
