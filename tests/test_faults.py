@@ -216,6 +216,7 @@ def test_a_diverging_loss_stops_the_run_as_nan_does(tmp_path):
     message = str(caught.value)
     assert "over 100x its first" in message and "epoch 1" in message and "\n" not in message
     assert "lower --lr" in message and "no epoch finished, so no checkpoint is kept" in message
+    assert message.endswith("lower --lr (or raise opt_eps) and train again")  # nothing kept
     assert not (run_folder(tmp_path, recipe) / RESULT_FILE).exists()
     assert not (tmp_path / "report.csv").exists()
 
@@ -242,6 +243,8 @@ def test_nan_weights_after_the_last_update_are_divergence_not_a_result(tmp_path)
     assert "outputs hold nan or inf for 32 of 32 validation images after epoch 2" in message
     assert "its last finished epoch (1, epoch-0001) is kept" in message and "\n" not in message
     folder = run_folder(tmp_path, recipe)
+    # Resumed, it would go on at the lr it diverged with: the advice says where to train again.
+    assert message.endswith(f"and train again into another --output, or delete {folder} first")
     assert (folder / CHECKPOINTS / LATEST).read_text().strip() == "epoch-0001"
     assert not (folder / RESULT_FILE).exists()
     assert not (tmp_path / "report.csv").exists()

@@ -194,6 +194,13 @@ def test_a_diverged_run_leaves_the_sweeps_other_runs_training(tmp_path, monkeypa
         "effnet_b0_w1p4",
     ]
     assert not (output / "three").exists()  # no sweep report while a run has no result
+    # As the message says: a lower lr, and the same command again. The folder keeps no epoch,
+    # so the lr it diverged with is no conflict: the run starts afresh.
+    runs[0]["set"] = ["lr=1e-3"]
+    spec.write_text(yaml.safe_dump({"recipe": "digits", "set": TINY, "runs": runs}))
+    again = invoke(spec, "--output", output)
+    assert again.exit_code == 0, again.output
+    assert len(read_rows(output / "three" / "report.csv")) == 3
 
 
 @pytest.mark.slow

@@ -122,6 +122,8 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     saved = folder / RECIPE_FILE
     if not saved.exists():
         return []
+    if not (folder / RESULT_FILE).exists() and latest_checkpoint(folder) is None:
+        return []  # nothing trained there (a run stopped in its first epoch): it starts afresh
     before, now = load_recipe(str(saved)).trained_settings(), recipe.trained_settings()
     if (folder / RESULT_FILE).exists():
         # A longer continuation writes recipe.yaml and result.json as it finishes: killed

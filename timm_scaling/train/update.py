@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from timm_scaling.errors import LossNotFinite
-from timm_scaling.runs import what_is_kept
+from timm_scaling.runs import latest_checkpoint, what_is_kept
 from timm_scaling.train.logs import logger
 from timm_scaling.train.machine import is_out_of_memory, peak_memory_mb
 
@@ -189,9 +189,12 @@ class Updating:
         if self.measuring:
             self.diverged = self.diverged or what
             return
+        again = "train again"
+        if latest_checkpoint(self.folder) is not None:  # resumed, it would go on at the old lr
+            again += f" into another --output, or delete {self.folder} first"
         raise LossNotFinite(
             f"{what}: the run diverged; {what_is_kept(self.folder)}; no result was written; "
-            "lower --lr (or raise opt_eps) and train again"
+            f"lower --lr (or raise opt_eps) and {again}"
         )
 
     def _update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
