@@ -1,8 +1,10 @@
-"""Ctrl-C in `train` and in `sweep --jobs 2`, as a terminal sends it: real processes, real SIGINT.
+"""Ctrl-C and SIGTERM in `train` and in `sweep --jobs 2`, and kill -9: real processes, real
+signals.
 
-A terminal sends SIGINT to the whole foreground process group; `kill -INT PID` to one process.
-Either way every job stops at once, no new run starts, the counts are true, the message says how
-to resume, the exit code is 130, and running the same command again finishes every run.
+A terminal sends SIGINT to the whole foreground process group; SLURM and `kill PID` send SIGTERM
+to one process. Either way every job stops at once, no new run starts, the counts are true, the
+message says how to resume, the exit code is 130 or 143, and running the same command again
+finishes every run. Killed outright, a command takes its processes with it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from helpers import (
     start,
     wait_for,
 )
+
+from timm_scaling.runs import RECIPE_FILE
 
 TINY = ["limit_train=64", "limit_val=32", "batch_size=32", "eval_batch_size=32", "epochs=4"]
 
@@ -52,34 +56,41 @@ def dry_run(command: list[str]) -> list[str]:
     return [line.split("  ", 1)[1] for line in out.stdout.splitlines()]
 
 
-def interrupt(process: subprocess.Popen, whole_group: bool) -> tuple[str, str]:
+def interrupt(
+    process: subprocess.Popen, whole_group: bool, signum: int = signal.SIGINT
+) -> tuple[str, str]:
+    """``signum`` to the process (its whole group: a terminal's Ctrl-C); it ends at once with
+    128 + signum, and no process of its group is left."""
     if whole_group:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signum)
     else:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
     out, err = process.communicate(timeout=60)  # at once: no job trains on to its end
-    assert process.returncode == 130, (out, err)
+    assert process.returncode == 128 + signum, (out, err)
     assert left_alive(lambda: group_members(process.pid), 10) == [], "a job outlived the sweep"
     return out, err
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_job_of_a_sweep_and_the_sweep_resumes(tmp_path, env):
+def test_ctrl_c_or_sigterm_stops_every_job_of_a_sweep_and_the_sweep_resumes(tmp_path, env):
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(yaml.safe_dump({"recipe": "digits", "set": TINY, "models": ["effnet_b0"]}))
     output = tmp_path / "runs"
     folders = [output / f"digits-effnet_b0-s{seed}" for seed in range(3)]  # equally fast runs
     command = ["sweep", str(sweep), "--seeds", "3", "--output", str(output), "--jobs", "2"]
 
-    # 1. SIGINT to the sweep process alone, once both jobs have finished an epoch.
+    # 1. SIGTERM to the sweep process alone (SLURM's, before a kill), once both jobs are
+    # training and one has finished an epoch (the second job starts seconds after the first:
+    # waiting for an epoch of each, the first may have finished and started the third run).
     process = start(command, env)
-    wait_for(lambda: all(epochs_done(f) >= 1 for f in folders[:2]), process)
-    _, err = interrupt(process, whole_group=False)
+    wait_for(lambda: epochs_done(folders[0]) >= 1 and (folders[1] / RECIPE_FILE).exists(), process)
+    assert not folders[2].exists()
+    _, err = interrupt(process, whole_group=False, signum=signal.SIGTERM)
     assert not folders[2].exists(), "a new run started after the interrupt"
     finished = sum((f / "result.json").exists() for f in folders)
     assert f"trained {finished} run(s), {3 - finished} not finished" in err
     assert "run the same command again to resume" in err
-    assert err.strip().splitlines()[-1].startswith("interrupted:")
+    assert err.strip().splitlines()[-1].startswith("terminated:")
     done = [epochs_done(f) for f in folders]
     # --dry-run lists each run's state, a folder trained with other settings among them.
     states = [f"resumable from epoch {k}" if k else "to train" for k in done]

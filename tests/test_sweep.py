@@ -173,16 +173,16 @@ def invoke(*args):
 
 @pytest.mark.slow
 def test_a_diverged_run_leaves_the_sweeps_other_runs_training(tmp_path, monkeypatch):
-    """The first of three runs diverges (lr 1e6) beside the second (--jobs 2): the third,
-    queued, was cancelled and the sweep ended at the first divergence. Now every other run
-    trains, and the sweep ends with one line naming the run that diverged and why."""
+    """The first of three runs diverges (lr 1e6): the sweep ended there, the others never
+    trained (with --jobs 2, the queued ones were cancelled). Now every other run trains, and
+    the sweep ends with one line naming the run that diverged and why."""
     monkeypatch.setenv("TIMM_SCALING_CACHE", str(tmp_path / "cache"))
     spec = tmp_path / "three.yaml"
     runs = [{"model": "effnet_b0", "set": ["lr=1e6"]}, {"model": "effnet_b0_d2"}]
     runs.append({"model": "effnet_b0_w1p4"})
     spec.write_text(yaml.safe_dump({"recipe": "digits", "set": TINY, "runs": runs}))
     output = tmp_path / "runs"
-    outcome = invoke(spec, "--output", output, "--jobs", "2")
+    outcome = invoke(spec, "--output", output)
     assert outcome.exit_code == 3, outcome.output
     diverged = output / "digits-effnet_b0-s0"
     last = outcome.stderr.strip().splitlines()[-1]
