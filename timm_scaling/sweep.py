@@ -309,10 +309,10 @@ def run_sweep(
             notify(count, len(mine), recipe, "trained")
 
     if jobs == 1 and gpus is None:
-        for i, group in enumerate(groups, start=1):
+        for group in groups:
             for recipe in group:
                 notify(count, len(mine), recipe, "training")
-            ended(i, group, _train_group(group, output))
+            ended(count, group, _train_group(group, output))
     elif groups:
         devices = select_gpus(gpus)
         jobs = packed_jobs(jobs, devices, plan_csv)

@@ -33,8 +33,8 @@ def find_file(
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` through libyaml's parser where PyYAML has it (ten times faster: a
-    sweep reads its recipe files for every run)."""
+    """``yaml.safe_load`` through libyaml's parser where PyYAML has it (about four times
+    faster: a sweep, `collect` and `curves` read the recipe of every run folder)."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
