@@ -36,7 +36,7 @@ from timm_scaling.recipe_keys import (
 )
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import BASE_NAME, parse_name
-from timm_scaling.yamlfiles import SUFFIXES, find_file, read_mapping
+from timm_scaling.yamlfiles import SUFFIXES, find_file, load_yaml, read_mapping
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         option = typed(text).split(" ", 1)[0]
         raise UserError(f"{option} {str(text)!r}: expected key=value, e.g. {option} key=1")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value

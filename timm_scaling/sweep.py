@@ -184,7 +184,7 @@ def _train_group(
     try:
         if len(group) == 1:
             return [train(group[0], output, resume=True, progress=progress)], None
-        return list(train_fused(group, output, progress=progress)), None
+        return train_fused(group, output, progress=progress), None
     except LossNotFinite as err:
         done = [finished(output, recipe) for recipe in group]  # a fused seed may have finished
         return [read_result(d / RESULT_FILE) if d else None for d in done], err
