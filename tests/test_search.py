@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from timm_scaling.cli import Terminated, app
 from timm_scaling.coefficients import (
+    DIVERGED,
     Candidate,
     enumerate_candidates,
     nominal_factor,
@@ -254,6 +255,27 @@ def test_a_rung_with_pending_scores_stops_the_schedule():
         successive_halving([], scorer)
 
 
+def test_a_diverged_candidate_is_never_promoted_nor_the_winner():
+    """Diverged candidates rank last; the next rung takes the better half of the rung, or
+    fewer where fewer trained; a rung where every candidate diverged has no winner."""
+    table = {
+        1: {"a": DIVERGED, "b": 50.0, "c": DIVERGED, "d": 40.0, "e": 30.0},
+        2: {"b": DIVERGED, "d": 35.0, "e": 20.0},
+        4: {"d": 60.0, "e": 70.0},
+    }
+    scorer = FakeScorer(table)
+    rungs = successive_halving(list("abcde"), scorer, epochs=1)
+    assert scorer.calls == [(list("abcde"), 1), (["b", "d", "e"], 2), (["d", "e"], 4)]
+    assert rungs[0].ranked()[-2:] == ["a", "c"] and winner(rungs) == "e"
+    # Four of five diverge at once: the one left wins without a second rung.
+    scorer = FakeScorer({1: dict.fromkeys("abcd", DIVERGED) | {"e": 5.0}})
+    rungs = successive_halving(list("abcde"), scorer, epochs=1)
+    assert len(rungs) == 1 and winner(rungs) == "e"
+    scorer = FakeScorer({1: dict.fromkeys("ab", DIVERGED)})
+    rungs = successive_halving(["a", "b"], scorer, epochs=1)
+    assert rungs[0].complete and winner(rungs) is None
+
+
 # ---------------------------------------------------------------------------- the ladder
 
 
@@ -341,7 +363,7 @@ def search(output, *extra):
 
 
 def statuses(output: str) -> list[str]:
-    return re.findall(r"seed 0: (train|done|other shard)$", output, flags=re.M)
+    return re.findall(r"seed 0: (train|done|diverged|other shard)$", output, flags=re.M)
 
 
 @pytest.mark.slow
@@ -399,6 +421,50 @@ def test_two_candidate_search_shards_resumes_and_registers(tmp_path):
     )
     assert changed.exit_code == 2
     assert one_line_error(changed.output) and "other settings (limit_train)" in changed.output
+
+
+@pytest.mark.slow
+def test_a_diverged_proxy_run_ranks_last_and_every_shard_counts_it(tmp_path, monkeypatch):
+    """The second candidate's model outputs nan when evaluated: its proxy run diverges. The
+    search went no further (one line, exit 3); now the candidate ranks last and the other is
+    chosen. Its folder says it diverged, so the other shard, run after it, and a rerun count it
+    as diverged, not pending, and do not train it again."""
+    from timm_scaling.train.trainer import Trainer
+
+    real, bad = Trainer.evaluate, Candidate(1.4, 1.0, 1.2, 2.016).model()
+
+    def evaluate(self, batches=None):
+        scores = real(self, batches)
+        if self.recipe.model == bad:
+            scores["nonfinite_images"] = scores["eval_images"]
+        return scores
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    first = search(tmp_path, "--shard", "2/2")
+    assert first.exit_code == 0, first.output
+    assert statuses(first.output) == ["other shard", "train"]
+    assert "1 run(s) pending" in first.output
+    folder = tmp_path / "epochs1" / f"digits-{bad}-s0"
+    assert "validation images after epoch 1" in (folder / "diverged.json").read_text()
+
+    second = search(tmp_path, "--shard", "1/2")
+    assert second.exit_code == 0, second.output
+    assert statuses(second.output) == ["train", "diverged"]
+    with (tmp_path / "search.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["model"], r["diverged"], r["top1_mean"]) for r in rows][1] == (bad, "True", "")
+    assert rows[0]["chosen"] == "True" and rows[0]["diverged"] == "False"
+    assert float(rows[0]["top1_mean"]) >= 0
+    assert json.loads((tmp_path / "search.json").read_text())["model"] == rows[0]["model"]
+    table_row = next(
+        line for line in second.output.splitlines() if line.split()[:2] == ["2", "1.4"]
+    )
+    assert table_row.split()[-1] == "diverged"
+    assert f"1 proxy run(s) diverged, so their candidates rank last ({folder.name})" in (
+        second.output
+    )
+    again = search(tmp_path)
+    assert again.exit_code == 0 and statuses(again.output) == ["done", "diverged"], again.output
 
 
 @pytest.mark.slow

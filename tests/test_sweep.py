@@ -1,5 +1,6 @@
 """Sweep files, their plan, shards: torch-free parts here; the end-to-end run with training."""
 
+import dataclasses
 import importlib
 import json
 import os
@@ -22,6 +23,7 @@ from timm_scaling.plan import PROCESS_OVERHEAD_MB, fitting_per_gpu, read_plan
 from timm_scaling.plan import write as write_plan
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import read_rows
+from timm_scaling.runs import diverged as runs_diverged
 from timm_scaling.sweep import list_sweeps, load_sweep, parse_shard, plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,6 +191,12 @@ def test_a_diverged_run_leaves_the_sweeps_other_runs_training(tmp_path, monkeypa
     assert last.startswith(f"error: 1 of the 3 run(s) trained diverged ({diverged}) and have no ")
     assert "The first: " in last and f"of {diverged}: the run diverged" in last
     assert not (diverged / "result.json").exists()
+    # The folder says how it diverged, for these settings only (search counts it so).
+    marker = json.loads((diverged / "diverged.json").read_text())
+    assert marker["what"] in last and marker["message"] in last
+    first_run = load_recipe("digits", [*TINY, "model=effnet_b0"])
+    assert runs_diverged(output, first_run) is None  # another lr: it would train
+    assert runs_diverged(output, dataclasses.replace(first_run, lr=1e6)) == marker["what"]
     assert sorted(row["model"] for row in read_rows(output / "report.csv")) == [
         "effnet_b0_d2",
         "effnet_b0_w1p4",
@@ -201,6 +209,7 @@ def test_a_diverged_run_leaves_the_sweeps_other_runs_training(tmp_path, monkeypa
     again = invoke(spec, "--output", output)
     assert again.exit_code == 0, again.output
     assert len(read_rows(output / "three" / "report.csv")) == 3
+    assert not (diverged / "diverged.json").exists()  # trained again, it no longer holds
 
 
 @pytest.mark.slow

@@ -22,8 +22,10 @@ MIN_STEP = 0.01
 T = TypeVar("T")
 # (alpha, beta, gamma) -> the cost of compound(1, alpha, beta, gamma) as a multiple of B0's
 Factor = Callable[[float, float, float], float]
-# (candidates, epochs) -> one score per candidate, higher is better; None: not known yet
+# (candidates, epochs) -> one score per candidate, higher is better; None: not known yet;
+# DIVERGED: its training diverged (ranked last, never promoted, never the winner)
 Scorer = Callable[[Sequence[T], int], Sequence[float | None]]
+DIVERGED = -math.inf
 
 
 def nominal_factor(alpha: float, beta: float, gamma: float) -> float:
@@ -142,14 +144,19 @@ class Rung(Generic[T]):
         order = list(self.scores)
         return sorted(order, key=lambda c: (self.scores[c] is None, -(self.scores[c] or 0.0)))
 
+    def trained(self) -> list[T]:
+        """The candidates that trained to a score (none pending or diverged), best first."""
+        return [c for c in self.ranked() if self.scores[c] not in (None, DIVERGED)]
+
 
 def successive_halving(
     candidates: Sequence[T], scorer: Scorer, epochs: int = 1, halving: bool = True
 ) -> list[Rung[T]]:
     """Score every candidate for ``epochs``; with ``halving``, score the better half (rounded
     up) for twice the epochs, and so on until one candidate remains. Stops early at a rung with
-    unknown scores (runs pending elsewhere). The winner is the best of the last complete rung
-    (:func:`winner`)."""
+    unknown scores (runs pending elsewhere). A candidate that diverged is never promoted: the
+    next rung takes the better half of the rung, or fewer if fewer trained. The winner is the
+    best of the last complete rung (:func:`winner`)."""
     if not candidates:
         raise UserError("no candidates to search: widen --tolerance or refine --grid-step")
     alive, rungs = list(candidates), []
@@ -158,13 +165,14 @@ def successive_halving(
         rungs.append(Rung(len(rungs), epochs, scores))
         if not rungs[-1].complete or not halving:
             return rungs
-        alive = rungs[-1].ranked()[: math.ceil(len(alive) / 2)]
-        if len(alive) == 1:
+        alive = rungs[-1].trained()[: math.ceil(len(alive) / 2)]
+        if len(alive) <= 1:
             return rungs
         epochs *= 2
 
 
 def winner(rungs: Sequence[Rung[T]]) -> T | None:
-    """The best candidate of the last rung, or None while that rung has pending scores."""
+    """The best candidate of the last rung, or None while that rung has pending scores or
+    every candidate of it diverged."""
     last = rungs[-1]
-    return last.ranked()[0] if last.complete else None
+    return next(iter(last.trained()), None) if last.complete else None

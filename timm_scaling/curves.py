@@ -28,6 +28,7 @@ import yaml
 
 from timm_scaling.errors import InputError, UserError
 from timm_scaling.frontier import colours, group_order, label_of, method_of, save_figure
+from timm_scaling.outputs import check_output
 from timm_scaling.report import read_rows
 from timm_scaling.runs import (
     METRICS_FILE,
@@ -35,7 +36,6 @@ from timm_scaling.runs import (
     REPORT_FILE,
     RESULT_FILE,
     STEPS_FILE,
-    check_output,
     run_folder,
 )
 from timm_scaling.yamlfiles import load_yaml

@@ -23,9 +23,13 @@ class InputError(UserError):
 class LossNotFinite(UserError):
     """The run diverged: its training loss became nan or inf or grew DIVERGED_FACTOR times its
     first, or its evaluated outputs are not finite. The run stops, its last finished epoch's
-    checkpoint is kept, no result is written."""
+    checkpoint is kept, no result is written. ``what``: how it diverged, without the advice."""
 
     exit_code = 3
+
+    def __init__(self, message: str, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what or message
 
 
 def first_line(err: BaseException) -> str:

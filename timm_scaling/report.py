@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from timm_scaling.errors import InputError, UserError
 
+REPORT_FILE = "report.csv"  # in each --output of train and sweep: a row per finished run
 COLUMNS: tuple[str, ...] = (
     "model",
     "method",

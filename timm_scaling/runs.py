@@ -11,26 +11,28 @@ Imports no torch: ``timm-scaling collect`` starts fast.
     model/               the trained (evaluated) network as timm's ``save_for_hf`` writes it:
                          ``timm.create_model("local-dir:<run>/model", pretrained=True)``
     result.json          the report row and the run's details; written last: the run is finished
+    diverged.json        instead of a result: the run diverged (its message), with recipe.yaml's
+                         settings; removed when a run trains there again
 
 and each finished run appends one row to ``<output>/report.csv``.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from timm_scaling.errors import UserError
+from timm_scaling.errors import LossNotFinite, UserError
 from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import (
     COLUMNS,
+    REPORT_FILE,
     Busy,
+    atomic_write,
     locked,
     missing_rows,
     put_rows,
@@ -39,10 +41,10 @@ from timm_scaling.report import (
 )
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
+DIVERGED_FILE = "diverged.json"
 STEPS_FILE = "steps.jsonl"
 CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
 MODEL_DIR = "model"
-REPORT_FILE = "report.csv"
 LOCK_FILE = ".lock"
 
 
@@ -59,60 +61,6 @@ def run_folder(output: str | os.PathLike, recipe) -> Path:
 INCIDENTAL_KEYS = ("name", "log_with")
 
 
-# Suffixes of the files our commands write: an --output that does not exist yet and ends in one
-# is a file name given where a folder is asked for, not a folder to create.
-FILE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".csv", ".json", ".jsonl", ".md", ".txt")
-
-
-def check_output(
-    output: str | os.PathLike, holds: str = f"the run folders and {REPORT_FILE}"
-) -> None:
-    """``--output`` must be a folder, or not exist yet and not be named like a file; ``holds``
-    says what goes into it."""
-    path = Path(output)
-    long = [part for part in path.absolute().parts if len(os.fsencode(part)) > 255]
-    if long:
-        raise UserError(
-            f"--output has a name over 255 bytes ({long[0][:40]}...), more than a file system "
-            "takes: pass a shorter one"
-        )
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--output {output} is a file: pass a folder (it holds {holds})")
-    if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
-        raise UserError(
-            f"--output {output} names a file, but --output is a folder (it holds {holds}); "
-            f"pass --output {path.with_suffix('')}"
-        )
-    check_writable(path, "--output")
-    report = path / REPORT_FILE
-    if REPORT_FILE in holds and report.exists() and not report.is_file():
-        raise UserError(
-            f"{report} is not a file: each finished run adds its row there; move it away (or "
-            "pass another --output)"
-        )
-
-
-def check_writable(folder: Path, option: str) -> None:
-    """``folder`` can be made and written to (checked before anything is trained or measured:
-    a read-only or full disk, a file on the way, a name too long). Makes nothing: a file is
-    written and removed in ``folder``, or in its nearest existing parent."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(existing))
-        with tempfile.TemporaryFile(dir=existing) as probe:
-            probe.write(b"0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as err:
-        raise UserError(
-            f"{option} {folder} cannot be written ({err.strerror or err}): pass a folder you "
-            "can write to, or free space there"
-        ) from None
-
-
 def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
     """The recipe keys (but the incidental ones) whose values differ from the recipe saved in
     ``folder``.
@@ -124,7 +72,13 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
         return []
     if not (folder / RESULT_FILE).exists() and latest_checkpoint(folder) is None:
         return []  # nothing trained there (a run stopped in its first epoch): it starts afresh
-    before, now = load_recipe(str(saved)).trained_settings(), recipe.trained_settings()
+    return _differing(folder, recipe, resume)
+
+
+def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
+    """:func:`changed_keys` of a folder whose recipe.yaml exists, whatever it holds."""
+    before = load_recipe(str(folder / RECIPE_FILE)).trained_settings()
+    now = recipe.trained_settings()
     if (folder / RESULT_FILE).exists():
         # A longer continuation writes recipe.yaml and result.json as it finishes: killed
         # between the two, the result's own epochs say what the folder holds.
@@ -306,6 +260,22 @@ def run_state(output: str | os.PathLike, recipe) -> str:
     if checkpoint is not None:
         return f"resumable from epoch {checkpoint_epoch(checkpoint)}"
     return "to train"
+
+
+def mark_diverged(folder: Path, err: LossNotFinite) -> None:
+    """Note in ``folder`` that its run (of the settings in its recipe.yaml) diverged."""
+    text = json.dumps({"what": err.what, "message": str(err)}, indent=1)
+    atomic_write(folder / DIVERGED_FILE, text + "\n")
+
+
+def diverged(output: str | os.PathLike, recipe) -> str | None:
+    """How ``recipe``'s run diverged, if its folder holds a run of these very settings that
+    did (no result, a diverged.json); else None. Trained again, it would diverge again."""
+    folder = run_folder(output, recipe)
+    marker = folder / DIVERGED_FILE
+    if not marker.exists() or (folder / RESULT_FILE).exists() or _differing(folder, recipe):
+        return None
+    return str(read_json(marker).get("what", "it diverged"))
 
 
 def what_is_kept(folder: Path) -> str:

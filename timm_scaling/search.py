@@ -28,7 +28,12 @@ alpha * beta^2 * gamma^2 ~ 2, then scales B0 by alpha^phi, beta^phi, gamma^phi. 
    rung whose runs on other shards are not finished stops the search there ("pending"): run each
    shard again once they are, until ``search.json`` appears.
 
-5. **Noise**: the winner is a tie when its score is within the evaluation's binomial noise
+5. **Divergence**: a candidate whose proxy run diverges (any seed's) ranks last, is not
+   promoted and is not chosen; the search goes on with the others. Its run folder keeps a
+   ``diverged.json``, so a rerun or another shard counts it as diverged without training it
+   again. When every candidate of the last rung diverged, the search ends with an error.
+
+6. **Noise**: the winner is a tie when its score is within the evaluation's binomial noise
    (:func:`tie`) of the runner-up's or of chance; the result says so rather than pretend.
 
 :func:`timm_scaling.search_plan.plan` says beforehand what a search will train and about how
@@ -55,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from timm_scaling.coefficients import (
+    DIVERGED,
     Candidate,
     Rung,
     check_constraint,
@@ -63,10 +69,10 @@ from timm_scaling.coefficients import (
     successive_halving,
     winner,
 )
-from timm_scaling.errors import UserError
+from timm_scaling.errors import LossNotFinite, UserError
 from timm_scaling.recipes import Recipe, load_recipe
 from timm_scaling.report import atomic_write
-from timm_scaling.runs import RESULT_FILE, finished
+from timm_scaling.runs import RESULT_FILE, diverged, finished, run_folder
 from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT
 from timm_scaling.search_cost import MeasuredCost
 from timm_scaling.sweep import parse_shard
@@ -134,9 +140,11 @@ class SearchResult:
     pending: int  # runs of the last rung waiting for other shards
     written: list[Path] = field(default_factory=list)
     tie: str | None = None  # why the chosen candidate is not distinguishable, if it is not
+    diverged: list[tuple[Path, str]] = field(default_factory=list)  # (run folder, how)
 
 
-# (rung, run index in the rung, runs in the rung, recipe, "train" | "done" | "other shard")
+# (rung, run index in the rung, runs in the rung, recipe, "train" | "done" | "diverged" |
+# "other shard")
 OnRun = Callable[[int, int, int, Recipe, str], None]
 
 
@@ -157,6 +165,7 @@ class _ProxyScorer:
         self.trained = self.pending = 0
         self.top1: dict[tuple[Candidate, int], list[float | None]] = {}
         self.images: dict[tuple[Candidate, int], int] = {}  # evaluated, summed over seeds
+        self.diverged: list[tuple[Path, str]] = []  # (run folder, how it diverged)
 
     def folder(self, epochs: int) -> Path:
         return Path(self.settings.output) / f"epochs{epochs}"
@@ -172,17 +181,24 @@ class _ProxyScorer:
         for index, (candidate, seed) in enumerate(runs):
             recipe = self.settings.proxy(model=candidate.model(), epochs=epochs, seed=seed)
             result = _previous_result(output, recipe)
+            how = None if result else diverged(output, recipe)
             mine = index % n == k - 1
-            status = "done" if result else "train" if mine else "other shard"
+            status = "done" if result else "diverged" if how else "train" if mine else "other shard"
             if self.on_run is not None:
                 self.on_run(self.rung, index, len(runs), recipe, status)
             if status == "train":
                 ensure_registered(recipe.model)
-                result = train(recipe, output, resume=True)
+                try:
+                    result = train(recipe, output, resume=True)
+                except LossNotFinite as err:
+                    how = err.what
                 self.trained += 1
+            if how:
+                self.diverged.append((run_folder(output, recipe), how))
+                result = {"top1": DIVERGED}
             self.pending += result is None
             self.top1.setdefault((candidate, epochs), []).append(result and result["top1"])
-            if result:
+            if result and how is None:
                 key = (candidate, epochs)
                 self.images[key] = self.images.get(key, 0) + result["eval_images"]
         self.rung += 1
@@ -201,9 +217,9 @@ def _rows(
     last_rung = {c: rung for rung in rungs for c in rung.scores}
     order = {c: i for i, c in enumerate(candidates)}
 
-    def key(c: Candidate):
+    def key(c: Candidate):  # the last rung reached first, then the score; diverged last
         score = last_rung[c].scores[c]
-        return (-last_rung[c].index, score is None, -(score or 0.0), order[c])
+        return (score == DIVERGED, -last_rung[c].index, score is None, -(score or 0.0), order[c])
 
     rows = []
     for rank, c in enumerate(sorted(candidates, key=key), start=1):
@@ -222,8 +238,12 @@ def _rows(
                 "gmacs_ratio": costs.ratio(c.alpha, c.beta, c.gamma),
                 "rung": rung.index,
                 "epochs": rung.epochs,
-                **{f"top1_s{scorer.base_seed + i}": top1 for i, top1 in enumerate(seeds)},
-                "top1_mean": rung.scores[c],
+                **{
+                    f"top1_s{scorer.base_seed + i}": None if top1 == DIVERGED else top1
+                    for i, top1 in enumerate(seeds)
+                },
+                "top1_mean": None if rung.scores[c] == DIVERGED else rung.scores[c],
+                "diverged": rung.scores[c] == DIVERGED,
                 "chosen": c == chosen,
                 "aliases": " ".join(c.aliases),
             }
@@ -326,45 +346,20 @@ def run_search(
     output = Path(settings.output)
     written = [output / CSV_FILE]
     atomic_write(written[0], csv_text(rows))
-    tied = None
+    last, tied = rungs[-1], None
+    if last.complete and chosen is None:
+        raise LossNotFinite(
+            f"every candidate of rung {last.index} diverged in its proxy runs ({written[0]} "
+            f"lists them; the first: {scorer.diverged[0][1]}): lower the proxy's lr (--set "
+            "lr=...) and search again, into another --output if a diverged run kept an epoch"
+        )
     if chosen is not None:
-        last = rungs[-1]
-        images = min(scorer.images[(c, last.epochs)] for c in last.scores)
-        tied = tie(list(last.scores.values()), images, 100 / costs.num_classes)
+        trained = last.trained()
+        images = min(scorer.images[(c, last.epochs)] for c in trained)
+        tied = tie([last.scores[c] for c in trained], images, 100 / costs.num_classes)
         written.append(output / JSON_FILE)
         summary = _summary(settings, rows[0], chosen, tied)
         atomic_write(written[1], json.dumps(summary, indent=1, default=str) + "\n")
-    return SearchResult(found, rungs, rows, chosen, scorer.trained, scorer.pending, written, tied)
-
-
-TABLE_COLUMNS = (
-    ("#", "rank"),
-    ("alpha", "alpha"),
-    ("beta", "beta"),
-    ("gamma", "gamma"),
-    ("nominal", "nominal"),
-    ("px", "img_size"),
-    ("MACs/B0", "gmacs_ratio"),
-    ("epochs", "epochs"),
-)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "*" if value else ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells of the terminal table (the CSV keeps every column at full precision)."""
-    seeds = [key for key in rows[0] if key.startswith("top1_s")]
-    keys = [(header, key) for header, key in TABLE_COLUMNS]
-    keys += [(key.replace("_", " "), key) for key in seeds]
-    keys += [("top1" if len(seeds) == 1 else "top1 mean", "top1_mean"), ("chosen", "chosen")]
-    if len(seeds) == 1:
-        keys = [pair for pair in keys if pair[1] != seeds[0]]
-    return [header for header, _ in keys], [[_cell(row[key]) for _, key in keys] for row in rows]
+    return SearchResult(
+        found, rungs, rows, chosen, scorer.trained, scorer.pending, written, tied, scorer.diverged
+    )

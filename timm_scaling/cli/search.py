@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,6 +61,7 @@ def search_cmd(
     from rich.table import Table
 
     from timm_scaling import search, search_plan
+    from timm_scaling.runs import DIVERGED_FILE
     from timm_scaling.tables import print_table
 
     settings = search.SearchSettings(
@@ -102,13 +103,19 @@ def search_cmd(
             err=True,
         )
         raise typer.Exit(stop_code(stop)) from None
-    headers, cells = search.table(result.rows)
+    headers, cells = _table(result.rows)
     title = f"Compound coefficient search: {len(result.candidates)} candidates"
     table = Table(*headers, title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for row in cells:
         table.add_row(*row)
     print_table(table)
     typer.echo(f"wrote {', '.join(str(path) for path in result.written)}")
+    if result.diverged:
+        typer.echo(
+            f"{len(result.diverged)} proxy run(s) diverged, so their candidates rank last "
+            f"({', '.join(folder.name for folder, _ in result.diverged)}); each folder's "
+            f"{DIVERGED_FILE} says how"
+        )
     if result.chosen is None:
         typer.echo(
             f"{result.pending} run(s) pending on other shards: run each shard again once they "
@@ -120,3 +127,40 @@ def search_cmd(
     typer.echo(f"{result.chosen}{' (a tie: not distinguishable)' if result.tie else ''}")
     if register:
         typer.echo(f"registered: {' '.join(search.register_ladder(result.chosen))}")
+
+
+TABLE_COLUMNS = (
+    ("#", "rank"),
+    ("alpha", "alpha"),
+    ("beta", "beta"),
+    ("gamma", "gamma"),
+    ("nominal", "nominal"),
+    ("px", "img_size"),
+    ("MACs/B0", "gmacs_ratio"),
+    ("epochs", "epochs"),
+)
+
+
+def _cell(value: object) -> str:
+    if value is None:  # pending on another shard (or diverged: see _table())
+        return "-"
+    if isinstance(value, bool):
+        return "*" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the terminal table (the CSV keeps every column at full precision)."""
+    seeds = [key for key in rows[0] if key.startswith("top1_s")]
+    keys = [(header, key) for header, key in TABLE_COLUMNS]
+    keys += [(key.replace("_", " "), key) for key in seeds]
+    keys += [("top1" if len(seeds) == 1 else "top1 mean", "top1_mean"), ("chosen", "chosen")]
+    if len(seeds) == 1:
+        keys = [pair for pair in keys if pair[1] != seeds[0]]
+    cells = [
+        ["diverged" if row["diverged"] and row[key] is None else _cell(row[key]) for _, key in keys]
+        for row in rows
+    ]
+    return [header for header, _ in keys], cells

@@ -67,10 +67,10 @@ def train_cmd(
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
     import logging
 
+    from timm_scaling.outputs import check_output
     from timm_scaling.recipes import load_recipe
     from timm_scaling.runs import (
         check_folder,
-        check_output,
         finished_result,
         lock_run,
         run_folder,
@@ -243,8 +243,9 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
+    from timm_scaling.outputs import check_output
     from timm_scaling.packing import AUTO
-    from timm_scaling.runs import check_output, finished, run_folder, run_state
+    from timm_scaling.runs import finished, run_folder, run_state
     from timm_scaling.workers import select_gpus
 
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}

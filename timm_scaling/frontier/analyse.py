@@ -32,8 +32,8 @@ from timm_scaling.frontier.read import canonical_column, metric, read_results
 from timm_scaling.frontier.render import to_json, to_markdown
 from timm_scaling.frontier.results import FORMATS, REFERENCE, Frontier, Group
 from timm_scaling.frontier.verdict import compare_groups
+from timm_scaling.outputs import check_output
 from timm_scaling.report import atomic_write
-from timm_scaling.runs import check_output
 
 # A data set whose accuracy is chance by construction (random images, see data.py).
 CHANCE_DATASETS = ("synthetic",)

@@ -20,6 +20,7 @@ from timm_scaling import trackers
 from timm_scaling.errors import UserError
 from timm_scaling.recipes import Recipe
 from timm_scaling.runs import (
+    DIVERGED_FILE,
     RECIPE_FILE,
     RESULT_FILE,
     check_folder,
@@ -141,6 +142,7 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         if accelerator.is_main_process and not (self.folder / RESULT_FILE).exists():
             # A finished run continued for more epochs keeps its recipe and result until the
             # longer run replaces them as it finishes.
+            (self.folder / DIVERGED_FILE).unlink(missing_ok=True)  # of an earlier attempt
             recipe.write(self.folder / RECIPE_FILE)
         accelerator.init_trackers(
             trackers.PROJECT,

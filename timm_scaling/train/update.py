@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from timm_scaling.errors import LossNotFinite
-from timm_scaling.runs import latest_checkpoint, what_is_kept
+from timm_scaling.runs import latest_checkpoint, mark_diverged, what_is_kept
 from timm_scaling.train.logs import logger
 from timm_scaling.train.machine import is_out_of_memory, peak_memory_mb
 
@@ -192,10 +192,14 @@ class Updating:
         again = "train again"
         if latest_checkpoint(self.folder) is not None:  # resumed, it would go on at the old lr
             again += f" into another --output, or delete {self.folder} first"
-        raise LossNotFinite(
+        err = LossNotFinite(
             f"{what}: the run diverged; {what_is_kept(self.folder)}; no result was written; "
-            f"lower --lr (or raise opt_eps) and {again}"
+            f"lower --lr (or raise opt_eps) and {again}",
+            what,
         )
+        if self.accelerator.is_main_process:
+            mark_diverged(self.folder, err)
+        raise err
 
     def _update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One optimizer update; returns the summed loss of its images."""
