@@ -32,6 +32,7 @@ from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,
     LOCK_FILE,
+    RECIPE_FILE,
     RESULT_FILE,
     STATE_FILE,
     finished,
@@ -303,6 +304,13 @@ def damage(output: Path, how) -> Path:
             lambda f: shutil.rmtree(f / CHECKPOINTS / "epoch-0001"),
             ["names 'epoch-0001', which is no whole checkpoint"],
         ),
+        # recipe.yaml, against which a rerun is checked, damaged or gone: the folder is damaged
+        # (not "write one `key: value` a line", nor finished whatever the settings asked).
+        (
+            lambda f: (f / RECIPE_FILE).write_text("model: [oops\n"),
+            [RECIPE_FILE, "cannot be read as a recipe", "is damaged"],
+        ),
+        (lambda f: (f / RECIPE_FILE).unlink(), [RECIPE_FILE, "is missing", "is damaged"]),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line_in_dry_run_and_resume(finished_run, tmp_path, how, words):

@@ -67,9 +67,6 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
 
     With ``resume``, more epochs than saved is no change: ``--resume`` continues the run (its
     step schedule does not depend on the epoch count, so it goes on as if planned that long)."""
-    saved = folder / RECIPE_FILE
-    if not saved.exists():
-        return []
     if not (folder / RESULT_FILE).exists() and latest_checkpoint(folder) is None:
         return []  # nothing trained there (a run stopped in its first epoch): it starts afresh
     return _differing(folder, recipe, resume)
@@ -77,7 +74,13 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
 
 def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
     """:func:`changed_keys` of a folder whose recipe.yaml exists, whatever it holds."""
-    before = load_recipe(str(folder / RECIPE_FILE)).trained_settings()
+    saved = folder / RECIPE_FILE
+    if not saved.exists():  # written before any epoch or result
+        raise damaged(saved, "is missing")
+    try:
+        before = load_recipe(str(saved)).trained_settings()
+    except UserError as err:
+        raise damaged(saved, f"cannot be read as a recipe ({err})") from None
     now = recipe.trained_settings()
     if (folder / RESULT_FILE).exists():
         # A longer continuation writes recipe.yaml and result.json as it finishes: killed
