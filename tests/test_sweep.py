@@ -197,6 +197,8 @@ def test_a_diverged_run_leaves_the_sweeps_other_runs_training(tmp_path, monkeypa
     first_run = load_recipe("digits", [*TINY, "model=effnet_b0"])
     assert runs_diverged(output, first_run) is None  # another lr: it would train
     assert runs_diverged(output, dataclasses.replace(first_run, lr=1e6)) == marker["what"]
+    dry = invoke(spec, "--output", output, "--dry-run").output
+    assert f"{diverged}  to train (it diverged with these settings: lower its lr;" in dry
     assert sorted(row["model"] for row in read_rows(output / "report.csv")) == [
         "effnet_b0_d2",
         "effnet_b0_w1p4",

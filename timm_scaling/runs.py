@@ -252,7 +252,7 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
 def run_state(output: str | os.PathLike, recipe) -> str:
     """What a sweep would do with ``recipe``'s run folder: ``finished``, ``resumable from epoch
     K`` (K finished epochs), ``to train``, or ``conflicting (keys)`` where the folder was
-    trained with other settings."""
+    trained with other settings; a run that diverged with the same settings says so."""
     folder = run_folder(output, recipe)
     changed = changed_keys(folder, recipe)
     if changed:
@@ -260,9 +260,12 @@ def run_state(output: str | os.PathLike, recipe) -> str:
     if (folder / RESULT_FILE).exists():
         return "finished"
     checkpoint = latest_checkpoint(folder)
+    state = "to train"
     if checkpoint is not None:
-        return f"resumable from epoch {checkpoint_epoch(checkpoint)}"
-    return "to train"
+        state = f"resumable from epoch {checkpoint_epoch(checkpoint)}"
+    if diverged(output, recipe):
+        state += f" (it diverged with these settings: lower its lr; {DIVERGED_FILE} says how)"
+    return state
 
 
 def mark_diverged(folder: Path, err: LossNotFinite) -> None:
