@@ -431,11 +431,11 @@ def test_a_diverged_proxy_run_ranks_last_and_every_shard_counts_it(tmp_path, mon
     as diverged, not pending, and do not train it again."""
     from timm_scaling.train.trainer import Trainer
 
-    real, bad = Trainer.evaluate, Candidate(1.4, 1.0, 1.2, 2.016).model()
+    real, bad = Trainer.evaluate, {Candidate(1.4, 1.0, 1.2, 2.016).model()}
 
     def evaluate(self, batches=None):
         scores = real(self, batches)
-        if self.recipe.model == bad:
+        if self.recipe.model in bad:
             scores["nonfinite_images"] = scores["eval_images"]
         return scores
 
@@ -444,7 +444,7 @@ def test_a_diverged_proxy_run_ranks_last_and_every_shard_counts_it(tmp_path, mon
     assert first.exit_code == 0, first.output
     assert statuses(first.output) == ["other shard", "train"]
     assert "1 run(s) pending" in first.output
-    folder = tmp_path / "epochs1" / f"digits-{bad}-s0"
+    folder = tmp_path / "epochs1" / f"digits-{next(iter(bad))}-s0"
     assert "validation images after epoch 1" in (folder / "diverged.json").read_text()
 
     second = search(tmp_path, "--shard", "1/2")
@@ -452,7 +452,7 @@ def test_a_diverged_proxy_run_ranks_last_and_every_shard_counts_it(tmp_path, mon
     assert statuses(second.output) == ["train", "diverged"]
     with (tmp_path / "search.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["model"], r["diverged"], r["top1_mean"]) for r in rows][1] == (bad, "True", "")
+    assert [(r["model"], r["diverged"], r["top1_mean"]) for r in rows][1] == (*bad, "True", "")
     assert rows[0]["chosen"] == "True" and rows[0]["diverged"] == "False"
     assert float(rows[0]["top1_mean"]) >= 0
     assert json.loads((tmp_path / "search.json").read_text())["model"] == rows[0]["model"]
@@ -465,6 +465,15 @@ def test_a_diverged_proxy_run_ranks_last_and_every_shard_counts_it(tmp_path, mon
     )
     again = search(tmp_path)
     assert again.exit_code == 0 and statuses(again.output) == ["done", "diverged"], again.output
+
+    # Every candidate diverges: no winner, one line naming a diverged run of the last rung.
+    bad.add(Candidate(2.0, 1.0, 1.0, 2.0).model())
+    none = search(tmp_path / "none")
+    assert none.exit_code == 3 and one_line_error(none.stderr), none.output
+    assert "every candidate of rung 0 diverged in its proxy runs" in none.output
+    assert "lower the proxy's lr (--set lr=...)" in none.output
+    assert (tmp_path / "none" / "search.csv").is_file()
+    assert not (tmp_path / "none" / "search.json").exists()
 
 
 @pytest.mark.slow

@@ -348,9 +348,12 @@ def run_search(
     atomic_write(written[0], csv_text(rows))
     last, tied = rungs[-1], None
     if last.complete and chosen is None:
+        first = next(
+            how for run, how in scorer.diverged if run.parent == scorer.folder(last.epochs)
+        )
         raise LossNotFinite(
             f"every candidate of rung {last.index} diverged in its proxy runs ({written[0]} "
-            f"lists them; the first: {scorer.diverged[0][1]}): lower the proxy's lr (--set "
+            f"lists them; the first: {first}): lower the proxy's lr (--set "
             "lr=...) and search again, into another --output if a diverged run kept an epoch"
         )
     if chosen is not None:
