@@ -131,6 +131,8 @@ class Check:
     def __init__(
         self, out: Path, device: str, quick: bool, budget: float, steps: set[str] | None = None
     ) -> None:
+        # Absolute: the steps' commands run in the checkout, not where --out was given.
+        out = out.absolute()
         self.out, self.device, self.quick, self.steps = out, device, quick, steps
         self.deadline = time.monotonic() + budget
         self.logs = out / "logs"

@@ -101,6 +101,23 @@ def test_steps_runs_only_the_steps_named(tmp_path, monkeypatch, capsys):
     assert err == f"error: --steps a,z9: no step z9; choose from {choose}\n"
 
 
+def test_a_relative_out_is_where_it_was_given_not_in_the_checkout(tmp_path, monkeypatch):
+    """The steps' commands run in the checkout: a relative --out given elsewhere (as in
+    `python3 ~/timm-scaling/benchmarks/gpu_check.py --out gpu-check`) must reach them as the
+    folder it names there, or their files land in the checkout and the step fails."""
+    script = load_script()
+    monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
+    given = []
+    monkeypatch.setattr(script, "demo", lambda check, limit: given.append(check))
+    monkeypatch.delenv("TIMM_SCALING_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert script.main(["--device", "cpu", "--quick", "--out", "rel", "--steps", "d"]) == 0
+    assert [(c.out, c.logs, c.env["TIMM_SCALING_CACHE"]) for c in given] == [
+        (tmp_path / "rel", tmp_path / "rel" / "logs", str(tmp_path / "rel" / "cache"))
+    ]
+    assert (tmp_path / "rel" / "gpu_check.json").is_file()
+
+
 def test_report_renders_every_section():
     """The Markdown of a full GPU record (the numbers are made up; the layout is checked)."""
     script = load_script()
