@@ -11,8 +11,8 @@ Imports no torch: ``timm-scaling collect`` starts fast.
     model/               the trained (evaluated) network as timm's ``save_for_hf`` writes it:
                          ``timm.create_model("local-dir:<run>/model", pretrained=True)``
     result.json          the report row and the run's details; written last: the run is finished
-    diverged.json        instead of a result: the run diverged (its message), with recipe.yaml's
-                         settings; removed when a run trains there again
+    diverged.json        instead of a result: how the run (of recipe.yaml's settings) diverged;
+                         removed when a run trains there again
 
 and each finished run appends one row to ``<output>/report.csv``.
 """
@@ -73,7 +73,8 @@ def changed_keys(folder: Path, recipe, resume: bool = False) -> list[str]:
 
 
 def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
-    """:func:`changed_keys` of a folder whose recipe.yaml exists, whatever it holds."""
+    """The keys that differ from the folder's recipe.yaml, whether or not an epoch finished
+    there; a folder whose recipe.yaml is missing or unreadable is damaged."""
     saved = folder / RECIPE_FILE
     if not saved.exists():  # written before any epoch or result
         raise damaged(saved, "is missing")
