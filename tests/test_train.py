@@ -294,18 +294,26 @@ def test_unknown_recipe_lists_the_recipes():
         assert name in outcome.output
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 @pytest.mark.slow
-def test_two_processes_count_each_image_once_and_stay_equal(tmp_path):
-    """Two real CPU processes (gloo) through --num-processes; 60 val images: shards of 30."""
+@pytest.mark.parametrize("launcher", ["--num-processes", "torchrun"])
+def test_two_processes_count_each_image_once_and_stay_equal(tmp_path, launcher):
+    """Two real CPU processes (gloo) through --num-processes, or started by torchrun itself (as
+    `accelerate launch` does): on a machine with no GPU, Accelerate set each of torchrun's up
+    alone, and both trained the whole run into one folder. 61 val images: shards of 30 and 31."""
     output = tmp_path / "runs"
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     )
-    args = ["train", "digits", "--output", str(output), "--num-processes", "2"]
+    args = ["train", "digits", "--output", str(output)]
     args += [a for o in overrides(limit_val=61) for a in ("--set", o)]
-    done = subprocess.run(
-        [sys.executable, "-m", "timm_scaling", *args], env=env, capture_output=True, text=True
-    )
+    if launcher == "torchrun":
+        command = [*TORCHRUN, "-m", "timm_scaling", *args]
+    else:
+        command = [sys.executable, "-m", "timm_scaling", *args, "--num-processes", "2"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     recipe = tiny(limit_val=61)
     folder = run_folder(output, recipe)

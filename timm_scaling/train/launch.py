@@ -55,6 +55,13 @@ def die_with_launcher() -> None:
     die_with_parent(launcher)
 
 
+def launched_world() -> int:
+    """The number of processes the launcher that started this one started (the WORLD_SIZE of
+    torchrun, which ``accelerate launch`` runs, beside its LOCAL_RANK); 1 where none did."""
+    launched = "LOCAL_RANK" in os.environ
+    return int(os.environ.get("WORLD_SIZE") or 1) if launched else 1
+
+
 def _parent_of(pid: int) -> int | None:
     """The parent of process ``pid`` (Linux's /proc), None if it has ended."""
     try:

@@ -31,7 +31,7 @@ from timm_scaling.runs import (
 from timm_scaling.train.building import Building
 from timm_scaling.train.checkpoints import Checkpoints
 from timm_scaling.train.finishing import Finishing
-from timm_scaling.train.launch import NUM_PROCESSES_ENV, die_with_launcher
+from timm_scaling.train.launch import NUM_PROCESSES_ENV, die_with_launcher, launched_world
 from timm_scaling.train.logs import log, logger
 from timm_scaling.train.machine import mixed_precision
 from timm_scaling.train.update import Updating, evaluate
@@ -85,6 +85,10 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.folder = run_folder(output, recipe)
         self.trackers = trackers.require(recipe.log_with)  # before anything is built
+        # Started as one of N processes by torchrun or `accelerate launch` on a machine with no
+        # GPU: they train together over gloo, as `--num-processes N` does (Accelerate would set
+        # up each alone, and each would train the whole run into the same folder).
+        cpu = cpu or (launched_world() > 1 and not torch.cuda.is_available())
         self.accelerator = Accelerator(
             cpu=cpu,
             mixed_precision=mixed_precision(recipe, cpu),
@@ -102,7 +106,7 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
 
     def _check_processes(self, asked: int | None) -> None:
         world = self.accelerator.num_processes
-        expected = asked or int(os.environ.get(NUM_PROCESSES_ENV, world))
+        expected = asked or int(os.environ.get(NUM_PROCESSES_ENV) or launched_world())
         if world != expected:
             raise UserError(
                 f"asked for {expected} processes but found {world}; launch with "
