@@ -89,7 +89,7 @@ def describe_plan(settings: SearchSettings, plan: Plan) -> list[str]:
     lines.append(
         f"  {plan.runs} proxy runs; about {plan.seconds / 60:.0f} min here "
         f"(B0 epoch {plan.epoch_s:.1f} s x {kind} {plan.cost_factor:.2f} on average; "
-        f"finished runs under {settings.output} are not trained again)"
+        f"finished or diverged runs under {settings.output} are not trained again)"
     )
     return lines
 
