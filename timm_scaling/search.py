@@ -193,13 +193,14 @@ class _ProxyScorer:
                 except LossNotFinite as err:
                     how = err.what
                 self.trained += 1
+            key = (candidate, epochs)
             if how:
                 self.diverged.append((run_folder(output, recipe), how))
-                result = {"top1": DIVERGED}
+                self.top1.setdefault(key, []).append(DIVERGED)
+                continue
             self.pending += result is None
-            self.top1.setdefault((candidate, epochs), []).append(result and result["top1"])
-            if result and how is None:
-                key = (candidate, epochs)
+            self.top1.setdefault(key, []).append(result and result["top1"])
+            if result:
                 self.images[key] = self.images.get(key, 0) + result["eval_images"]
         self.rung += 1
         scores = [self.top1[(c, epochs)] for c in candidates]
