@@ -216,16 +216,19 @@ def test_a_step_past_its_limit_gets_ctrl_c_first(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_packing_step_measures_without_and_under_mps(tmp_path, monkeypatch, mps_control):
-    """Step e end to end on the CPU (where gpu_check itself skips it): the loop alone, copies
-    at once (two here, for two cores), then as many under the check's own MPS daemon (the
-    stand-in control program), which is stopped after."""
+    """Step e end to end on the CPU (where gpu_check itself skips it): copies at once (two
+    here, for two cores), then as many under the check's own MPS daemon (the stand-in control
+    program), which is stopped after. The loop alone is step b1's run (the quick run's test)."""
     script = load_script()
     monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
     monkeypatch.setattr(script, "PACKED", 2)
+    alone = {"loop": 100.0, "wall_s": 5.0, "batch_size": 128, "model": "effnet_b0"}
+    monkeypatch.setattr(script, "throughput", lambda *args: alone)
     check = script.Check(tmp_path / "out", "cpu", quick=True, budget=600)
     result = script.packing(check, 400)
     assert len(result["packed_images_per_s"]) == script.PACKED
     assert result["packed_total_images_per_s"] == pytest.approx(sum(result["packed_images_per_s"]))
+    assert result["speedup"] == pytest.approx(result["packed_total_images_per_s"] / 100.0)
     under = result["mps"]
     assert len(under["packed_images_per_s"]) == script.PACKED and under["speedup"] > 0
     calls = mps_control.read_text().splitlines()
