@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+import signal
 import subprocess
 import sys
 
@@ -189,16 +190,57 @@ def test_launched_processes_that_fail_end_in_what_the_folder_keeps(tmp_path, mon
 
 @pytest.mark.parametrize(
     ("stop", "code", "word"),
-    [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")],
+    [
+        ("KeyboardInterrupt", 130, "interrupted"),
+        ("Terminated", 143, "terminated"),
+        ("HungUp", 129, "hung up"),
+    ],
 )
 def test_a_stopped_command_says_so_with_its_signals_code(monkeypatch, stop, code, word):
     """A command with nothing half-done to report (profile) still ends as train and sweep do:
-    its word on stderr, 130 for Ctrl-C, 143 for SIGTERM (it was 130 for both)."""
+    its word on stderr, 130 for Ctrl-C, 143 for SIGTERM (it was 130 for both), 129 for SIGHUP."""
     from timm_scaling import cli, profile
 
     def stopped(*args, **kwargs):
-        raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": cli.Terminated}[stop]
+        raise getattr(cli, stop, KeyboardInterrupt)
 
     monkeypatch.setattr(profile, "profile_rows", stopped)
     outcome = runner.invoke(app, ["profile", "effnet_b0", "--no-speed"])
     assert (outcome.exit_code, outcome.output) == (code, f"{word}\n")
+
+
+@pytest.mark.parametrize("nohup", [False, True])
+def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does_unless_sighup_is_ignored(
+    monkeypatch, nohup
+):
+    """While a command runs, SIGTERM and SIGHUP (a closed terminal) raise what Ctrl-C raises, so
+    that it stops as Ctrl-C stops it (its jobs, MPS daemon and lock let go); under ``nohup``
+    (SIGHUP ignored) SIGHUP stays ignored. Both are given back when the command ends."""
+    from timm_scaling import cli
+
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    during = {}
+    monkeypatch.setattr(cli, "app", lambda **kwargs: during.update(handlers(signals)))
+    before = handlers(signals)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if nohup else signal.SIG_DFL)
+        cli.main()
+        after = handlers(signals)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    with pytest.raises(cli.Terminated) as stop:
+        during[signal.SIGTERM](signal.SIGTERM, None)
+    assert type(stop.value) is cli.Terminated
+    if nohup:
+        assert during[signal.SIGHUP] == after[signal.SIGHUP] == signal.SIG_IGN
+    else:
+        with pytest.raises(cli.HungUp):
+            during[signal.SIGHUP](signal.SIGHUP, None)
+        assert after[signal.SIGHUP] == signal.SIG_DFL
+    assert after[signal.SIGTERM] == signal.SIG_DFL
+
+
+def handlers(signals) -> dict:
+    return {signum: signal.getsignal(signum) for signum in signals}

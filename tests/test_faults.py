@@ -252,17 +252,24 @@ def test_nan_weights_after_the_last_update_are_divergence_not_a_result(tmp_path)
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path, signum):
+    """SIGTERM to the process (SLURM's, Kubernetes'), SIGHUP to its group (a terminal closed
+    under it; it was killed outright, keeping its lock file and a half-written epoch)."""
     env = dict(os.environ)
     command = ["train", "digits", "--output", str(tmp_path), *sets(TINY + ["epochs=3"])]
     folder = run_folder(tmp_path, tiny(epochs=3))
     process = start(command, env)
     wait_for(lambda: (folder / CHECKPOINTS / LATEST).exists(), process)
-    process.send_signal(signal.SIGTERM)
+    if signum == signal.SIGHUP:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == 128 + signum, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("terminated: ") and "--resume" in last, err
+    word = "hung up" if signum == signal.SIGHUP else "terminated"
+    assert last.startswith(f"{word}: ") and "--resume" in last, err
     assert "Traceback" not in err
     assert not (folder / LOCK_FILE).exists()
     resumed = runner.invoke(app, [*command, "--resume"])

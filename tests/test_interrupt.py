@@ -162,6 +162,49 @@ def test_sigterm_as_the_command_exits_ends_it_without_a_traceback(env):
     assert "Traceback" not in done.stderr, done.stderr
 
 
+POOL = (  # a sweep's pool of two jobs, each a minute long, SIGHUP handled as the CLI does
+    "import signal, sys, time\n"
+    "from timm_scaling.cli.base import HungUp, _terminate\n"
+    "from timm_scaling.workers import in_pool\n"
+    "signal.signal(signal.SIGHUP, _terminate)\n"
+    "try:\n"
+    "    in_pool(time.sleep, [60, 60], 2, [], print)\n"
+    "except HungUp:\n"
+    "    sys.exit(129)\n"
+)
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` ignores ``signum`` (its /proc status's SigIgn mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_hang_up_stops_every_job_without_a_traceback(env):
+    """SIGHUP to the process group (a terminal closed under a sweep): the jobs ignore it and
+    are stopped by the sweep, which ends with 129 and no traceback; multiprocessing's resource
+    tracker, killed by it, was started again on the way out and printed a KeyError per queue."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", POOL], env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def jobs() -> list[int]:
+        return [pid for pid in group_members(process.pid) if pid in processes_naming("spawn_")]
+
+    wait_for(lambda: len(jobs()) == 2 and all(ignores(p, signal.SIGHUP) for p in jobs()), process)
+    os.killpg(process.pid, signal.SIGHUP)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 129 and "Traceback" not in err, err
+    assert left_alive(lambda: group_members(process.pid), 10) == [], "a job outlived the sweep"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_process_dies_with_its_parent():

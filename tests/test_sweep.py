@@ -330,13 +330,14 @@ def test_sweep_command_with_a_gpu_not_there_is_one_line(gpus, tmp_path):
 
 def test_a_worker_takes_its_environment_before_torch_starts(monkeypatch):
     """... and asks to end with the sweep whose pid it is given (not this process's parent:
-    this test's process stays as it was, Ctrl-C included)."""
+    this test's process stays as it was, Ctrl-C included), ignoring Ctrl-C and SIGHUP."""
     import torch
 
     launch = importlib.import_module("timm_scaling.train.launch")  # the module, not launch()
     for key in ("CUDA_VISIBLE_DEVICES", "MASTER_PORT"):
         monkeypatch.setenv(key, "unset")  # restored after the test
-    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    handled = []
+    monkeypatch.setattr(signal, "signal", lambda *args: handled.append(args))
     asked = []
     monkeypatch.setattr(launch, "die_with_parent", asked.append)
     environments = queue.Queue()
@@ -344,6 +345,8 @@ def test_a_worker_takes_its_environment_before_torch_starts(monkeypatch):
     workers.start_worker(torch.get_num_threads(), environments, 4321)
     assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["MASTER_PORT"]) == ("1", "29612")
     assert asked == [4321]
+    # A terminal's Ctrl-C and hang-up reach the whole group: the sweep stops its jobs itself.
+    assert handled == [(signal.SIGINT, signal.SIG_IGN), (signal.SIGHUP, signal.SIG_IGN)]
 
 
 @pytest.mark.slow

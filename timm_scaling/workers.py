@@ -81,10 +81,11 @@ def job_environments(
 
 def start_worker(threads: int, environments, sweep: int) -> None:
     """A ``--jobs`` worker process: its own GPU and port (before torch starts), and ``threads``
-    CPU threads. It ignores Ctrl-C (a terminal sends it to the whole process group): the sweep
-    stops every job itself, and none starts a new run on the way out. The ``sweep`` process
-    (its pid) killed outright (kill -9) ends it too, even while it was starting: it would train
-    on, its run locked against the sweep run again, or wait for work forever."""
+    CPU threads. It ignores Ctrl-C and SIGHUP (a terminal sends them to the whole process
+    group): the sweep stops every job itself, and none starts a new run on the way out. The
+    ``sweep`` process (its pid) killed outright (kill -9) ends it too, even while it was
+    starting: it would train on, its run locked against the sweep run again, or wait for work
+    forever."""
     os.environ.update(environments.get())
     import torch
     from tqdm import tqdm
@@ -93,9 +94,24 @@ def start_worker(threads: int, environments, sweep: int) -> None:
 
     die_with_parent(sweep)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # tqdm's default lock is a multiprocessing one: a job ended mid-run would leak it.
     tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (the pool's queues register with it) with SIGHUP
+    blocked, as it starts itself with Ctrl-C and SIGTERM blocked: a closed terminal's SIGHUP to
+    the process group killed it, the sweep started another on its way out, and that one printed
+    a KeyError traceback for each queue it had not seen."""
+    from multiprocessing import resource_tracker
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -124,6 +140,7 @@ def in_pool(
     jobs = max(1, min(jobs, len(items)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
+    start_resource_tracker()
     environments = context.Queue()
     for env in job_environments(jobs, gpus, shared):
         environments.put(env)

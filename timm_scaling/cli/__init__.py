@@ -11,14 +11,17 @@ from __future__ import annotations
 import signal
 
 from timm_scaling.cli import analysis, search, training  # noqa: F401  (they register commands)
-from timm_scaling.cli.base import Terminated, _terminate, app
+from timm_scaling.cli.base import HungUp, Terminated, _terminate, app, stop_signals
 
-__all__ = ["Terminated", "app", "main"]
+__all__ = ["HungUp", "Terminated", "app", "main"]
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    handled = stop_signals()
+    for signum in handled:
+        signal.signal(signum, _terminate)
     try:
         app(prog_name="timm-scaling")
-    finally:  # the command has ended: a SIGTERM while Python exits ends it, with no traceback
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finally:  # the command has ended: a signal while Python exits ends it, with no traceback
+        for signum in handled:
+            signal.signal(signum, signal.SIG_DFL)

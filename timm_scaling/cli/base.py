@@ -1,5 +1,5 @@
 """The typer app and what every command shares: one-line errors, recipe overrides, the
-plan's table, and SIGTERM handled as Ctrl-C."""
+plan's table, and SIGTERM and SIGHUP handled as Ctrl-C."""
 
 from __future__ import annotations
 
@@ -119,14 +119,30 @@ class Terminated(KeyboardInterrupt):
     folder keeps its last finished epoch, a sweep stops its jobs, the message says how to go
     on), with exit code 143."""
 
+    signum, word = signal.SIGTERM, "terminated"
+
+
+class HungUp(Terminated):
+    """SIGHUP, what a closed terminal (a dropped ssh connection) sends the commands it ran:
+    handled as SIGTERM is, with exit code 129. Where it is ignored (``nohup``) it stays so."""
+
+    signum, word = signal.SIGHUP, "hung up"
+
 
 def _terminate(signum: int, frame) -> None:
-    raise Terminated
+    raise HungUp if signum == signal.SIGHUP else Terminated
+
+
+def stop_signals() -> list[signal.Signals]:
+    """The signals :func:`_terminate` takes over: SIGTERM, and SIGHUP unless it is ignored."""
+    return [signal.SIGTERM] + (
+        [signal.SIGHUP] if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL else []
+    )
 
 
 def stop_word(stop: KeyboardInterrupt) -> str:
-    return "terminated" if isinstance(stop, Terminated) else "interrupted"
+    return getattr(stop, "word", "interrupted")
 
 
 def stop_code(stop: KeyboardInterrupt) -> int:
-    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+    return 128 + getattr(stop, "signum", signal.SIGINT)
