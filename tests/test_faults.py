@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -252,29 +253,40 @@ def test_nan_weights_after_the_last_update_are_divergence_not_a_result(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_sigterm_or_sighup_stops_a_run_as_ctrl_c_does_and_it_resumes(tmp_path, signum):
-    """SIGTERM to the process (SLURM's, Kubernetes'), SIGHUP to its group (a terminal closed
-    under it; it was killed outright, keeping its lock file and a half-written epoch)."""
+@pytest.mark.parametrize(
+    ("signum", "whole_group", "word"),
+    [
+        (signal.SIGINT, True, "interrupted"),  # a terminal's Ctrl-C, to the whole group
+        (signal.SIGTERM, False, "terminated"),  # SLURM's and Kubernetes', to the process
+        (signal.SIGHUP, True, "hung up"),  # a terminal closed (it killed the run outright)
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_signal_stops_a_run_keeping_its_epochs_and_it_resumes(
+    tmp_path, signum, whole_group, word
+):
+    """Stopped mid-run, `train` ends at once with 128 + the signal and one line saying what the
+    run folder keeps and how to go on; its lock is let go; --resume trains the epochs left."""
     env = dict(os.environ)
     command = ["train", "digits", "--output", str(tmp_path), *sets(TINY + ["epochs=3"])]
     folder = run_folder(tmp_path, tiny(epochs=3))
     process = start(command, env)
     wait_for(lambda: (folder / CHECKPOINTS / LATEST).exists(), process)
-    if signum == signal.SIGHUP:
+    if whole_group:
         os.killpg(process.pid, signum)
     else:
         process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, err
+    kept = rf"{word}: {re.escape(str(folder))} keeps its last finished epoch \([12]\); run "
     last = err.strip().splitlines()[-1]
-    word = "hung up" if signum == signal.SIGHUP else "terminated"
-    assert last.startswith(f"{word}: ") and "--resume" in last, err
+    assert re.fullmatch(kept + "the same command with --resume to continue it", last), err
     assert "Traceback" not in err
     assert not (folder / LOCK_FILE).exists()
     resumed = runner.invoke(app, [*command, "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    assert json.loads((folder / RESULT_FILE).read_text())["epochs"] == 3
+    epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()]
+    assert epochs == [1, 2, 3]
 
 
 # -- damaged files: one line, never a traceback -------------------------------------------------

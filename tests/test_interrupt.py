@@ -123,27 +123,6 @@ def test_ctrl_c_or_sigterm_stops_every_job_of_a_sweep_and_the_sweep_resumes(tmp_
         assert epochs == [1, 2, 3, 4], folder
 
 
-@pytest.mark.slow
-def test_ctrl_c_in_train_says_resume_continues_it(tmp_path, env):
-    output = tmp_path / "runs"
-    folder = output / "digits-effnet_b0-s0"
-    args = ["train", "digits", "--output", str(output), *(a for o in TINY for a in ("--set", o))]
-    process = start(args, env)
-    wait_for(lambda: epochs_done(folder) >= 1, process)
-    _, err = interrupt(process, whole_group=True)
-    assert f"interrupted: {folder} keeps its last finished epoch" in err
-    assert "--resume to continue it" in err and "Traceback" not in err
-    resumed = subprocess.run(
-        [sys.executable, "-m", "timm_scaling", *args, "--resume"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").open()]
-    assert epochs == [1, 2, 3, 4]
-
-
 def test_sigterm_as_the_command_exits_ends_it_without_a_traceback(env):
     """A SIGTERM that arrives after the command finished, while Python exits (a job's time
     limit at the very end): the process ends as SIGTERM ends it, without the traceback of a
@@ -282,7 +261,7 @@ def test_num_processes_workers_end_with_their_launcher(tmp_path, env):
     """`train --num-processes 2` with `accelerate launch` between it and the workers killed
     (kill -9 of the command reaches the launcher as above): the workers stop, where they trained
     on unlocked beside the next command; the run's lock is free and its last finished epoch
-    kept for --resume (resuming itself: test_ctrl_c_in_train_says_resume_continues_it)."""
+    kept for --resume (resuming itself: test_faults.py's signal tests)."""
     output = tmp_path / "runs"
     args = ["train", "digits", "--num-processes", "2", "--output", str(output)]
     args += [a for o in TINY for a in ("--set", o)]
