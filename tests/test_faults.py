@@ -539,11 +539,13 @@ def test_frontier_of_a_top5_at_100_fits_without_a_bounds_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_disk_filling_up_at_a_checkpoint_is_one_line_keeping_the_last(tmp_path):
+@pytest.mark.parametrize("resume", [False, True], ids=["train", "train --resume, sweep"])
+def test_a_disk_filling_up_at_a_checkpoint_is_one_line_keeping_the_last(tmp_path, resume):
     """safetensors raises its own error on a full disk: the half-written checkpoint goes, the
-    last whole one stays, and the message says to free space and --resume."""
+    last whole one stays, and the message says to free space and run the same command with
+    --resume, or again where it resumes already (`sweep` has no --resume: it resumes each run)."""
     recipe = tiny(epochs=2)
-    trainer = Trainer(recipe, tmp_path)
+    trainer = Trainer(recipe, tmp_path, resume=resume)
     save_state = trainer.accelerator.save_state
 
     def full_on_the_second(path):
@@ -561,7 +563,9 @@ def test_a_disk_filling_up_at_a_checkpoint_is_one_line_keeping_the_last(tmp_path
         "No space left on device" in message
         and "its last finished epoch (1, epoch-0001) is kept" in message
     )
-    assert "--resume" in message and "\n" not in message
+    again = "again" if resume else "with --resume"
+    assert message.endswith(f"free space, then run the same command {again}")
+    assert "\n" not in message
     checkpoints = run_folder(tmp_path, recipe) / CHECKPOINTS
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0001", LATEST]
 

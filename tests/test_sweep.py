@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,16 @@ def test_pool_workers_run_on_their_gpus(gpus):
     tasks = ["CUDA_VISIBLE_DEVICES"] * 4
     workers.in_pool(os.getenv, tasks, 2, ["0", "1"], lambda i, task, value: seen.append(value))
     assert len(seen) == 4 and set(seen) <= {"0", "1"}
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_stops_the_others_at_once():
+    """One run's error (a full disk) ends the sweep now: it waited for the other job's run to
+    end (hours on a GPU) before saying a word."""
+    started, ended = time.monotonic(), []
+    with pytest.raises(TypeError):  # time.sleep("x"), in one job; the other sleeps a minute
+        workers.in_pool(time.sleep, [60, "x"], 2, [], lambda *done: ended.append(done))
+    assert time.monotonic() - started < 40 and ended == []  # the minute's job stopped
 
 
 @pytest.mark.slow

@@ -136,7 +136,8 @@ def in_pool(
     forked torch or Accelerate state), each with an equal share of the CPU threads and, on GPUs,
     the GPU and port of :func:`job_environments` (and ``shared``, every job's);
     ``on_done(i, item, value)`` as each ends. No more processes than items: each takes one
-    environment off the queue, and one left on it would keep this process from exiting."""
+    environment off the queue, and one left on it would keep this process from exiting. A task
+    that raises (or Ctrl-C) stops the others at once; what they finished is kept."""
     jobs = max(1, min(jobs, len(items)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
@@ -153,9 +154,6 @@ def in_pool(
                 value = future.result()
                 ended += 1
                 on_done(ended, futures[future], value)
-        except KeyboardInterrupt:
-            stop_workers(pool)
-            raise
         except BrokenProcessPool:  # a worker killed (the kernel's out-of-memory killer, kill -9)
             stop_workers(pool)
             raise RunError(
@@ -164,8 +162,8 @@ def in_pool(
                 "kept and a stopped one resumes from its last finished epoch: run the same "
                 "command again, with fewer --jobs if memory ran out"
             ) from None
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
+        except BaseException:  # Ctrl-C, or a run's error (a full disk): now, not after the rest
+            stop_workers(pool)
             raise
 
 

@@ -57,15 +57,17 @@ class Checkpoints:
     def _writing(self, partial: Path, what: str) -> Iterator[None]:
         """Writing ``what`` into ``partial``: a failure (a full disk; safetensors and torch.save
         raise their own kinds) removes the half-written folder and is one line saying what the
-        run folder keeps."""
+        run folder keeps. Trained with ``resume`` (as sweep and search train every run), the same
+        command again resumes it; `train` without --resume needs it added."""
         try:
             yield
         except Exception as err:
             shutil.rmtree(partial, ignore_errors=True)
             reason = first_line(err)[:200]
+            again = "again" if self.resume else "with --resume"
             raise UserError(
                 f"could not write {what} into {self.folder} ({reason}); "
-                f"{what_is_kept(self.folder)}: free space, then run the same command with --resume"
+                f"{what_is_kept(self.folder)}: free space, then run the same command {again}"
             ) from None
 
     def _load_checkpoint(self) -> list[dict[str, float]]:
