@@ -64,9 +64,12 @@ class Checkpoints:
         except Exception as err:
             shutil.rmtree(partial, ignore_errors=True)
             reason = first_line(err)[:200]
+            # torch's own words for a full disk can be "unexpected pos 8224960 vs 8224852"
+            free = shutil.disk_usage(self.folder).free / 2**20
             again = "again" if self.resume else "with --resume"
             raise UserError(
-                f"could not write {what} into {self.folder} ({reason}); "
+                f"could not write {what} into {self.folder} ({reason}; {free:.0f} MB free "
+                f"there); "
                 f"{what_is_kept(self.folder)}: free space, then run the same command {again}"
             ) from None
 
