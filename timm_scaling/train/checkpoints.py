@@ -66,10 +66,10 @@ class Checkpoints:
             reason = first_line(err)[:200]
             # torch's own words for a full disk can be "unexpected pos 8224960 vs 8224852"
             free = shutil.disk_usage(self.folder).free / 2**20
+            why = f"{reason}; {free:.0f} MB free there"
             again = "again" if self.resume else "with --resume"
             raise UserError(
-                f"could not write {what} into {self.folder} ({reason}; {free:.0f} MB free "
-                f"there); "
+                f"could not write {what} into {self.folder} ({why}); "
                 f"{what_is_kept(self.folder)}: free space, then run the same command {again}"
             ) from None
 
