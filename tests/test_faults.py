@@ -507,6 +507,9 @@ def test_sort_based_pareto_front_equals_the_pairwise_definition():
         (["profile", "effnet_b0", "--no-speed", "--csv", "FOLDER"], ["Is a directory"]),
         (["train", "digits", "--output", "."], ["report.csv is not a file", "move it away"]),
         (["sweep", "demo", "--output", "."], ["report.csv is not a file"]),
+        # Someone else's report.csv there: its header refused the row once the run had trained.
+        (["train", "digits", "--output", "FOREIGN"], ["FOREIGN/report.csv is not a timm-scaling"]),
+        (["sweep", "demo", "--output", "FOREIGN"], ["header differs from ours"]),
     ],
 )
 def test_unwritable_outputs_are_one_line(tmp_path, monkeypatch, args, words):
@@ -514,10 +517,13 @@ def test_unwritable_outputs_are_one_line(tmp_path, monkeypatch, args, words):
     Path("FILE").write_text("a file\n")
     Path("FOLDER").mkdir()
     Path("report.csv").mkdir()  # where every finished run would add its row
+    Path("FOREIGN").mkdir()
+    Path("FOREIGN/report.csv").write_text("model,top1,note\nfoo,50,mine\n")
     outcome = runner.invoke(app, args)
     one_line(outcome, *words)
-    made = sorted(p.name for p in tmp_path.iterdir())
-    assert made == ["FILE", "FOLDER", "report.csv"]  # nothing made: refused before training
+    made = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    # nothing made: refused before training
+    assert made == ["FILE", "FOLDER", "FOREIGN", "FOREIGN/report.csv", "report.csv"]
 
 
 def test_frontier_of_a_top5_at_100_fits_without_a_bounds_error(tmp_path):

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from timm_scaling.errors import UserError
-from timm_scaling.report import REPORT_FILE
+from timm_scaling.report import REPORT_FILE, check_report
 
 # Suffixes of the files our commands write: an --output that does not exist yet and ends in one
 # is a file name given where a folder is asked for, not a folder to create.
@@ -39,11 +39,14 @@ def check_output(
         )
     check_writable(path, "--output")
     report = path / REPORT_FILE
-    if REPORT_FILE in holds and report.exists() and not report.is_file():
+    if REPORT_FILE not in holds or not report.exists():
+        return
+    if not report.is_file():
         raise UserError(
             f"{report} is not a file: each finished run adds its row there; move it away (or "
             "pass another --output)"
         )
+    check_report(report)
 
 
 def check_writable(folder: Path, option: str) -> None:

@@ -151,6 +151,15 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
         os.fsync(handle.fileno())
 
 
+def check_report(path: Path) -> None:
+    """A report.csv already at ``path`` is ours (checked before a run trains: a foreign one
+    refused the run's row only once the whole run had trained)."""
+    with path.open("rb") as handle:
+        first = handle.readline().decode(errors="replace")
+    if first:
+        _check_header(path, first)
+
+
 def _check_header(path: Path, text: str) -> None:
     if not is_ours(text.split("\n", 1)[0]):
         raise UserError(
