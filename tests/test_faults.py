@@ -510,6 +510,7 @@ def test_sort_based_pareto_front_equals_the_pairwise_definition():
         # Someone else's report.csv there: its header refused the row once the run had trained.
         (["train", "digits", "--output", "FOREIGN"], ["FOREIGN/report.csv is not a timm-scaling"]),
         (["sweep", "demo", "--output", "FOREIGN"], ["header differs from ours"]),
+        (["collect", "FOREIGN"], ["move it away", "collect FOREIGN --prune` replaces it"]),
     ],
 )
 def test_unwritable_outputs_are_one_line(tmp_path, monkeypatch, args, words):

@@ -163,8 +163,9 @@ def check_report(path: Path) -> None:
 def _check_header(path: Path, text: str) -> None:
     if not is_ours(text.split("\n", 1)[0]):
         raise UserError(
-            f"{path} is not a timm-scaling report (its header differs from ours); "
-            "write to another --output, or rebuild it with `timm-scaling collect`"
+            f"{path} is not a timm-scaling report (its header differs from ours): move it "
+            "away or write to another --output (`timm-scaling collect "
+            f"{path.parent} --prune` replaces it with the rows of the runs there)"
         )
 
 
