@@ -260,6 +260,18 @@ def test_sweep_trains_by_shard_then_reports_and_resumes(tiny_sweep, tmp_path):
     assert read_rows(report) == rows
 
 
+def test_a_dry_run_names_an_unknown_model_as_training_would(tmp_path):
+    """`--dry-run` listed a typo's run as `to train`; the sweep itself then failed on it."""
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(yaml.safe_dump({"recipe": "digits", "models": ["effnet_b0", "resnet81"]}))
+    outcome = invoke(spec, "--output", tmp_path / "runs", "--dry-run")
+    assert outcome.exit_code == 2 and outcome.output.count("\n") == 1, outcome.output
+    assert outcome.output.startswith("error: unknown model 'resnet81': did you mean ")
+    spec.write_text(yaml.safe_dump({"recipe": "digits", "models": ["effnet_b0", "resnet18"]}))
+    listed = invoke(spec, "--output", tmp_path / "runs", "--dry-run").output.splitlines()
+    assert [line.split("  ")[1] for line in listed] == ["to train"] * 2
+
+
 def test_sweep_command_errors_are_one_line(tmp_path):
     for args, message in (
         (["nope"], "unknown sweep 'nope'"),

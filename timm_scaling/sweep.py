@@ -162,6 +162,19 @@ class SweepResult:
     written: list[Path] = field(default_factory=list)  # the frontier's and curves' files
 
 
+def check_names(recipes: Sequence[Recipe]) -> None:
+    """Every model's name exists: ours by their grammar, the rest (timm's, or typos) in timm's
+    registry, imported only for them. What ``--dry-run`` checks; training checks more."""
+    from timm_scaling.scaling import is_model_name
+
+    others = sorted({recipe.model for recipe in recipes if not is_model_name(recipe.model)})
+    if others:
+        from timm_scaling.catalog import resolve_model
+
+        for name in others:
+            resolve_model(name)
+
+
 def _check_models(recipes: Sequence[Recipe]) -> None:
     """Every model's name and image size, checked (and its cost counted, on the meta device)
     before the first run trains: a typo in the 9th model fails the sweep now, not hours later."""

@@ -256,6 +256,7 @@ def sweep_cmd(
     spec = sweeps.load_sweep(sweep)
     runs = sweeps.plan(spec, seeds, overrides, sweeps.parse_shard(shard), fuse_seeds)
     if dry_run:
+        sweeps.check_names(runs)  # a typo is an error, not a run "to train"
         for recipe in runs:
             typer.echo(f"{run_folder(output, recipe)}  {run_state(output, recipe)}")
         if jobs == AUTO:
