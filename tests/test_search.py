@@ -346,6 +346,7 @@ def one_line_error(output: str) -> bool:
         (["--shard", "0/2"], "--shard '0/2'"),
         (["--grid-step", "0"], "--grid-step 0"),
         (["--set", "epochs=zero"], "epochs"),
+        (["--dataset", "nope"], "error: --dataset nope: unknown dataset 'nope'"),  # as typed
     ],
 )
 def test_cli_bad_input_is_one_line_and_trains_nothing(tmp_path, args, message):

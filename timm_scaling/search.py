@@ -70,7 +70,7 @@ from timm_scaling.coefficients import (
     winner,
 )
 from timm_scaling.errors import LossNotFinite, UserError
-from timm_scaling.recipes import Recipe, load_recipe
+from timm_scaling.recipes import Override, Recipe, load_recipe
 from timm_scaling.report import atomic_write
 from timm_scaling.runs import RESULT_FILE, diverged, finished, run_folder
 from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT
@@ -121,7 +121,8 @@ class SearchSettings:
 
     def proxy(self, **changes: object) -> Recipe:
         """The proxy recipe with the search's overrides, then ``changes`` (model, epochs...)."""
-        extra = [f"dataset={self.dataset}"] if self.dataset else []
+        typed = f"--dataset {self.dataset}"  # what an error about it quotes
+        extra = [Override(f"dataset={self.dataset}", typed)] if self.dataset else []
         extra += [*self.overrides, *(f"{key}={value}" for key, value in changes.items())]
         return load_recipe(self.recipe, extra)
 
