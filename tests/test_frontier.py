@@ -664,6 +664,9 @@ def test_bad_reference_and_bad_x_are_bad_options_and_a_folder_is_a_folder(tmp_pa
     assert "'compund' is not a group" in line and "tf_efficientnet.ns_jft_in1k" in line
     line = one_line_error(runner.invoke(app, ["frontier", str(path), "--x", "nonsense"]), 2)
     assert "--x 'nonsense'" in line and "infer_img_size" not in line and "gmacs" in line
+    # One column for both axes drew accuracy against itself.
+    line = one_line_error(runner.invoke(app, ["frontier", str(path), "--x", "top1"]), 2)
+    assert line.startswith("error: --x and --y are both 'top1': --x is the cost")
     line = one_line_error(runner.invoke(app, ["frontier", str(tmp_path)]), 3)
     assert "is a folder" in line
 

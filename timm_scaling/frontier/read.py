@@ -268,7 +268,13 @@ def _check_columns(frames: list[pd.DataFrame], needed: Sequence[str], has_costs:
 
 
 def _check_option_columns(frames: list[pd.DataFrame], x: str, y: str) -> None:
-    """--x/--y naming no column of any file and no known metric: a bad option (exit 2)."""
+    """--x/--y naming no column of any file and no known metric, or one column for both: a
+    bad option (exit 2)."""
+    if x == y:
+        raise UserError(
+            f"--x and --y are both {x!r}: --x is the cost (gmacs, param_count, ...), --y the "
+            "accuracy (top1, top5)"
+        )
     every = sorted({str(c) for f in frames for c in _shown_columns(f)})
     for option, column in (("--x", x), ("--y", y)):
         if column not in METRICS and not any(column in f.columns for f in frames):
