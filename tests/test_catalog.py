@@ -16,7 +16,7 @@ from timm_scaling.errors import UserError
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import read_rows
 from timm_scaling.runs import run_folder
-from timm_scaling.sweep import load_sweep, plan
+from timm_scaling.sweep_file import load_sweep, plan
 from timm_scaling.train import train
 
 ROUNDING = 0.005  # timm's benchmark prints 2 decimals

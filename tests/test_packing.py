@@ -11,8 +11,9 @@ from timm_scaling import plan as planning
 from timm_scaling.cli import app
 from timm_scaling.packing import CLOSE, choose_jobs, parse_jobs, projections
 from timm_scaling.plan import COLUMNS, read_plan, wall_time
-from timm_scaling.sweep import check_jobs, load_sweep
-from timm_scaling.sweep import plan as sweep_plan
+from timm_scaling.sweep import check_jobs
+from timm_scaling.sweep_file import load_sweep
+from timm_scaling.sweep_file import plan as sweep_plan
 
 runner = CliRunner()
 MODELS = ("effnet_b0", "effnet_b0_d2")

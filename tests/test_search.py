@@ -298,7 +298,7 @@ def test_recipes_and_sweeps_name_found_coefficients(tmp_path):
 
     from timm_scaling.models import ensure_registered
     from timm_scaling.recipes import load_recipe
-    from timm_scaling.sweep import load_sweep, plan
+    from timm_scaling.sweep_file import load_sweep, plan
 
     names = ladder(Candidate(1.25, 1.1, 1.1, nominal_factor(1.25, 1.1, 1.1)))
     recipe = load_recipe("digits", [f"model={names[1]}"])

@@ -25,7 +25,7 @@ from timm_scaling.plan import write as write_plan
 from timm_scaling.recipes import load_recipe
 from timm_scaling.report import read_rows
 from timm_scaling.runs import diverged as runs_diverged
-from timm_scaling.sweep import list_sweeps, load_sweep, parse_shard, plan
+from timm_scaling.sweep_file import list_sweeps, load_sweep, parse_shard, plan
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -75,7 +75,7 @@ from timm_scaling.report import atomic_write
 from timm_scaling.runs import RESULT_FILE, diverged, finished, run_folder
 from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT
 from timm_scaling.search_cost import MeasuredCost
-from timm_scaling.sweep import parse_shard
+from timm_scaling.sweep_file import parse_shard
 from timm_scaling.tables import csv_text
 
 CSV_FILE, JSON_FILE = "search.csv", "search.json"

@@ -243,6 +243,7 @@ def sweep_cmd(
     from tqdm import tqdm
 
     from timm_scaling import sweep as sweeps
+    from timm_scaling import sweep_file
     from timm_scaling.outputs import check_output
     from timm_scaling.packing import AUTO
     from timm_scaling.runs import finished, run_folder, run_state
@@ -253,8 +254,8 @@ def sweep_cmd(
     check_output(output)
     jobs = sweeps.check_jobs(jobs, plan)
     # Checked before anything starts: a bad sweep, shard or override is one line.
-    spec = sweeps.load_sweep(sweep)
-    runs = sweeps.plan(spec, seeds, overrides, sweeps.parse_shard(shard), fuse_seeds)
+    spec = sweep_file.load_sweep(sweep)
+    runs = sweep_file.plan(spec, seeds, overrides, sweep_file.parse_shard(shard), fuse_seeds)
     if dry_run:
         sweeps.check_names(runs)  # a typo is an error, not a run "to train"
         for recipe in runs:
