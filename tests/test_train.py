@@ -313,8 +313,13 @@ def test_two_processes_count_each_image_once_and_stay_equal(tmp_path, launcher):
         command = [*TORCHRUN, "-m", "timm_scaling", *args]
     else:
         command = [sys.executable, "-m", "timm_scaling", *args, "--num-processes", "2"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    temporary = tmp_path / "tmp"  # the temporary folder of every process started
+    temporary.mkdir()
+    done = subprocess.run(command, env={**env, "TMPDIR": str(temporary)}, capture_output=True,
+                          text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    if launcher == "--num-processes":  # torchrun's log folder stayed (by hand, torchrun's own)
+        assert list(temporary.iterdir()) == []
     recipe = tiny(limit_val=61)
     folder = run_folder(output, recipe)
     result = json.loads((folder / RESULT_FILE).read_text())

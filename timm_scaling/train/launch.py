@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,32 +94,36 @@ def launch(args: Sequence[str], num_processes: int) -> int:
             f"--num-processes {num_processes}: this machine has {gpus} GPU(s); "
             f"use --num-processes {gpus} or fewer"
         )
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--quiet",
-        "--multi_gpu",
-        "--num_processes",
-        str(num_processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",  # the recipe's precision is passed to Accelerator, which takes precedence
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        "-m",
-        "timm_scaling",
-        *args,
-    ]
-    log.info(f"launching {num_processes} processes: {' '.join(command)}")
     started_by = functools.partial(die_with_parent, os.getpid())
-    with subprocess.Popen(command, env=env, preexec_fn=started_by) as launcher:
-        try:
-            return launcher.wait()
-        except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: stop the workers
-            launcher.send_signal(signal.SIGINT)
-            launcher.wait()
-            raise
+    # torchrun's log folder (empty unless it tees) went into /tmp at every launch and stayed
+    with tempfile.TemporaryDirectory(prefix="timm-scaling-launch-") as logs:
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--quiet",
+            "--log_dir",
+            logs,
+            "--multi_gpu",
+            "--num_processes",
+            str(num_processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",  # the recipe's precision is passed to Accelerator, which takes precedence
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "timm_scaling",
+            *args,
+        ]
+        log.info(f"launching {num_processes} processes: {' '.join(command)}")
+        with subprocess.Popen(command, env=env, preexec_fn=started_by) as launcher:
+            try:
+                return launcher.wait()
+            except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: stop them
+                launcher.send_signal(signal.SIGINT)
+                launcher.wait()
+                raise
