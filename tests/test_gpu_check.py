@@ -214,6 +214,10 @@ def test_a_step_past_its_limit_gets_ctrl_c_first(tmp_path, monkeypatch):
     assert time.monotonic() - started < 10  # SIGKILL after the grace, not the sleep's 60 s
 
 
+# The loop alone as step b1 measures it (its images/s in "loop").
+ALONE = {"loop": 100.0, "wall_s": 5.0, "batch_size": 128, "model": "effnet_b0"}
+
+
 @pytest.mark.slow
 def test_the_packing_step_measures_without_and_under_mps(tmp_path, monkeypatch, mps_control):
     """Step e end to end on the CPU (where gpu_check itself skips it): copies at once (two
@@ -222,8 +226,7 @@ def test_the_packing_step_measures_without_and_under_mps(tmp_path, monkeypatch, 
     script = load_script()
     monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
     monkeypatch.setattr(script, "PACKED", 2)
-    alone = {"loop": 100.0, "wall_s": 5.0, "batch_size": 128, "model": "effnet_b0"}
-    monkeypatch.setattr(script, "throughput", lambda *args: alone)
+    monkeypatch.setattr(script, "throughput", lambda *args: ALONE)
     check = script.Check(tmp_path / "out", "cpu", quick=True, budget=600)
     result = script.packing(check, 400)
     assert len(result["packed_images_per_s"]) == script.PACKED
@@ -239,8 +242,7 @@ def test_the_packing_step_measures_without_and_under_mps(tmp_path, monkeypatch, 
 def test_copies_failing_under_mps_leave_the_numbers_without_it(tmp_path, monkeypatch, mps_control):
     script = load_script()
     monkeypatch.setattr(script.signal, "signal", lambda *args: None)  # pytest keeps its SIGTERM
-    alone = {"loop": 100.0, "wall_s": 5.0, "batch_size": 128, "model": "effnet_b0"}
-    monkeypatch.setattr(script, "throughput", lambda *args: alone)
+    monkeypatch.setattr(script, "throughput", lambda *args: ALONE)
     copy = {"loop": 60.0, "loop_from": 0.0, "loop_to": 10.0}
 
     def packed(check, tag, seconds, env):
