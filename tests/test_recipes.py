@@ -125,7 +125,7 @@ def test_overrides_are_typed_by_yaml():
         ("epochs=true", ["epochs", "an integer"]),
         ("epochs=2.5", ["epochs", "an integer"]),
         ("lr=fast", ["lr", "a number", "fast"]),
-        ("dataset=imagenet", ["dataset", "cifar10, cifar100, digits, synthetic, folder, tar"]),
+        ("dataset=imagenet", ["dataset", "cifar10, cifar100, digits, mnist, fashion_mnist"]),
         ("lr=0", ["lr", "above 0"]),
         ("drop_rate=1", ["drop_rate", "[0, 1)"]),
         ("grad_accum=3", ["batch_size", "multiple of grad_accum"]),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from timm_scaling.data import MEAN, STD, ImageSet, mix_seed
-from timm_scaling.imagesets import Normalizer
+from timm_scaling.imagesets import Normalizer, channel_stats
 
 
 class DeviceBatches:
@@ -31,6 +31,10 @@ class DeviceBatches:
     slices are disjoint and cover every image once. Shards may differ by one image, so the
     number of batches may differ by one between processes: sum the correct counts locally and
     reduce once after the loop (never a collective per batch).
+
+    Grey images (one channel) are served with ``channels`` channels: repeated to 3 after the
+    augmentation (a view, so the set stays one channel on the device), or left at 1 for a model
+    built with ``in_chans=1``, normalised then by the mean of ``mean`` and of ``std``.
 
     Yields ``(images, labels)``: float32 images normalised by ``mean``/``std``
     (channels_last if asked), int64 labels, both on ``device``.
@@ -51,6 +55,7 @@ class DeviceBatches:
         std: Sequence[float] = STD,
         channels_last: bool = False,
         drop_last: bool = False,
+        channels: int = 3,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
@@ -66,6 +71,11 @@ class DeviceBatches:
         self.world_size = world_size
         self.crop_padding = crop_padding
         self.hflip = hflip
+        held = data.images.shape[1]
+        if held not in (1, channels):
+            raise ValueError(f"{held}-channel images cannot feed a {channels}-channel model")
+        mean, std = channel_stats(mean, std, channels)
+        self.channels = channels
         self.normalize = Normalizer(mean, std, self.device, channels_last)
         self.drop_last = drop_last
         self.epoch = 0
@@ -109,6 +119,7 @@ class DeviceBatches:
             images = self.images[batch]
             if generator is not None:
                 images = self.augment(images, generator)
+            images = images.expand(-1, self.channels, -1, -1)
             yield self.normalize(images), self.labels[batch]
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -139,12 +139,17 @@ def create_model(
         ) from None
 
 
+def in_chans(model_kwargs: Mapping[str, Any] | None) -> int:
+    """The input channels of a model built with ``model_kwargs`` (timm's default: 3)."""
+    return int((model_kwargs or {}).get("in_chans", 3))
+
+
 def _runs(name: str, img_size: int, model_kwargs: Mapping[str, Any] | None) -> bool:
     """Whether the model builds and runs a forward pass at ``img_size`` (on the meta device)."""
     try:
         with torch.device("meta"):
             model = create_model(name, img_size, model_kwargs=model_kwargs).eval()
-            model(torch.empty(1, 3, img_size, img_size))
+            model(torch.empty(1, in_chans(model_kwargs), img_size, img_size))
     except Exception:  # a probe: whatever the failure, the model does not run at this size
         return False
     return True

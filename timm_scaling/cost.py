@@ -34,6 +34,7 @@ from timm_scaling.cache import cache_dir, store
 from timm_scaling.catalog import (
     check_size,
     create_model,
+    in_chans,
     is_ours,
     resolve_model,
     size_error,
@@ -89,9 +90,10 @@ def functional_guard() -> Iterator[None]:
         )
 
 
-def count_cost(model: nn.Module, img_size: int) -> dict[str, float]:
+def count_cost(model: nn.Module, img_size: int, channels: int = 3) -> dict[str, float]:
     """Params (M), GMACs, GFLOPs and activations (M) of ``model`` at batch 1 and a square
-    ``img_size`` input, counted on a copy (calflops leaves a model in eval mode and hooked).
+    ``img_size`` input of ``channels`` channels, counted on a copy (calflops leaves a model in
+    eval mode and hooked).
 
     Works on a model on the meta device; that is the fast way to count.
     """
@@ -110,7 +112,7 @@ def count_cost(model: nn.Module, img_size: int) -> dict[str, float]:
         with functional_guard():
             flops, macs, _ = calculate_flops(
                 model,
-                input_shape=(1, 3, img_size, img_size),
+                input_shape=(1, channels, img_size, img_size),
                 print_results=False,
                 print_detailed=False,
                 output_as_string=False,
@@ -176,7 +178,7 @@ def measure_cost(
     with torch.device("meta"):
         net = create_model(name, img_size, num_classes, model_kwargs)
     try:
-        cost = count_cost(net, img_size)
+        cost = count_cost(net, img_size, in_chans(model_kwargs))
     except (RuntimeError, ValueError, AssertionError, IndexError, ZeroDivisionError) as err:
         raise size_error(name, img_size, err, model_kwargs) from None
     store(path, json.dumps({"key": key, "cost": cost}, indent=1) + "\n")

@@ -1,6 +1,7 @@
 """Data sets, and which of them are held in memory.
 
-``cifar10``, ``cifar100`` and ``digits`` are loaded once as a uint8 tensor, already resized to
+``cifar10``, ``cifar100``, ``digits`` and the MNIST family (``mnist``, ``fashion_mnist``,
+``kmnist``: :mod:`timm_scaling.idxsets`) are loaded once as a uint8 tensor, already resized to
 the model's image size, and served on the training device by
 :class:`timm_scaling.batches.DeviceBatches` (shuffled, cropped, flipped and normalised there
 per batch). ``folder`` and ``tar`` data, and timm's streamed readers, go through timm's own
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 
+from timm_scaling import idxsets
 from timm_scaling.errors import UserError
 from timm_scaling.imagesets import DEFAULT_DATA_DIR, Normalizer, data_root
 from timm_scaling.recipe_keys import DATASETS, IN_MEMORY, ON_DISK, check_dataset
@@ -55,6 +57,7 @@ SHAPES = {
     "cifar10": (50_000, 10_000, 10),
     "cifar100": (50_000, 10_000, 100),
     "digits": (1437, 360, 10),
+    **idxsets.SHAPES,
 }
 # timm's IMAGENET_DEFAULT_MEAN / _STD, the statistics every timm EfficientNet is normalised with.
 MEAN = (0.485, 0.456, 0.406)
@@ -67,8 +70,8 @@ _RESIZE_CHUNK = 2048  # images resized at once: bounds the float copy's memory
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, 3, H, W), int64 labels (N,), and the class names (on the CPU, but
-    synthetic data, made on the training device)."""
+    """Images as uint8 (N, C, H, W) (C: 3, or 1 for grey sets), int64 labels (N,), and the
+    class names (on the CPU, but synthetic data, made on the training device)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -108,6 +111,8 @@ def available(dataset: str, data_dir: str | Path | None = None) -> bool:
     check_dataset(dataset)
     if dataset in ("cifar10", "cifar100"):
         return not _cifar_missing(_cifar_class(dataset), data_root(data_dir))
+    if dataset in idxsets.SETS:
+        return idxsets.locate(dataset, data_dir) is not None
     if dataset not in IN_MEMORY:
         from timm_scaling import pipeline
 
@@ -203,8 +208,9 @@ def load_images(
 ) -> ImageSet:
     """One split of an in-memory data set, resized once to ``image_size``.
 
-    ``split`` is ``train`` or ``val`` (CIFAR's test set; the held-out 20% of digits, the same
-    stratified split every time). ``limit`` keeps the first ``limit`` images.
+    ``split`` is ``train`` or ``val`` (the test set of CIFAR and of the MNIST family; the
+    held-out 20% of digits, the same stratified split every time). ``limit`` keeps the first
+    ``limit`` images.
     """
     check_dataset(dataset)
     if split not in SPLITS:
@@ -213,7 +219,12 @@ def load_images(
         raise UserError(f"{dataset} data is read through timm's pipeline, not held in memory")
     if dataset == SYNTHETIC:
         raise UserError("synthetic data is made by data.synthetic(), not loaded")
-    data = _digits(split) if dataset == "digits" else _cifar(dataset, data_dir, split)
+    if dataset == "digits":
+        data = _digits(split)
+    elif dataset in idxsets.SETS:
+        data = ImageSet(*idxsets.load(dataset, data_dir, split), idxsets.CLASSES[dataset])
+    else:
+        data = _cifar(dataset, data_dir, split)
     if limit is not None:
         data = ImageSet(data.images[:limit], data.labels[:limit], data.classes)
     return ImageSet(resize(data.images, image_size), data.labels, data.classes)

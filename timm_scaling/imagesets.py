@@ -19,6 +19,16 @@ def data_root(data_dir: str | Path | None) -> Path:
     return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
 
 
+def channel_stats(
+    mean: Sequence[float], std: Sequence[float], channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` for ``channels`` input channels: as given where they match, else
+    the mean of each repeated (a grey model gets the mean of a model cfg's RGB statistics)."""
+    if len(mean) == channels:
+        return tuple(mean), tuple(std)
+    return (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+
+
 class Normalizer:
     """uint8 images -> float32 ``(x / 255 - mean) / std`` on ``device``, as one multiply-add,
     channels_last if asked: what every batch of every data set goes through on the device."""

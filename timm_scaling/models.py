@@ -156,12 +156,18 @@ def _exported_cfg(name: str, file: str | None) -> dict[str, Any]:
 
 
 def export(
-    model, directory: str | Path, image_size: int, mean: Any, std: Any, notes: str = ""
+    model,
+    directory: str | Path,
+    data_config: dict[str, Any],
+    notes: str = "",
+    label_names: list[str] | None = None,
 ) -> Path:
     """Save ``model`` with timm's ``save_for_hf`` into ``directory`` (replaced as a whole):
     model.safetensors and a config.json whose pretrained cfg says how it was trained and is
-    evaluated: input ``image_size`` (resized, bilinear, no crop), ``mean``/``std``, its classes,
-    and ``notes``. ``timm.create_model("local-dir:DIRECTORY", pretrained=True)`` builds it
+    evaluated: ``data_config``, the run's own evaluation (input size, interpolation, crop_pct,
+    mean, std), so that timm's validate.py evaluates it as the run did; its classes in label
+    order (``label_names``, which timm's inference.py ``--label-type name`` shows), and
+    ``notes``. ``timm.create_model("local-dir:DIRECTORY", pretrained=True)`` builds it
     back; ``timm.models.push_to_hf_hub`` publishes it.
     """
     import copy
@@ -178,17 +184,15 @@ def export(
         about = f"EfficientNet-B0 scaled by timm-scaling: {describe(scaling_of(name))}"
     else:  # any other timm model, trained from scratch by timm-scaling
         about = f"timm's {name}, trained by timm-scaling"
-    data_config = dict(
-        input_size=(3, image_size, image_size),
-        interpolation="bilinear",
-        crop_pct=1.0,
-        mean=tuple(mean),
-        std=tuple(std),
-    )
+    keys = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+    data_config = {key: data_config[key] for key in keys if key in data_config}
     save_for_hf(
         model,
         str(partial),
-        model_config={"pretrained_cfg": {"notes": tuple(n for n in (about, notes) if n)}},
+        model_config={
+            "pretrained_cfg": {"notes": tuple(n for n in (about, notes) if n)},
+            **({"label_names": list(label_names)} if label_names else {}),
+        },
         safe_serialization=True,
         data_config=data_config,
     )

@@ -15,7 +15,7 @@ from timm_scaling.errors import UserError
 from timm_scaling.scaling import BASE_NAME, parse_name
 
 # Data sets held in memory and augmented on the training device (crop_padding, hflip).
-IN_MEMORY = ("cifar10", "cifar100", "digits", "synthetic")
+IN_MEMORY = ("cifar10", "cifar100", "digits", "mnist", "fashion_mnist", "kmnist", "synthetic")
 # Data sets read from disk through timm's pipeline: an ImageFolder tree, or image tar files.
 ON_DISK = ("folder", "tar")
 DATASETS: tuple[str, ...] = IN_MEMORY + ON_DISK
@@ -94,7 +94,13 @@ def check_dataset(name: str) -> None:
     if name in DATASETS or (slash and prefix in STREAMED and rest):
         return
     streams = ", ".join(f"{p}/NAME" for p in STREAMED)
-    raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, {streams}")
+    # timm's torch/fashion_mnist, torchvision's FashionMNIST, the data set's own fashion-mnist
+    spelled = name.lower().removeprefix("torch/").replace("-", "").replace("_", "")
+    known = [known for known in DATASETS if known.replace("_", "") == spelled]
+    hint = f"did you mean {known[0]}? " if known else ""
+    raise UserError(
+        f"unknown dataset {name!r}; {hint}choose one of {', '.join(DATASETS)}, {streams}"
+    )
 
 
 def check_value(key: str, value: Any) -> None:

@@ -49,9 +49,9 @@ class Recipe:
     model: str = "effnet_b0"
     # more keyword arguments of timm.create_model, e.g. {output_stride: 8}; never weights
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    # in memory: cifar10, cifar100, digits, synthetic; read through timm's pipeline: folder (an
-    # ImageFolder tree with train/ and val/), tar (train.tar and val.tar), or streamed by timm's
-    # readers: hfds/NAME, hfids/NAME, wds/NAME, tfds/NAME
+    # in memory: cifar10, cifar100, digits, mnist, fashion_mnist, kmnist, synthetic; read
+    # through timm's pipeline: folder (an ImageFolder tree with train/ and val/), tar (train.tar
+    # and val.tar), or streamed by timm's readers: hfds/NAME, hfids/NAME, wds/NAME, tfds/NAME
     dataset: str = "cifar10"
     # dataset synthetic: random images and labels in this shape (CIFAR-10's by default), made
     # on the training device, to measure speed and memory where the real data is absent

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from timm_scaling.catalog import (
     check_size,
     create_model,
+    in_chans,
     resolve_model,
 )
 from timm_scaling.errors import UserError
@@ -67,7 +68,7 @@ def measure_speed(
         raise UserError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
     net = create_model(name, img_size, num_classes, model_kwargs)
     net = net.to(dev, memory_format=torch.channels_last)
-    images = torch.randn(batch_size, 3, img_size, img_size, device=dev)
+    images = torch.randn(batch_size, in_chans(model_kwargs), img_size, img_size, device=dev)
     images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, num_classes, (batch_size,), device=dev)
 

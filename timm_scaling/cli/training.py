@@ -33,7 +33,10 @@ def train_cmd(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="cifar10, cifar100, digits, synthetic; folder, tar, hfds/NAME... (timm's)."
+            help=(
+                "cifar10, cifar100, digits, mnist, fashion_mnist, kmnist, synthetic; folder, "
+                "tar, hfds/NAME... (timm's)."
+            )
         ),
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,
@@ -180,7 +183,10 @@ def sweep_cmd(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="cifar10, cifar100, digits, synthetic; folder, tar, hfds/NAME... (timm's)."
+            help=(
+                "cifar10, cifar100, digits, mnist, fashion_mnist, kmnist, synthetic; folder, "
+                "tar, hfds/NAME... (timm's)."
+            )
         ),
     ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the data set lives.")] = None,

@@ -13,8 +13,9 @@ from timm.utils import ModelEmaV3
 
 from timm_scaling import data
 from timm_scaling.batches import DeviceBatches
-from timm_scaling.catalog import create_model
+from timm_scaling.catalog import create_model, in_chans
 from timm_scaling.errors import UserError
+from timm_scaling.imagesets import channel_stats
 from timm_scaling.recipes import Recipe
 from timm_scaling.train.graphed import StaticForward, StaticStep
 from timm_scaling.train.logs import logger
@@ -209,12 +210,23 @@ class Building:
         per_process = recipe.batch_size // world
         if not recipe.in_memory:
             return self._pipeline_data(cfg, per_process)
+        channels = in_chans(recipe.model_kwargs)
+        mean, std = channel_stats(cfg["mean"], cfg["std"], channels)
+        # what evaluation really does (resized once, antialiased bilinear, no crop): the export's
+        self.data_config = dict(
+            input_size=(channels, recipe.image_size, recipe.image_size),
+            interpolation="bilinear",
+            crop_pct=1.0,
+            mean=mean,
+            std=std,
+        )
         batches = []
         for split, train, size, limit in (
             ("train", True, per_process, recipe.limit_train),
             ("val", False, recipe.eval_batch_size, recipe.limit_val),
         ):
             images = self._images(split, limit)
+            self.class_names = images.classes  # the label order: the export's label_names
             batches.append(
                 DeviceBatches(
                     images,
@@ -226,10 +238,11 @@ class Building:
                     world_size=world,
                     crop_padding=recipe.crop_padding,
                     hflip=recipe.hflip,
-                    mean=cfg["mean"],
-                    std=cfg["std"],
+                    mean=mean,
+                    std=std,
                     channels_last=recipe.channels_last,
                     drop_last=train and recipe.cuda_graph,
+                    channels=channels,
                 )
             )
         return batches
@@ -262,6 +275,11 @@ class Building:
 
         recipe, accelerator = self.recipe, self.accelerator
         config = pipeline.data_config(recipe, cfg)
+        self.data_config = config  # what evaluation really does: the export's
+        # the label order (sorted class folders), the export's label_names; streamed: unknown
+        self.class_names = (
+            None if recipe.streamed else pipeline.classes(recipe.dataset, recipe.data_dir)
+        )
         normalizer = data.Normalizer(
             config["mean"], config["std"], accelerator.device, recipe.channels_last
         )

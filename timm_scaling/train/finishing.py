@@ -103,7 +103,7 @@ class Finishing:
 
     def _export(self, top1: float) -> None:
         """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf)."""
-        recipe, cfg = self.recipe, self.unwrapped.pretrained_cfg
+        recipe = self.recipe
         notes = (
             f"trained {recipe.epochs} epoch{'s' * (recipe.epochs != 1)} on {recipe.dataset} "
             f"at {recipe.image_size} px "
@@ -112,9 +112,7 @@ class Finishing:
         )
         model_dir = self.folder / MODEL_DIR
         with self._writing(model_dir.with_name(model_dir.name + ".partial"), "the trained model"):
-            export(
-                self.evaluated_model, model_dir, recipe.image_size, cfg["mean"], cfg["std"], notes
-            )
+            export(self.evaluated_model, model_dir, self.data_config, notes, self.class_names)
         umask_mode(model_dir)  # safetensors writes model.safetensors 0600
 
     def _device_label(self) -> str:
