@@ -233,12 +233,13 @@ def test_a_run_on_idx_files_exports_what_timm_evaluates_as_the_run_did(tmp_path,
     written = write_idx(tmp_path / "idx", gz=False)
     kwargs = "{}" if channels == 3 else "{in_chans: 1}"
     recipe = load_recipe(
-        "digits",
+        "fashion",
         [
             "dataset=fashion_mnist",
             f"data_dir={tmp_path / 'idx'}",
             "epochs=1",
             "batch_size=4",
+            "eval_batch_size=8",
             f"model_kwargs={kwargs}",
         ],
     )

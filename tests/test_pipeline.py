@@ -74,6 +74,27 @@ def test_two_epochs_on_a_tree_learn(digits_trees, dataset, tmp_path):
     assert result["drop_rate"] == pytest.approx(0.2)  # the paper's B0 rate for a model this small
     (row,) = read_rows(tmp_path / "report.csv")
     assert row["dataset"] == dataset and row["model"] == "test_efficientnet"
+    # timm's validate.py on the export: its model, its data config, timm's own data set
+    assert validated_top1(next(tmp_path.glob("*/model")), digits_trees[dataset], dataset) == (
+        pytest.approx(result["top1"])
+    )
+
+
+def validated_top1(model_dir, tree, dataset):
+    """What timm's validate.py does with ``--model local-dir:MODEL_DIR --pretrained``: the
+    export's data config (resolve_data_config), timm's eval transform, timm's ImageDataset."""
+    import timm
+    from timm.data import ImageDataset, create_transform, resolve_data_config
+
+    model = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
+    config = resolve_data_config(model=model)
+    root = tree / "val" if dataset == "folder" else tree / "val.tar"
+    images = ImageDataset(str(root), transform=create_transform(**config, is_training=False))
+    assert model.pretrained_cfg["label_names"] == [str(d) for d in range(10)]
+    loader = torch.utils.data.DataLoader(images, batch_size=128)
+    with torch.no_grad():
+        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in loader)
+    return 100 * correct / len(images)
 
 
 def test_each_tar_is_scanned_once_for_its_classes_count_and_dataset(digits_trees, monkeypatch):

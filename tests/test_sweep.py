@@ -480,3 +480,50 @@ def test_three_shards_as_a_slurm_array_train_each_run_once_and_write_one_report(
     assert sorted(r["model"] for r in read_rows(output / "report.csv")) == sorted(models)
     assert sorted(r["model"] for r in read_rows(output / "trio" / "report.csv")) == sorted(models)
     assert sum("report: " in out for out in outputs) >= 1  # the last one (or two at once)
+
+
+def test_sweep_help_names_every_built_in_sweep():
+    text = " ".join(CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output.split())
+    assert list_sweeps() and all(name in text for name in list_sweeps()), text
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "three", True])
+def test_a_sweep_files_seeds_is_a_count(tmp_path, value):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"models: [effnet_b0]\nseeds: {value}\n")
+    with pytest.raises(UserError, match=f"{path}: seeds must be a whole number, 1 or more"):
+        load_sweep(str(path))
+
+
+def test_a_sweep_files_seeds_are_its_default_and_seeds_overrides_them(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("recipe: demo\nmodels: [effnet_b0]\nseeds: 3\n")
+    assert load_sweep(str(path)).seeds == 3
+
+    def listed(*extra):
+        args = ["sweep", str(path), "--dry-run", "--output", str(tmp_path / "runs"), *extra]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return [line.split()[0].rsplit("-", 1)[1] for line in result.output.splitlines()]
+
+    assert listed() == ["s0", "s1", "s2"]
+    assert listed("--seeds", "1") == ["s0"]
+
+
+@pytest.mark.usefixtures("isolated")
+def test_the_fashion_sweep_compares_the_methods_at_compound_phi1s_measured_cost():
+    """18 runs: 6 models x 3 seeds; every model but B0 within 15% of phi 1's MACs as measured
+    (timm's rounding makes resolution 2 the nearest: 65 px costs 40% more, 64 px 15% less)."""
+    from timm_scaling.cost import measure_cost
+
+    runs = plan(load_sweep("fashion"))
+    assert len(runs) == 18 and {r.seed for r in runs} == {0, 1, 2}
+    assert {r.dataset for r in runs} == {"fashion_mnist"} and {r.epochs for r in runs} == {4}
+    target = measure_cost("effnet_b0_phi1", 37, 10)["gmacs"]
+    for recipe in {r.model: r for r in runs}.values():
+        gmacs = measure_cost(recipe.model, recipe.image_size, 10)["gmacs"]
+        if recipe.model != "effnet_b0":
+            assert gmacs == pytest.approx(target, rel=0.15), recipe.model
+    full = plan(load_sweep("fashion-full"))
+    assert [r.model for r in full] == [r.model for r in runs]
+    assert {r.limit_train for r in full} == {None}

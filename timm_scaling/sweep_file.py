@@ -10,6 +10,7 @@ A sweep file (``recipes/sweeps/*.yaml``, shipped in the wheel) names its runs::
       - {model: effnet_b0_d2}
       - {model: resnet18, set: [model_kwargs.output_stride=8]}
     models: [effnet_b0_w1p4, resnet34]  # shorthand: one run of `recipe` per model, ours or timm's
+    seeds: 3                  # runs per model by default (seeds 0..2); --seeds overrides it
 
 Imports no torch.
 """
@@ -28,7 +29,7 @@ from timm_scaling.runs import run_folder
 from timm_scaling.seed_groups import seed_groups
 from timm_scaling.yamlfiles import find_file, read_mapping
 
-SWEEP_KEYS = ("description", "recipe", "set", "runs", "models")
+SWEEP_KEYS = ("description", "recipe", "set", "runs", "models", "seeds")
 RUN_KEYS = ("recipe", "model", "set")
 
 
@@ -37,6 +38,7 @@ class Sweep:
     name: str
     description: str
     runs: tuple[tuple[str, tuple[str, ...]], ...]  # (recipe, overrides) per run, before seeds
+    seeds: int = 1  # runs per model where --seeds does not say
 
 
 def sweep_dirs() -> list[Path]:
@@ -83,7 +85,10 @@ def load_sweep(name_or_path: str) -> Sweep:
     if not entries:
         raise UserError(f"{path}: no runs; list recipes under `runs:` or models under `models:`")
     runs = tuple(_run(path, entry, recipe, common) for entry in entries)
-    return Sweep(path.stem, str(data.get("description", "")), runs)
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"{path}: seeds must be a whole number, 1 or more; got {seeds!r}")
+    return Sweep(path.stem, str(data.get("description", "")), runs, seeds)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -102,15 +107,17 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def plan(
     sweep: Sweep,
-    seeds: int = 1,
+    seeds: int | None = None,
     overrides: Sequence[str] = (),
     shard: tuple[int, int] | None = None,
     fuse_seeds: bool = False,
 ) -> list[Recipe]:
-    """The resolved recipes of the sweep's runs (seeds 0..seeds-1 above each recipe's seed),
+    """The resolved recipes of the sweep's runs (seeds 0..seeds-1 above each recipe's seed;
+    None: the sweep file's seeds),
     in a fixed order, and of shard K/N: every N-th run starting at the K-th; with
     ``fuse_seeds``, every N-th configuration with all its seeds (a shard of runs would split
     the seeds that train as one step)."""
+    seeds = sweep.seeds if seeds is None else seeds
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: run each model at least once (--seeds 1 or more)")
     recipes = []

@@ -177,9 +177,17 @@ def collect_cmd(
 def sweep_cmd(
     sweep: Annotated[
         str,
-        typer.Argument(help="A built-in sweep (table7, figure8, matched, digits, demo) or a file."),
+        typer.Argument(
+            help="A built-in sweep (demo, digits, fashion, fashion-full, figure8, matched, "
+            "resnet, table7) or a file."
+        ),
     ],
-    seeds: Annotated[int, typer.Option(help="Runs per model, seeds 0..N-1.")] = 1,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Runs per model, seeds 0..N-1.", show_default="the sweep file's seeds, else 1"
+        ),
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -261,6 +269,7 @@ def sweep_cmd(
     jobs = sweeps.check_jobs(jobs, plan)
     # Checked before anything starts: a bad sweep, shard or override is one line.
     spec = sweep_file.load_sweep(sweep)
+    seeds = spec.seeds if seeds is None else seeds  # resolved once: plan and fuse say it
     runs = sweep_file.plan(spec, seeds, overrides, sweep_file.parse_shard(shard), fuse_seeds)
     if dry_run:
         sweeps.check_names(runs)  # a typo is an error, not a run "to train"
