@@ -244,3 +244,28 @@ def test_sigterm_and_sighup_stop_a_command_as_ctrl_c_does_unless_sighup_is_ignor
 
 def handlers(signals) -> dict:
     return {signum: signal.getsignal(signum) for signum in signals}
+
+
+def test_a_model_where_a_recipe_goes_says_how_to_train_it(tmp_path):
+    out = ["--output", str(tmp_path)]
+    message = one_line_error(["train", "effnet_b0_w2", *out])
+    assert message.startswith("error: unknown recipe 'effnet_b0_w2'")
+    assert message.endswith(
+        "; effnet_b0_w2 is a model: train it with a recipe, e.g. timm-scaling train baseline "
+        "--model effnet_b0_w2 (or --set model=effnet_b0_w2)\n"
+    )
+    message = one_line_error(["train", "resnet18", *out])
+    assert message.endswith(
+        "; a model? name it with --model (timm-scaling train baseline --model resnet18)\n"
+    )
+    assert "a model?" not in one_line_error(["train", "nowhere/x.yaml", *out])
+
+
+def test_train_model_sets_the_recipes_model(tmp_path):
+    """--model reaches the recipe's model key: a typo in it is the model's own error, quoted
+    as typed; nothing trains."""
+    message = one_line_error(
+        ["train", "digits", "--model", "effnet_b0_dd2", "--output", str(tmp_path)]
+    )
+    assert message.startswith("error: --model effnet_b0_dd2: model: 'effnet_b0_dd2' is not")
+    assert not list(tmp_path.iterdir())

@@ -30,6 +30,13 @@ from timm_scaling.errors import UserError
 @user_errors
 def train_cmd(
     recipe: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model to train instead of the recipe's: ours (effnet_b0_w2) or any "
+            "timm model (resnet18), built without weights."
+        ),
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -79,7 +86,7 @@ def train_cmd(
         run_folder,
     )
 
-    options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs}
+    options = {"model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs}
     options.update(batch_size=batch_size, lr=lr, seed=seed, log_with=log_with)
     overrides = recipe_overrides(options, set_)
     resolved = load_recipe(recipe, overrides)
