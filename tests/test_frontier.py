@@ -341,6 +341,16 @@ def test_empty_csv_and_header_only(tmp_path):
     assert "no rows" in line
 
 
+@pytest.mark.parametrize("header", ["model,gmacs,top1,top1", "model, gmacs,top1,gmacs"])
+def test_two_columns_of_one_name_are_refused_naming_it(tmp_path, header):
+    """pandas reads the first and renames the second (top1.1): a silent choice of number."""
+    path = tmp_path / "dup.csv"
+    path.write_text(f"{header}\nresnet18,1.8,70,10\nresnet34,3.6,73,20\nresnet50,4.1,76,30\n")
+    name = "top1" if header.endswith("top1") else "gmacs"
+    line = one_line_error(runner.invoke(app, ["frontier", str(path)]), 3)
+    assert f"{path} has two columns named '{name}'" in line
+
+
 def test_missing_columns_name_the_accepted_aliases(tmp_path):
     path = write_csv(tmp_path / "r.csv", [dict(model="a", top1=70.0, flops=1.0)])
     line = one_line_error(runner.invoke(app, ["frontier", str(path)]), 3)

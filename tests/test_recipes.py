@@ -128,6 +128,7 @@ def test_overrides_are_typed_by_yaml():
         ("dataset=imagenet", ["dataset", "cifar10, cifar100, digits, mnist, fashion_mnist"]),
         ("lr=0", ["lr", "above 0"]),
         ("drop_rate=1", ["drop_rate", "[0, 1)"]),
+        ("lr_decay_rate=0", ["lr_decay_rate", "(0, 1]", "1: no decay"]),
         ("grad_accum=3", ["batch_size", "multiple of grad_accum"]),
         ("model=effnet_b0_q2", ["model", "effnet_b0_q2", "effnet_b0[_d"]),
         ("lr", ["key=value"]),

@@ -71,7 +71,6 @@ BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
         (
             "momentum",
             "decay",
-            "lr_decay_rate",
             "ema_decay",
             "re_prob",
             "mixup_prob",
@@ -83,6 +82,8 @@ BOUNDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
     ),
     (("mixup", "cutmix"), lambda v: 0 <= v < float("inf"), "0 (off) or more"),
     (("crop_pct",), lambda v: 0 < v <= 1, "in (0, 1]"),
+    # 0 would train at lr 0 from the first decay on, and report it as a result
+    (("lr_decay_rate",), lambda v: 0 < v <= 1, "in (0, 1] (1: no decay)"),
     (("label_smoothing", "drop_rate", "drop_path_rate"), lambda v: 0 <= v < 1, "in [0, 1)"),
 )
 

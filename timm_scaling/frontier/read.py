@@ -11,6 +11,7 @@ cost; ``measure_missing`` measures it instead with our profile (torch imported o
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections.abc import Sequence
@@ -71,6 +72,13 @@ def read_table(path: Path) -> pd.DataFrame:
         raise InputError(
             f"{path} is not a readable CSV ({first_line(err)}): fix or remove it"
         ) from None
+    header = [name.strip() for name in next(csv.reader(io.StringIO(text)), [])]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # pandas would rename the second top1.1 and read the first silently
+        raise InputError(
+            f"{path} has two columns named {repeated[0]!r}: rename or remove one, so that it "
+            "is clear which one to read"
+        )
     if is_ours(text.split("\n", 1)[0]):
         parse_rows(path, text)  # a row cut short is named by its line, not read as blanks
     if frame.empty:
