@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tarfile
 from pathlib import Path
 
 import helpers
@@ -214,6 +215,33 @@ def test_streamed_reader_without_its_package_is_one_line(tmp_path):
     assert "--set num_classes=N" in message
 
 
+@pytest.mark.parametrize("dataset", ["folder", "tar"])
+def test_one_class_is_refused_before_it_trains_to_100_percent(tmp_path, dataset):
+    for split in ("train", "val"):
+        folder = tmp_path / "tree" / split / "shirt"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(folder / "0.png")
+        if dataset == "tar":
+            with tarfile.open(tmp_path / f"{split}.tar", "w") as archive:
+                archive.add(folder / "0.png", arcname="shirt/0.png")
+    root = tmp_path / "tree" if dataset == "folder" else tmp_path
+    train = (root / ("train" if dataset == "folder" else "train.tar")).resolve()
+    message = one_line_error(
+        [
+            "train",
+            "imagenet",
+            "--dataset",
+            dataset,
+            "--data-dir",
+            str(root),
+            "--output",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert f"{train} has 1 class folder(s) (shirt); a classifier needs 2 or more" in message
+    assert not any((tmp_path / "r").iterdir())  # no run folder, no report
+
+
 def test_a_folder_without_splits_shows_the_tree_it_expects(tmp_path, monkeypatch):
     from timm_scaling import train
 
@@ -234,6 +262,7 @@ def test_a_folder_without_splits_shows_the_tree_it_expects(tmp_path, monkeypatch
     message = one_line_error(["sweep", str(sweep), "--output", str(tmp_path / "s")])
     assert "has no train/ or training/;" in message and not (tmp_path / "s").exists()
     (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "train" / "bird").mkdir(parents=True)
     message = one_line_error([*args, "--num-processes", "2"])
     assert f"{tmp_path} has no val/ or validation/ or valid/ or eval/;" in message
     (tmp_path / "val" / "dog").mkdir(parents=True)

@@ -450,3 +450,15 @@ def test_log_lines_one_per_checkpoint_and_a_warm_up_longer_than_the_run(tmp_path
     caplog.clear()
     train(tiny(warmup_epochs=1), tmp_path / "other")
     assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_resume_with_nothing_to_resume_says_so_and_trains(tmp_path):
+    args = ["train", "digits", "--resume", "--output", str(tmp_path), "--epochs", "1"]
+    outcome = runner.invoke(app, [*args, *[a for o in overrides() for a in ("--set", o)]])
+    assert outcome.exit_code == 0, outcome.output
+    folder = run_folder(tmp_path, tiny())
+    assert f"--resume: {folder} has no finished epoch to resume; training it from epoch 1" in (
+        outcome.output
+    )
+    assert finished(tmp_path, tiny()) == folder

@@ -127,8 +127,16 @@ def _classes(dataset: str, train: Path) -> tuple[str, ...]:
 def classes(dataset: str, data_dir: str | Path | None) -> list[str]:
     """The classes of ``folder`` or ``tar`` data: the class folders of its training split,
     sorted (the labels are their indices in both splits). A validation split with a class that
-    training lacks is an error (its images would have no label)."""
-    names = _classes(dataset, split_path(dataset, data_dir, "train").resolve())
+    training lacks is an error (its images would have no label), and so is a training split of
+    fewer than two classes (every image of one class: 100% top-1, a result of nothing)."""
+    train = split_path(dataset, data_dir, "train").resolve()
+    names = _classes(dataset, train)
+    if len(names) < 2:
+        raise UserError(
+            f"{dataset} data: {train} has {len(names)} class folder(s) "
+            f"({', '.join(names) or 'none'}); a classifier needs 2 or more: put each class's "
+            "images in a folder of its own (train/CLASS/image.png)"
+        )
     try:
         val = split_path(dataset, data_dir, "val").resolve()
     except UserError:

@@ -82,6 +82,7 @@ def train_cmd(
     from timm_scaling.runs import (
         check_folder,
         finished_result,
+        latest_checkpoint,
         lock_run,
         run_folder,
     )
@@ -114,6 +115,11 @@ def train_cmd(
             return
         # Before any process starts or any model is built: the run folder, and the data.
         check_folder(folder, resolved, resume)
+        if resume and latest_checkpoint(folder) is None:
+            typer.echo(
+                f"--resume: {folder} has no finished epoch to resume; training it from epoch 1",
+                err=True,
+            )
         if not resolved.in_memory:
             from timm_scaling import pipeline
 
