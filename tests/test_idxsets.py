@@ -263,3 +263,19 @@ def test_a_run_on_idx_files_exports_what_timm_evaluates_as_the_run_did(tmp_path,
     predicted = logits.argmax(1)
     top1 = 100 * (predicted == torch.from_numpy(labels.astype(np.int64))).float().mean()
     assert top1.item() == pytest.approx(result["top1"])
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10"])
+def test_a_folder_of_images_is_not_a_place_to_download_into(tmp_path, dataset, offline):
+    (tmp_path / "imgs" / "train" / "shirt").mkdir(parents=True)
+    (tmp_path / "imgs" / "val" / "shirt").mkdir(parents=True)
+    with pytest.raises(UserError) as err:
+        load_images(dataset, tmp_path / "imgs", 32, "train")
+    assert str(err.value) == (
+        f"{dataset}: {tmp_path / 'imgs'} holds train/ and val/, a folder of images, not "
+        f"{dataset}'s files; to train on it pass --dataset folder"
+    )
+    assert not offline and sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [
+        "train",
+        "val",
+    ]

@@ -462,3 +462,14 @@ def test_resume_with_nothing_to_resume_says_so_and_trains(tmp_path):
         outcome.output
     )
     assert finished(tmp_path, tiny()) == folder
+
+
+@pytest.mark.slow
+def test_digits_says_a_data_dir_is_not_used(tmp_path, caplog):
+    recipe = tiny(data_dir=str(tmp_path / "my-images"))
+    with caplog.at_level("WARNING"):
+        train(recipe, tmp_path)
+    assert (
+        f"dataset digits ships with scikit-learn: data_dir {tmp_path / 'my-images'} is not used "
+        "(a folder of images: --dataset folder)"
+    ) in caplog.text

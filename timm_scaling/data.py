@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from timm_scaling import idxsets
 from timm_scaling.errors import UserError
-from timm_scaling.imagesets import DEFAULT_DATA_DIR, Normalizer, data_root
+from timm_scaling.imagesets import DEFAULT_DATA_DIR, Normalizer, data_root, refuse_image_tree
 from timm_scaling.recipe_keys import DATASETS, IN_MEMORY, ON_DISK, check_dataset
 
 __all__ = [
@@ -165,6 +165,7 @@ def _cifar_missing(cls, root: Path) -> list[str]:
 def _download_cifar(dataset: str, root: Path) -> None:
     """Download when files are missing; offline, one line saying where to put which files."""
     cls = _cifar_class(dataset)
+    refuse_image_tree(dataset, root)
     root.mkdir(parents=True, exist_ok=True)
     # Several processes of one run may get here at once: one downloads, the others wait.
     with FileLock(str(root / f".{dataset}.download.lock")):

@@ -25,7 +25,7 @@ import torch
 from filelock import FileLock
 
 from timm_scaling.errors import UserError
-from timm_scaling.imagesets import data_root
+from timm_scaling.imagesets import data_root, refuse_image_tree
 
 # dataset -> (torchvision's class name, Debian package, the folder it installs the files in)
 SETS = {
@@ -116,6 +116,7 @@ def _download(dataset: str, data_dir: str | Path | None) -> Path:
     from torchvision import datasets
 
     root = data_root(data_dir)
+    refuse_image_tree(dataset, root)
     root.mkdir(parents=True, exist_ok=True)
     cls_name, package, _ = SETS[dataset]
     # The processes of one run may get here at once: one downloads, the others wait.

@@ -1,7 +1,7 @@
 """What every data path shares, in-memory (:mod:`timm_scaling.data`) and timm's pipeline
 (:mod:`timm_scaling.pipeline`): where data lives, and normalisation on the device.
 
-Imports nothing of ours, so both import it downwards.
+Imports nothing of ours but the error type, so both import it downwards.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from timm_scaling.errors import UserError
 
 DEFAULT_DATA_DIR = "data"
 
@@ -27,6 +29,17 @@ def channel_stats(
     if len(mean) == channels:
         return tuple(mean), tuple(std)
     return (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+
+
+def refuse_image_tree(dataset: str, root: Path) -> None:
+    """Before downloading ``dataset`` into ``root``: a folder of images in train/ and val/ is
+    data of another kind, named with --dataset folder, not a place to download into."""
+    splits = [name for name in ("train", "val") if (root / name).is_dir()]
+    if splits:
+        raise UserError(
+            f"{dataset}: {root} holds {' and '.join(f'{s}/' for s in splits)}, a folder of "
+            f"images, not {dataset}'s files; to train on it pass --dataset folder"
+        )
 
 
 class Normalizer:

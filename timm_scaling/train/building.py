@@ -249,13 +249,15 @@ class Building:
 
     def _images(self, split: str, limit: int | None) -> data.ImageSet:
         recipe = self.recipe
+        unread = {data.SYNTHETIC: "makes random images", "digits": "ships with scikit-learn"}
+        if recipe.dataset in unread and recipe.data_dir is not None and split == "train":
+            logger.warning(
+                f"dataset {recipe.dataset} {unread[recipe.dataset]}: data_dir {recipe.data_dir} "
+                "is not used (a folder of images: --dataset folder)"
+            )
         if recipe.dataset != data.SYNTHETIC:
             return data.load_images(
                 recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
-            )
-        if recipe.data_dir is not None and split == "train":
-            logger.warning(
-                f"dataset synthetic makes random images: data_dir {recipe.data_dir} is not used"
             )
         size = recipe.synthetic_train_size if split == "train" else recipe.synthetic_val_size
         return data.synthetic(
