@@ -103,3 +103,38 @@ def test_a_cpu_starts_with_the_micro_batches_its_memory_holds(tmp_path, monkeypa
     assert "4 micro-batches of ~4 per update (the update is unchanged)" in caplog.text
     monkeypatch.setattr(train_module, "available_memory", lambda: 1)  # never below one image
     assert Trainer(recipe(), tmp_path / "none").micro_batches == 16
+
+
+@pytest.mark.parametrize(
+    ("changes", "updates", "warned"),
+    [
+        (
+            {"ema": "true", "ema_decay": 0.999},
+            187,
+            ["ema_decay 0.999 averages over ~1,000 updates"],
+        ),
+        ({"bn_momentum": 0.01}, 187, ["bn_momentum 0.01 averages over ~100 updates"]),
+        ({"ema": "true", "ema_decay": 0.999, "bn_momentum": 0.01}, 5000, []),
+        ({"ema": "false", "ema_decay": 0.9999}, 187, []),
+    ],
+)
+def test_an_average_that_outlasts_the_run_is_warned_of(caplog, changes, updates, warned):
+    """folder-small on 6,000 images for one epoch (187 updates): EMA 0.999 and BN momentum 0.01
+    left 83% of the initial weights and 15% of the initial statistics in what was evaluated."""
+    from types import SimpleNamespace
+
+    from accelerate.state import PartialState
+
+    from timm_scaling.recipes import load_recipe
+    from timm_scaling.train.building import Building
+
+    PartialState(cpu=True)  # the trainer's logger is Accelerate's
+    recipe = load_recipe("digits", [f"{k}={v}" for k, v in changes.items()])
+    with caplog.at_level("WARNING"):
+        Building._check_averages(SimpleNamespace(recipe=recipe), updates)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == len(warned)
+    for line, start in zip(lines, warned, strict=True):
+        assert line.startswith(start) and f"after this run's {updates}" in line
+    if changes.get("ema") == "true" and warned:
+        assert "83% of the evaluated average is still the initial weights" in lines[0]

@@ -35,7 +35,7 @@ from timm_scaling.recipe_keys import (
     check_value,
 )
 from timm_scaling.report import atomic_write
-from timm_scaling.scaling import BASE_NAME, parse_name
+from timm_scaling.scaling import BASE_NAME, model_hint, parse_name
 from timm_scaling.yamlfiles import SUFFIXES, find_file, load_yaml, read_mapping
 
 
@@ -340,20 +340,6 @@ def _find(name_or_path: str, near: Path | None = None) -> Path:
     return find_file(name_or_path, folders, "recipe", list_recipes())
 
 
-def _model_hint(name: str) -> str:
-    """What to say where a model name was given as a recipe (as timm's train.py users do)."""
-    if Path(name).suffix in SUFFIXES or len(Path(name).parts) > 1:
-        return ""
-    try:
-        parse_name(name)
-    except UserError:  # any other name may be a timm model
-        return f"; a model? name it with --model (timm-scaling train baseline --model {name})"
-    return (
-        f"; {name} is a model: train it with a recipe, e.g. "
-        f"timm-scaling train baseline --model {name} (or --set model={name})"
-    )
-
-
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The file's keys over its base's, checked and typed; ``name`` defaults to the stem."""
     if path.resolve() in chain:
@@ -389,7 +375,7 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
     try:
         path = _find(name_or_path)
     except UserError as err:
-        raise UserError(f"{err}{_model_hint(name_or_path)}") from None
+        raise UserError(f"{err}{model_hint(name_or_path)}") from None
     values = _read(path)
     for text in overrides:
         key, value = parse_override(text)

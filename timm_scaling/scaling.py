@@ -176,3 +176,16 @@ def parse_name(name: str) -> Scaling:
 
 def is_model_name(name: str) -> bool:
     return _NAME_RE.match(name) is not None
+
+
+def model_hint(name: str) -> str:
+    """What to add to "unknown recipe NAME" where NAME may be a model: timm's train.py users
+    type one there. Nothing for a path."""
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        return ""
+    if _NAME_RE.match(name) is None:  # any other name may be a timm model
+        return f"; a model? name it with --model (timm-scaling train baseline --model {name})"
+    return (
+        f"; {name} is a model: train it with a recipe, e.g. "
+        f"timm-scaling train baseline --model {name} (or --set model={name})"
+    )

@@ -29,6 +29,8 @@ from timm_scaling.train.machine import (
 
 # torch.compile modes that replay CUDA graphs on a GPU.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# A running average still this much its start at the run's end is warned of (EMA, BatchNorm).
+STALE_AVERAGE = 0.05
 
 
 def cost_columns(recipe: Recipe, num_classes: int) -> dict[str, float]:
@@ -133,6 +135,7 @@ class Building:
                 f"{end:.2g}, short of its peak {recipe.peak_lr:g}; --set warmup_epochs= less than "
                 "the epochs"
             )
+        self._check_averages(recipe.epochs * updates_per_epoch)
         self.ema = ModelEmaV3(self.unwrapped, decay=recipe.ema_decay) if recipe.ema else None
         if self.ema is not None:
             accelerator.register_for_checkpointing(self.ema)
@@ -178,6 +181,29 @@ class Building:
         if device.type != "cuda":
             logger.info("cuda_graph: no CUDA graph on a CPU; the same updates run eagerly")
         return StaticStep(self, capture=device.type == "cuda")
+
+    def _check_averages(self, updates: int) -> None:
+        """Warn where a running average the evaluation uses (the EMA of the weights, BatchNorm's
+        running statistics) still holds much of its start when the run ends: a short run then
+        evaluates mostly untrained weights or statistics."""
+        recipe = self.recipe
+        averages = []
+        if recipe.ema:
+            averages.append(("ema_decay", recipe.ema_decay, "the initial weights"))
+        if recipe.bn_momentum is not None:
+            averages.append(
+                ("bn_momentum", 1 - recipe.bn_momentum, "BatchNorm's initial statistics")
+            )
+        for key, keep, what in averages:
+            left = keep**updates
+            if left > STALE_AVERAGE:
+                value = getattr(recipe, key)
+                logger.warning(
+                    f"{key} {value:g} averages over ~{1 / max(1 - keep, 1e-12):,.0f} updates: "
+                    f"after this run's {updates}, {left:.0%} of the evaluated average is still "
+                    f"{what}; --set {key}= to average over fewer updates"
+                    f"{' (or ema=false)' * (key == 'ema_decay')}"
+                )
 
     def _cpu_micro_batches(self, asked: int) -> int:
         """On a CPU, where running out of memory is the kernel killing the process rather than an
