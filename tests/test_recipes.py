@@ -121,6 +121,7 @@ def test_overrides_are_typed_by_yaml():
     ("override", "words"),
     [
         ("lrr=0.1", ["--set lrr=0.1", "'lrr'", "allowed keys", "lr,"]),
+        ("epoch=3", ["unknown key 'epoch'; did you mean epochs? allowed keys"]),
         ("ema=3", ["ema", "true or false", "3"]),
         ("epochs=true", ["epochs", "an integer"]),
         ("epochs=2.5", ["epochs", "an integer"]),

@@ -13,6 +13,7 @@ Imports no torch: the CLI validates recipes before paying for it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from collections.abc import Sequence
@@ -301,7 +302,9 @@ def _coerce(source: str, key: str, value: Any) -> Any:
         )
     if key not in _FIELDS:
         allowed = ", ".join(sorted(_FIELDS))
-        raise UserError(f"{source}: unknown key {key!r}; allowed keys: {allowed}")
+        near = difflib.get_close_matches(key, list(_FIELDS), n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise UserError(f"{source}: unknown key {key!r}; {hint}allowed keys: {allowed}")
     hint = _FIELDS[key]
     if not conforms(value, hint):
         raise UserError(
