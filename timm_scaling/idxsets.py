@@ -33,7 +33,8 @@ SETS = {
     "fashion_mnist": ("FashionMNIST", "dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"),
     "kmnist": ("KMNIST", None, None),
 }
-# The classes in label order, as torchvision names them (KMNIST: the romanised hiragana).
+# The classes in label order: Fashion-MNIST's and KMNIST's (romanised hiragana) as torchvision
+# names them; MNIST's as plain digits (torchvision's say "0 - zero").
 CLASSES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion_mnist": [

@@ -378,7 +378,9 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
     try:
         path = _find(name_or_path)
     except UserError as err:
-        raise UserError(f"{err}{model_hint(name_or_path)}") from None
+        path = Path(name_or_path)
+        hint = "" if path.suffix in SUFFIXES or len(path.parts) > 1 else model_hint(name_or_path)
+        raise UserError(f"{err}{hint}") from None
     values = _read(path)
     for text in overrides:
         key, value = parse_override(text)

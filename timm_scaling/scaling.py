@@ -179,10 +179,8 @@ def is_model_name(name: str) -> bool:
 
 
 def model_hint(name: str) -> str:
-    """What to add to "unknown recipe NAME" where NAME may be a model: timm's train.py users
-    type one there. Nothing for a path."""
-    if "/" in name or name.endswith((".yaml", ".yml")):
-        return ""
+    """What to add to "unknown recipe NAME" where NAME (not a path) may be a model: timm's
+    train.py users type one there."""
     if _NAME_RE.match(name) is None:  # any other name may be a timm model
         return f"; a model? name it with --model (timm-scaling train baseline --model {name})"
     return (
