@@ -1,5 +1,5 @@
-"""The typer app and what every command shares: one-line errors, recipe overrides, the
-plan's table, and SIGTERM and SIGHUP handled as Ctrl-C."""
+"""The typer app and what every command shares: one-line errors, recipe overrides, and SIGTERM
+and SIGHUP handled as Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -93,25 +92,6 @@ def recipe_overrides(options: dict[str, object], set_: list[str] | None) -> list
         for key, value in options.items()
         if value is not None
     ] + list(set_ or [])
-
-
-PLAN_HELP = (
-    "Train nothing: measure each run briefly on this machine (the real loop, the recipe's "
-    "settings; synthetic data of the same shape where the data set is absent) and write its "
-    "projected time and peak memory to plan.csv."
-)
-PLAN_SECONDS_HELP = "With --plan: seconds of timed updates per run."
-PLAN_SECONDS_DEFAULT = "20 on a GPU, 5 on a CPU"
-
-
-def _show_plan(rows: list, path: Path, seconds: float, jobs: int | None = None) -> None:
-    """The plan's table and summary lines, then where it was written."""
-    from timm_scaling import plan
-
-    typer.echo(plan.render(rows))
-    for line in plan.summary(rows, jobs):
-        typer.echo(line)
-    typer.echo(f"wrote {path} (measured in {plan.duration(seconds)})")
 
 
 class Terminated(KeyboardInterrupt):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,15 +12,20 @@ import typer
 
 from timm_scaling.cli.base import (
     LOG_WITH_HELP,
-    PLAN_HELP,
-    PLAN_SECONDS_DEFAULT,
-    PLAN_SECONDS_HELP,
-    _show_plan,
     app,
     recipe_overrides,
     stop_code,
     stop_word,
     user_errors,
+)
+from timm_scaling.cli.planning import (
+    PLAN_FROM_HELP,
+    PLAN_HELP,
+    PLAN_SECONDS,
+    check_plan,
+    measure_one,
+    measure_sweep,
+    project_runs,
 )
 from timm_scaling.errors import UserError
 
@@ -70,12 +74,10 @@ def train_cmd(
     ] = None,
     log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
-    plan_seconds: Annotated[
-        float | None, typer.Option(help=PLAN_SECONDS_HELP, show_default=PLAN_SECONDS_DEFAULT)
-    ] = None,
+    plan_seconds: Annotated[float | None, PLAN_SECONDS] = None,
+    plan_from: Annotated[str | None, typer.Option(help=PLAN_FROM_HELP)] = None,
 ) -> None:
     """Train RECIPE into OUTPUT/<recipe>-<model>-s<seed>/ and add its row to OUTPUT/report.csv."""
-    import logging
 
     from timm_scaling.outputs import check_output
     from timm_scaling.recipes import load_recipe
@@ -94,19 +96,12 @@ def train_cmd(
     check_output(output)
     if num_processes:  # before any process starts
         resolved.check_processes(num_processes)
-    if plan:
-        from timm_scaling import plan as planning
-
-        if resume:
-            raise UserError("--plan measures a run without training it: drop --resume")
-        if (num_processes or 1) > 1:
-            raise UserError("--plan measures the run in one process: drop --num-processes")
-        planning.budget(False, plan_seconds)  # a bad --plan-seconds fails before the model
-        logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        started = time.perf_counter()
-        row = planning.measure(resolved, plan_seconds)
-        path = planning.write(output / planning.PLAN_FILE, [row])
-        _show_plan([row], path, time.perf_counter() - started)
+    if plan or plan_from:
+        check_plan(plan_from, resume, num_processes)
+        if plan_from:
+            project_runs([resolved], plan_from, output)
+        else:
+            measure_one(resolved, output, plan_seconds)
         return
     launcher = "WORLD_SIZE" not in os.environ  # not a worker that `accelerate launch` started
     folder = run_folder(output, resolved)
@@ -239,9 +234,8 @@ def sweep_cmd(
     ] = False,
     log_with: Annotated[str | None, typer.Option(help=LOG_WITH_HELP)] = None,
     plan: Annotated[bool, typer.Option("--plan", help=PLAN_HELP)] = False,
-    plan_seconds: Annotated[
-        float | None, typer.Option(help=PLAN_SECONDS_HELP, show_default=PLAN_SECONDS_DEFAULT)
-    ] = None,
+    plan_seconds: Annotated[float | None, PLAN_SECONDS] = None,
+    plan_from: Annotated[str | None, typer.Option(help=PLAN_FROM_HELP)] = None,
     fuse_seeds: Annotated[
         bool,
         typer.Option(
@@ -279,7 +273,7 @@ def sweep_cmd(
     options = {"dataset": dataset, "data_dir": data_dir, "epochs": epochs, "log_with": log_with}
     overrides = recipe_overrides(options, set_)
     check_output(output)
-    jobs = sweeps.check_jobs(jobs, plan)
+    jobs = sweeps.check_jobs(jobs, plan or bool(plan_from))
     # Checked before anything starts: a bad sweep, shard or override is one line.
     spec = sweep_file.load_sweep(sweep)
     seeds = spec.seeds if seeds is None else seeds  # resolved once: plan and fuse say it
@@ -292,13 +286,16 @@ def sweep_cmd(
             todo = [recipe for recipe in runs if finished(output, recipe) is None]
             typer.echo(sweeps.auto_jobs(spec, todo, output, gpus, fuse_seeds, mps).why)
         return
+    if fuse_seeds and (plan or plan_from):
+        raise UserError("--plan measures each run alone; plan without --fuse-seeds")
+    if plan_from:
+        project_runs(runs, plan_from, sweeps.plan_path(output, spec).parent, jobs)
+        return
     if gpus is not None:
         select_gpus(gpus)
     if fuse_seeds:
         from timm_scaling.seed_groups import check_fusable
 
-        if plan:
-            raise UserError("--plan measures each run alone; plan without --fuse-seeds")
         for recipe in runs:
             check_fusable(recipe)
         if seeds == 1:
@@ -310,31 +307,8 @@ def sweep_cmd(
     quiet = terminal or plan  # a plan's runs are set up, not trained: their lines are noise
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     if plan:
-        from timm_scaling.plan import budget
-
-        budget(False, plan_seconds)  # a bad --plan-seconds fails before any model is built
-        started = time.perf_counter()
-        with tqdm(
-            total=len(runs),
-            desc=f"{sweep} plan",
-            unit="run",
-            dynamic_ncols=True,
-            disable=not terminal,
-        ) as bar:
-
-            def measured(i: int, total: int, recipe) -> None:
-                bar.n = i
-                bar.set_postfix_str(f"{recipe.model} s{recipe.seed}")
-                bar.refresh()
-
-            rows, path = sweeps.plan_sweep(
-                sweep, seeds, overrides, shard, output, measured, jobs, gpus, plan_seconds, mps
-            )
-            bar.n = len(runs)
-        _show_plan(rows, path, time.perf_counter() - started, jobs)
-        choice = sweeps.auto_jobs(spec, runs, output, gpus, mps=mps)
-        if choice.compared > 1:  # the plan.csv holds other job counts too
-            typer.echo(choice.why)
+        where = {"output": output, "jobs": jobs, "gpus": gpus, "mps": mps}
+        measure_sweep(sweep, spec, runs, (seeds, overrides, shard), plan_seconds, **where)
         return
     bar = tqdm(
         total=len(runs),
