@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from timm_scaling import frontier
 from timm_scaling.cli import app
+from timm_scaling.imagesets import data_label
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO.parent / "shared" / "reference"
@@ -621,6 +622,33 @@ def test_rows_of_one_model_in_two_settings_are_refused_and_where_picks_one(tmp_p
     # A mistyped --group is named first, not the rows' settings it was meant to sort out.
     result = runner.invoke(app, ["frontier", str(path), "--group", "epoch"])
     assert "no 'epoch' column to group by" in one_line_error(result, 2)
+
+
+@pytest.mark.parametrize(("column", "other"), [("epochs", 4), ("dataset", "folder:/data/b")])
+def test_models_trained_in_other_settings_are_not_one_frontier(tmp_path, column, other):
+    # One model's run extended (`--resume --epochs 4`), or trained on other data: not a point
+    # beside the others, which the frontier would have put on the front (issue 34.2).
+    rows = settings_rows() + [
+        dict(settings_rows()[0], model="effnet_b0_d4", gmacs=1.4, top1=95.0, seed=seed)
+        for seed in (0, 1)
+    ]
+    for row in rows[-2:]:
+        row[column] = other
+    path = write_csv(tmp_path / "report.csv", rows)
+    line = one_line_error(runner.invoke(app, ["frontier", str(path)]), 3)
+    assert f"rows differ in {column}" in line and "effnet_b0_d4" in line
+    first = settings_rows()[0][column]
+    assert f"--where {column}={first}" in line and f"--group {column}" in line
+    fr, _ = frontier.run([path], draws=100, conditions=[f"{column}={first}"])
+    assert sorted(p.model for p in fr.points) == ["effnet_b0", "effnet_b0_w2"]
+    fr, _ = frontier.run([path], draws=100, group=column)
+    assert sorted(map(str, {p.group for p in fr.points})) == sorted(map(str, {first, other}))
+
+
+def test_a_folder_runs_dataset_cell_names_its_folder(tmp_path):
+    assert data_label("folder", tmp_path / "a" / ".." / "imgs") == f"folder:{tmp_path / 'imgs'}"
+    assert data_label("tar", None) == f"tar:{Path('data').resolve()}"
+    assert data_label("fashion_mnist", tmp_path) == "fashion_mnist"  # one data set wherever
 
 
 def test_runs_of_one_model_with_other_model_kwargs_are_another_setting(tmp_path):

@@ -1,7 +1,7 @@
 """What every data path shares, in-memory (:mod:`timm_scaling.data`) and timm's pipeline
 (:mod:`timm_scaling.pipeline`): where data lives, and normalisation on the device.
 
-Imports nothing of ours but the error type, so both import it downwards.
+Imports nothing of ours but the error type and the recipe's keys, so both import it downwards.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from timm_scaling.errors import UserError
+from timm_scaling.recipe_keys import ON_DISK
 
 DEFAULT_DATA_DIR = "data"
 
@@ -19,6 +20,15 @@ DEFAULT_DATA_DIR = "data"
 def data_root(data_dir: str | Path | None) -> Path:
     """The recipe's data_dir, else ./data."""
     return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
+
+
+def data_label(dataset: str, data_dir: str | Path | None) -> str:
+    """The report's ``dataset`` cell: the data set's name, and for a folder or tar of images the
+    data's absolute path (``folder:/data/imagenette2``): two folders are two data sets, which
+    `frontier` does not mix."""
+    if dataset not in ON_DISK:
+        return dataset
+    return f"{dataset}:{data_root(data_dir).resolve()}"
 
 
 def channel_stats(

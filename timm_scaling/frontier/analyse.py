@@ -153,11 +153,6 @@ def analyse(
     datasets = (
         sorted(map(str, rows["dataset"].dropna().unique())) if "dataset" in rows.columns else []
     )
-    if len(datasets) > 1:
-        notes.append(
-            f"rows come from several datasets ({', '.join(datasets)}): compare one at a time "
-            f"(--where dataset={datasets[0]})"
-        )
     chance = [d for d in datasets if d in CHANCE_DATASETS]
     if chance:
         notes.append(

@@ -17,6 +17,8 @@ from timm_scaling.frontier.names import MULTIPLIER_COLUMNS, label_of
 from timm_scaling.frontier.results import PANEL_COLUMNS, Point, group_order
 
 SETTING_COLUMNS = ("dataset", "recipe", "epochs", "model_kwargs")
+# Settings every point of one analysis shares (a sweep's models each have their own recipe).
+ACROSS_MODELS = ("dataset", "epochs")
 HIDDEN = ("source", "line")
 
 
@@ -65,7 +67,8 @@ def select_models(models: pd.Series, patterns: Sequence[str]) -> pd.Series:
 
 
 def settings(rows: pd.DataFrame, group: str) -> list[str]:
-    """The setting columns present, and refuse rows of one model in several settings."""
+    """The setting columns present; refuse rows of one model in several settings, and points of
+    several data sets or epochs (unless ``group`` is that column)."""
     present = [c for c in SETTING_COLUMNS if c in rows.columns]
     config = ["model", *(["img_size"] if "img_size" in rows.columns else [])]
     for column in present:
@@ -83,7 +86,28 @@ def settings(rows: pd.DataFrame, group: str) -> list[str]:
                 f"compares one {column}; pick one with --where {column}={values[-1]}, or "
                 f"compare them with --group {column}"
             )
+    for column in (c for c in ACROSS_MODELS if c in present and c != group):
+        _one_value(rows, column)
     return present
+
+
+def _one_value(rows: pd.DataFrame, column: str) -> None:
+    """Refuse points trained in several ``column`` values: a model trained longer, or on other
+    data, is not a point on the same frontier."""
+    text = _text(rows[column])
+    models = rows["model"].astype(str).groupby(text).unique()
+    if len(models) < 2:
+        return
+    models = models.sort_values(key=lambda names: names.map(len), ascending=False)
+    parts = [
+        f"{value} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for value, names in models.items()
+    ]
+    raise InputError(
+        f"rows differ in {column}: {'; '.join(parts)}; points trained differently are not "
+        f"compared: pick one with --where {column}={models.index[0]}, or compare them with "
+        f"--group {column}"
+    )
 
 
 def drop_repeats(rows: pd.DataFrame, present: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:

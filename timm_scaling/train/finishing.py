@@ -11,6 +11,7 @@ from accelerate.utils import gather_object
 
 import timm_scaling
 from timm_scaling import trackers
+from timm_scaling.imagesets import data_label
 from timm_scaling.models import export, scaling_of
 from timm_scaling.recipe_keys import kwargs_text
 from timm_scaling.report import atomic_write, put_row, umask_mode
@@ -56,7 +57,7 @@ class Finishing:
                 **self.cost,
                 "top1": history[-1]["top1"],
                 "top5": history[-1]["top5"],
-                "dataset": recipe.dataset,
+                "dataset": data_label(recipe.dataset, recipe.data_dir),
                 "epochs": recipe.epochs,
                 "seed": recipe.seed,
                 "recipe": recipe.name,
