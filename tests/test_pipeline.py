@@ -267,6 +267,11 @@ def test_a_folder_without_splits_shows_the_tree_it_expects(tmp_path, monkeypatch
     (tmp_path / "train" / "bird").mkdir(parents=True)
     message = one_line_error([*args, "--num-processes", "2"])
     assert f"{tmp_path} has no val/ or validation/ or valid/ or eval/;" in message
+    # The data there in another shape says what to pass (issue 34.11).
+    message = one_line_error(["train", "imagenet", "--data-dir", str(tmp_path / "train")])
+    assert message.endswith(f"is a split itself: pass the folder above it, --data-dir {tmp_path}\n")
+    message = one_line_error([*args, "--dataset", "tar"])
+    assert message.endswith(f"{tmp_path} holds folder data: pass --dataset folder\n")
     (tmp_path / "val" / "dog").mkdir(parents=True)
     with pytest.raises(UserError, match=r"classes that the training split lacks \(dog\)"):
         pipeline.classes("folder", tmp_path)

@@ -223,3 +223,18 @@ def test_packaged_recipes_come_first(tmp_path, monkeypatch):
 def test_recipes_module_imports_no_torch():
     code = "import sys, timm_scaling.recipes; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_tagged_timm_name_trains_the_untagged_model_and_says_so(caplog):
+    # issue 34.8: the tag names weights that are never loaded; the run and its row name what
+    # was built, and the user is told
+    with caplog.at_level("WARNING"):
+        recipe = load_recipe("digits", ["model=efficientnet_b0.ra_in1k"])
+    assert recipe.model == "efficientnet_b0"
+    (record,) = caplog.records
+    assert "'ra_in1k' names pretrained weights" in record.message
+    assert "training efficientnet_b0 from scratch" in record.message
+    caplog.clear()
+    for name in ("resnet18", "effnet_b0_w1p4", "hf-hub:timm/resnet18.a1_in1k"):
+        assert load_recipe("digits", [f"model={name}"]).model == name
+    assert not caplog.records

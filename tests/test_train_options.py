@@ -138,3 +138,31 @@ def test_an_average_that_outlasts_the_run_is_warned_of(caplog, changes, updates,
         assert line.startswith(start) and f"after this run's {updates}" in line
     if changes.get("ema") == "true" and warned:
         assert "83% of the evaluated average is still the initial weights" in lines[0]
+
+
+def test_a_slow_speed_is_not_logged_as_zero_images_per_second():
+    from timm_scaling.train.logs import rate
+
+    assert [rate(x) for x in (0.31, 0.004, 5.44)] == ["0.31", "0.004", "5.4"]
+    assert [rate(x) for x in (9.96, 237.4)] == ["10", "237"]
+
+
+@pytest.mark.parametrize("processes", [[], ["--num-processes", "2"]])
+def test_an_unknown_model_is_refused_before_any_process_or_accelerator(
+    tmp_path, monkeypatch, processes
+):
+    from typer.testing import CliRunner
+
+    from timm_scaling import train
+    from timm_scaling.cli import app
+
+    def started(*args, **kwargs):
+        raise AssertionError("a run started for a model that does not exist")
+
+    monkeypatch.setattr(train, "train", started)
+    monkeypatch.setattr(train, "launch", started)
+    args = ["train", "digits", "--model", "resnet1888", "--output", str(tmp_path), *processes]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "unknown model 'resnet1888': did you mean resnet18" in result.output
+    assert not list(tmp_path.iterdir())

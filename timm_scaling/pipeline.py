@@ -50,16 +50,37 @@ def split_path(dataset: str, data_dir: str | Path | None, split: str) -> Path:
     """Where one split of ``folder`` or ``tar`` data is: ``DATA_DIR/train`` (or ``train.tar``),
     or the first of timm's other names for the split that exists."""
     root = data_root(data_dir)
+    found = _split_in(dataset, root, split)
+    if found is not None:
+        return found
+    suffix = ".tar" if dataset == "tar" else ""
+    names = " or ".join(f"{name}{suffix or '/'}" for name in SPLIT_NAMES[split])
+    raise UserError(
+        f"{dataset} data: {root} has no {names}; expected {_expected(dataset)}; "
+        + _nearby(dataset, root)
+    )
+
+
+def _nearby(dataset: str, root: Path) -> str:
+    """What to pass instead where the data is there in another shape: the other of folder and
+    tar, or the folder above a split named as the data folder."""
+    other = "folder" if dataset == "tar" else "tar"
+    if any(_split_in(other, root, split) for split in SPLIT_NAMES):
+        return f"{root} holds {other} data: pass --dataset {other}"
+    splits = [name for names in SPLIT_NAMES.values() for name in names]
+    if root.name.removesuffix(".tar") in splits:
+        return f"{root} is a split itself: pass the folder above it, --data-dir {root.parent}"
+    return "pass --data-dir DATA_DIR"
+
+
+def _split_in(dataset: str, root: Path, split: str) -> Path | None:
+    """The first of timm's names for the split that ``root`` holds as ``dataset`` data."""
     suffix = ".tar" if dataset == "tar" else ""
     for name in SPLIT_NAMES[split]:
         path = root / f"{name}{suffix}"
         if path.is_file() if suffix else path.is_dir():
             return path
-    names = " or ".join(f"{name}{suffix or '/'}" for name in SPLIT_NAMES[split])
-    raise UserError(
-        f"{dataset} data: {root} has no {names}; expected {_expected(dataset)}; "
-        "pass --data-dir DATA_DIR"
-    )
+    return None
 
 
 def require(dataset: str, data_dir: str | Path | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,6 +130,20 @@ def check_value(key: str, value: Any) -> None:
     for keys, ok, allowed in BOUNDS:
         if key in keys and value is not None and not ok(value):
             raise UserError(f"{key} must be {allowed}, got {value!r}")
+
+
+def untagged(model: str) -> str:
+    """A timm name without its pretrained tag (``efficientnet_b0.ra_in1k`` -> ``efficientnet_b0``),
+    saying so: the tag names weights, which timm-scaling never loads, so the run trains the
+    architecture from scratch and its folder and row name what was built."""
+    name, dot, tag = model.partition(".")
+    if not dot or ":" in model or not name:  # no tag; or a hub or local-dir name, timm's to read
+        return model
+    logging.getLogger(__name__).warning(
+        f"model {model}: the tag {tag!r} names pretrained weights, which timm-scaling does not "
+        f"load (it trains from scratch, with no network): training {name} from scratch"
+    )
+    return name
 
 
 def check_model_kwargs(kwargs: Mapping[str, Any]) -> None:

@@ -34,6 +34,7 @@ from timm_scaling.recipe_keys import (
     STREAMED,
     WEIGHT_KEYS,
     check_value,
+    untagged,
 )
 from timm_scaling.report import atomic_write
 from timm_scaling.scaling import BASE_NAME, model_hint, parse_name
@@ -336,11 +337,12 @@ def list_recipes() -> list[str]:
 
 
 def _find(name_or_path: str, near: Path | None = None) -> Path:
-    """A recipe argument to its file; ``base:`` names are looked up beside ``near`` first."""
-    if near is not None and (near / name_or_path).is_file():
-        return near / name_or_path
-    folders = ([near] if near else []) + recipe_dirs()
-    return find_file(name_or_path, folders, "recipe", list_recipes())
+    """A recipe argument to its file; the ``base:`` of the file ``near`` is found beside it."""
+    if near is not None and (near.parent / name_or_path).is_file():
+        return near.parent / name_or_path
+    folders = ([near.parent] if near else []) + recipe_dirs()
+    where = f"{near}: base: " if near else ""
+    return find_file(name_or_path, folders, "recipe", list_recipes(), where)
 
 
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -354,7 +356,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if base is not None:
         if not isinstance(base, str):
             raise UserError(f"{path}: base must be a recipe name or path, got {base!r}")
-        values = _read(_find(base, near=path.parent), (*chain, path.resolve()))
+        values = _read(_find(base, near=path), (*chain, path.resolve()))
     values["name"] = path.stem
     values.update({str(key): _coerce(str(path), str(key), val) for key, val in data.items()})
     return values
@@ -379,7 +381,8 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
         path = _find(name_or_path)
     except UserError as err:
         path = Path(name_or_path)
-        hint = "" if path.suffix in SUFFIXES or len(path.parts) > 1 else model_hint(name_or_path)
+        a_path = path.suffix in SUFFIXES or len(path.parts) > 1
+        hint = "" if a_path or "did you mean" in str(err) else model_hint(name_or_path)
         raise UserError(f"{err}{hint}") from None
     values = _read(path)
     for text in overrides:
@@ -388,6 +391,8 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
         if dot and head == "model_kwargs" and sub:  # --set model_kwargs.output_stride=8
             key, value = head, {**values.get(head, {}), sub: value}
         values[key] = _coerce(typed(text), key, value)
+    if isinstance(values.get("model"), str):
+        values["model"] = untagged(values["model"])
     try:
         return Recipe(**values)
     except UserError as err:  # a rule across keys (batch_size and grad_accum)

@@ -3,6 +3,7 @@ mapping read with one-line errors."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,21 +16,24 @@ SUFFIXES = (".yaml", ".yml")
 
 
 def find_file(
-    name_or_path: str, folders: Sequence[Path], kind: str, available: Sequence[str]
+    name_or_path: str, folders: Sequence[Path], kind: str, available: Sequence[str], where=""
 ) -> Path:
     """A name or path argument to its .yaml file: a path as given, else ``<folder>/<name>.yaml``
-    in the first of ``folders`` that has it; a one-line error listing ``available`` if none."""
+    in the first of ``folders`` that has it; a one-line error (after ``where``, the file that
+    named it) with the nearest of ``available`` and all of them if none."""
     candidate = Path(name_or_path).expanduser()
     choices = f"a built-in {kind} ({', '.join(available)}) or the path of a .yaml file"
     if candidate.suffix in SUFFIXES or len(candidate.parts) > 1:
         if candidate.is_file():
             return candidate
-        raise UserError(f"{kind} file {name_or_path} not found; pass {choices}")
+        raise UserError(f"{where}{kind} file {name_or_path} not found; pass {choices}")
     for folder in folders:
         for suffix in SUFFIXES:
             if (folder / f"{name_or_path}{suffix}").is_file():
                 return folder / f"{name_or_path}{suffix}"
-    raise UserError(f"unknown {kind} {name_or_path!r}; pass {choices}")
+    near = difflib.get_close_matches(name_or_path, available, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise UserError(f"{where}unknown {kind} {name_or_path!r}{hint}; pass {choices}")
 
 
 def load_yaml(text: str) -> Any:

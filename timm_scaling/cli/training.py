@@ -96,6 +96,10 @@ def train_cmd(
     check_output(output)
     if num_processes:  # before any process starts
         resolved.check_processes(num_processes)
+    if "WORLD_SIZE" not in os.environ:  # a typo: one line before a process or a model starts
+        from timm_scaling.catalog import resolve_model
+
+        resolve_model(resolved.model)
     if plan or plan_from:
         check_plan(plan_from, resume, num_processes)
         if plan_from:

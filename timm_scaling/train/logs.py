@@ -18,6 +18,12 @@ class _ProcessLog(MultiProcessAdapter):
         return msg, {"stacklevel": 2, **kwargs}
 
 
+def rate(images_per_s: float) -> str:
+    """A speed for a log line: whole images/s, or two digits under 10 (a CPU's large model at
+    0.3 images/s reads 0.3, not 0)."""
+    return f"{images_per_s:.0f}" if images_per_s >= 10 else f"{images_per_s:.2g}"
+
+
 logger = _ProcessLog(logging.getLogger(__package__), {})
 log = logging.getLogger(__package__)  # before an Accelerator exists
 # Accelerate logs four or five lines per save_state or load_state; the trainer logs one.

@@ -32,7 +32,7 @@ from timm_scaling.train.building import Building
 from timm_scaling.train.checkpoints import Checkpoints
 from timm_scaling.train.finishing import Finishing
 from timm_scaling.train.launch import NUM_PROCESSES_ENV, die_with_launcher, launched_world
-from timm_scaling.train.logs import log, logger
+from timm_scaling.train.logs import log, logger, rate
 from timm_scaling.train.machine import mixed_precision
 from timm_scaling.train.update import Updating, evaluate
 
@@ -183,7 +183,7 @@ class Trainer(Building, Updating, Checkpoints, Finishing):
         logger.info(
             f"epoch {epoch + 1}/{recipe.epochs}: loss {stats['loss']:.4f} "
             f"top1 {stats['top1']:.2f} top5 {stats['top5']:.2f} "
-            f"({stats['samples_per_s']:.0f} images/s)"
+            f"({rate(stats['samples_per_s'])} images/s)"
         )
         accelerator.log(
             {

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 
 from timm_scaling.errors import LossNotFinite
 from timm_scaling.runs import latest_checkpoint, mark_diverged, what_is_kept
-from timm_scaling.train.logs import logger
+from timm_scaling.train.logs import logger, rate
 from timm_scaling.train.machine import is_out_of_memory, peak_memory_mb
 
 # The finer history (steps.jsonl): lr and training loss about this many times an epoch.
@@ -163,7 +163,7 @@ class Updating:
             logger.info(
                 f"epoch {window.epoch + 1}/{self.recipe.epochs} "
                 f"[{window.done}/{window.updates} updates]: loss {point['loss']:.4f} "
-                f"lr {lr:.3g} ({window.rate():.0f} images/s)"
+                f"lr {lr:.3g} ({rate(window.rate())} images/s)"
             )
 
     def _peak_memory(self) -> float | None:
