@@ -79,6 +79,14 @@ def test_wheel_ships_the_hook_and_the_recipes(fresh_env):
     assert (purelib / "timm_scaling_autoload.pth").is_file()
     assert (purelib / "timm_scaling_autoload.py").is_file()
     assert (purelib / "timm_scaling" / "models.py").is_file()
+    # the recipes inside the package, and nothing of ours at the top of site-packages that
+    # another package could clash with (issue 32.11: a top-level recipes/ was installed)
+    assert (purelib / "timm_scaling" / "recipes" / "fashion.yaml").is_file()
+    assert (purelib / "timm_scaling" / "recipes" / "sweeps" / "fashion.yaml").is_file()
+    assert (purelib / "timm_scaling" / "reference" / "speeds_h100_2026-11-26.csv").is_file()
+    assert not (purelib / "recipes").exists()
+    installed = {p.name for p in purelib.iterdir()} - {"bin", "__pycache__", "zz_host_packages.pth"}
+    assert {name for name in installed if not name.startswith("timm_scaling")} == set()
 
 
 def test_create_model_works_without_importing_our_package(fresh_env):
