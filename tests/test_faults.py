@@ -8,6 +8,7 @@ the CLI says one line, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -330,6 +331,12 @@ def damage(output: Path, how) -> Path:
             [RECIPE_FILE, "cannot be read as a recipe", "is damaged"],
         ),
         (lambda f: (f / RECIPE_FILE).unlink(), [RECIPE_FILE, "is missing", "is damaged"]),
+        # emptied, or bytes that are not UTF-8: damaged, not a 14-key diff nor a traceback
+        (lambda f: (f / RECIPE_FILE).write_text(""), [RECIPE_FILE, "is empty", "is damaged"]),
+        (
+            lambda f: (f / RECIPE_FILE).write_bytes(b"model: effnet_b0\nlr: \xff\xfe\n"),
+            [RECIPE_FILE, "not UTF-8 text", "is damaged"],
+        ),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line_in_dry_run_and_resume(finished_run, tmp_path, how, words):
@@ -443,6 +450,47 @@ def test_a_run_finishing_while_collect_rebuilds_keeps_its_row(finished_run, tmp_
     assert sorted(r["seed"] for r in read_rows(report)) == ["0", "9"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("damage_report", "words"),
+    [
+        (lambda text: text[: text.rindex("digits")], ["line 2 has", "a row cut short"]),
+        (lambda text: text.replace("digits", "digits\udcff", 1), ["byte", "not UTF-8 text"]),
+    ],
+)
+def test_a_damaged_report_is_refused_before_training_and_collect_rebuilds_it(
+    finished_run, tmp_path, damage_report, words
+):
+    """Issue 32.3-5: a run into a damaged report.csv trained whole, then lost its row (or a
+    UnicodeDecodeError traceback); the message's `collect` failed the same way."""
+    output = copy_of(finished_run, tmp_path)
+    assert runner.invoke(app, ["collect", str(output)]).exit_code == 0
+    report = output / "report.csv"
+    whole = report.read_text()
+    damaged = damage_report(whole).encode("utf-8", "surrogateescape")
+    report.write_bytes(damaged)
+    args = ["train", "digits", "--output", str(output), *sets(TINY), "--seed", "5"]
+    outcome = runner.invoke(app, args)
+    one_line(outcome, *words, f"timm-scaling collect {output}")
+    assert outcome.exit_code == 3
+    assert not run_folder(output, tiny(seed=5)).exists()  # refused before anything trained
+    assert report.read_bytes() == damaged
+    rebuilt = runner.invoke(app, ["collect", str(output)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert report.read_text() == whole  # the row again, from the run's result.json
+    assert (output / "report.csv.damaged").read_bytes() == damaged  # kept aside, not lost
+    report.write_bytes(damaged)
+    assert runner.invoke(app, ["collect", str(output)]).exit_code == 0
+    assert (output / "report.csv.damaged-2").read_bytes() == damaged
+
+
+def test_a_recipe_file_that_is_not_utf8_is_one_line(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_bytes(b"base: digits\nepochs: 2 # \xe9poques\n")
+    outcome = runner.invoke(app, ["train", str(recipe), "--output", str(tmp_path)])
+    one_line(outcome, str(recipe), "not UTF-8 text (byte 25)", "save it as UTF-8")
+
+
 # -- reports: cut rows and impossible accuracies -------------------------------------------------
 
 
@@ -525,6 +573,31 @@ def test_unwritable_outputs_are_one_line(tmp_path, monkeypatch, args, words):
     made = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     # nothing made: refused before training
     assert made == ["FILE", "FOLDER", "FOREIGN", "FOREIGN/report.csv", "report.csv"]
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (errno.ENOSPC, "free space"),
+        (errno.EEXIST, "move that file away"),
+        (errno.EISDIR, "a folder is where a file goes"),
+        (errno.EACCES, "pick a path you can write to, or change its permissions"),
+    ],
+)
+def test_a_file_system_error_says_what_to_do_about_it(code, advice):
+    # issue 32.8: every OS error said "free space, or pick a path you can write to"
+    from timm_scaling.cli.base import os_error
+
+    message = os_error(OSError(code, os.strerror(code), "runs/x"))
+    assert message.startswith(f"runs/x: {os.strerror(code)}: {advice}")
+    assert ("free space" in message) == (code == errno.ENOSPC)
+
+
+def test_an_empty_report_is_named_empty_not_foreign(tmp_path):
+    (tmp_path / "report.csv").write_text("")
+    outcome = runner.invoke(app, ["curves", str(tmp_path)])
+    one_line(outcome, "report.csv is empty", f"timm-scaling collect {tmp_path}")
+    assert "header differs" not in outcome.output
 
 
 def test_frontier_of_a_top5_at_100_fits_without_a_bounds_error(tmp_path):

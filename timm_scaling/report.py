@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from timm_scaling.errors import InputError, UserError
+
+log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.csv"  # in each --output of train and sweep: a row per finished run
 COLUMNS: tuple[str, ...] = (
@@ -152,15 +155,40 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 
 
 def check_report(path: Path) -> None:
-    """A report.csv already at ``path`` is ours (checked before a run trains: a foreign one
-    refused the run's row only once the whole run had trained)."""
-    with path.open("rb") as handle:
-        first = handle.readline().decode(errors="replace")
-    if first:
-        _check_header(path, first)
+    """A report.csv already at ``path`` is ours and whole (checked before a run trains: a
+    foreign or damaged one refused the run's row only once the whole run had trained)."""
+    text = read_report(path)
+    if text:
+        _check_header(path, text)
+        parse_rows(path, text)
+
+
+DAMAGED_SUFFIX = ".damaged"
+
+
+class Damaged(InputError):
+    """Our report, damaged: bytes that are not UTF-8, or a row cut short. ``collect`` rebuilds
+    it from the runs' result.json files, keeping the damaged file aside."""
+
+    def __init__(self, path: Path, why: str, fix: str = "") -> None:
+        self.why = f"{path} {why}"
+        super().__init__(
+            f"{self.why}: {fix}`timm-scaling collect {path.parent}` rebuilds it from the runs' "
+            f"result.json files (keeping this file as {path.name}{DAMAGED_SUFFIX})"
+        )
+
+
+def read_report(path: Path) -> str:
+    """The report's text ("" where absent); bytes that are not UTF-8 are :class:`Damaged`."""
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+    except UnicodeDecodeError as err:
+        raise Damaged(path, f"is damaged (byte {err.start} is not UTF-8 text)") from None
 
 
 def _check_header(path: Path, text: str) -> None:
+    if not text.strip():
+        raise Damaged(path, "is empty (not even its header)")
     if not is_ours(text.split("\n", 1)[0]):
         raise UserError(
             f"{path} is not a timm-scaling report (its header differs from ours): move it "
@@ -171,7 +199,8 @@ def _check_header(path: Path, text: str) -> None:
 
 def parse_rows(path: Path, text: str) -> list[dict[str, str]]:
     """The rows of our report ``text`` (read from ``path``); a row with too few or too many
-    fields (a write cut short, a hand edit) is an error naming its line, never a row of blanks."""
+    fields (a write cut short, a hand edit) is :class:`Damaged`, naming its line, never a row
+    of blanks."""
     reader = csv.reader(io.StringIO(text))
     header = next(reader, [])
     rows = []
@@ -179,9 +208,11 @@ def parse_rows(path: Path, text: str) -> list[dict[str, str]]:
         if not fields:
             continue
         if len(fields) != len(header):
-            raise InputError(
-                f"{path} line {reader.line_num} has {len(fields)} of {len(header)} fields (a row "
-                "cut short?): delete that line, or rebuild the report with `timm-scaling collect`"
+            raise Damaged(
+                path,
+                f"line {reader.line_num} has {len(fields)} of {len(header)} fields (a row cut "
+                "short?)",
+                "delete that line, or ",
             )
         rows.append(dict(zip(header, fields, strict=True)))
     return rows
@@ -251,7 +282,7 @@ def put_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = {run_key(row) for row in rows}
     with writers_lock(path):
-        old = path.read_text() if path.exists() else ""
+        old = read_report(path)
         if old:
             _check_header(path, old)
         kept = [r for r in parse_rows(path, old) if run_key(r) not in keys]
@@ -272,7 +303,7 @@ def missing_rows(
     path = Path(path)
     if not path.is_file():
         return list(rows)
-    text = path.read_text()
+    text = read_report(path)
     _check_header(path, text)
     held = {tuple(r.get(c, "") for c in COLUMNS) for r in parse_rows(path, text)}
     return [row for row in rows if tuple(_format(row.get(c)) for c in COLUMNS) not in held]
@@ -288,21 +319,42 @@ def rewrite_rows(
     path: str | os.PathLike,
     new_rows: Callable[[list[dict[str, str]]], Iterable[Mapping[str, object]]],
     read: bool = True,
+    aside: bool = False,
 ) -> int:
     """Replace ``path`` with ``new_rows(its rows now)`` (``[]`` if absent, or if not ``read``),
     atomically and under the writers' lock held from the read to the write: a row that
     :func:`put_row` adds meanwhile is either among the rows read or added after, never
-    overwritten. Returns the row count."""
+    overwritten. With ``aside``, a :class:`Damaged` file is renamed ``<name>.damaged`` (a
+    warning says so) and counts as no rows. Returns the row count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with writers_lock(path):
-        old = path.read_text() if read and path.is_file() else ""
-        if old:
-            _check_header(path, old)
-        rows = list(new_rows(parse_rows(path, old)))
+        damaged = None
+        try:
+            old = read_report(path) if read else ""
+            if old:
+                _check_header(path, old)
+            rows = parse_rows(path, old)
+        except Damaged as err:
+            if not aside:
+                raise
+            damaged, rows = err, []
+        rows = list(new_rows(rows))
+        if damaged is not None:  # the new rows are made: the damaged file steps aside
+            kept = _free_name(path.with_name(path.name + DAMAGED_SUFFIX))
+            os.replace(path, kept)
+            log.warning(f"{damaged.why}: kept as {kept}; rebuilt from the runs")
         text = "".join(_row_text(row, header=i == 0) for i, row in enumerate(rows))
         atomic_write(path, text or ",".join(COLUMNS) + "\n")
     return len(rows)
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... the first that does not exist."""
+    number = 1
+    while (candidate := path if number == 1 else path.with_name(f"{path.name}-{number}")).exists():
+        number += 1
+    return candidate
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -310,6 +362,6 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: pass a report.csv written by `timm-scaling train`")
-    text = path.read_text()
+    text = read_report(path)
     _check_header(path, text)
     return parse_rows(path, text)

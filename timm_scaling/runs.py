@@ -78,6 +78,8 @@ def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
     saved = folder / RECIPE_FILE
     if not saved.exists():  # written before any epoch or result
         raise damaged(saved, "is missing")
+    if not saved.read_bytes().strip():  # written whole or not at all: emptied since
+        raise damaged(saved, "is empty")
     try:
         before = load_recipe(str(saved)).trained_settings()
     except UserError as err:
@@ -346,7 +348,7 @@ def collect(
             )
         return rows
 
-    return rewrite_rows(output, rebuilt, read=not prune)
+    return rewrite_rows(output, rebuilt, read=not prune, aside=True)
 
 
 def results(paths: Iterable[Path]) -> list[dict]:

@@ -53,6 +53,11 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML{line}; write one `key: value` a line") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {err.start}): a damaged file, or another encoding; "
+            "save it as UTF-8"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):

@@ -67,12 +67,29 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+# What to do about the file system's usual errors (errno name -> advice); others: the last.
+OS_ADVICE = {
+    "ENOSPC": "free space",
+    "EDQUOT": "free space within your quota",
+    "EACCES": "pick a path you can write to, or change its permissions",
+    "EPERM": "pick a path you can write to, or change its permissions",
+    "EROFS": "pick a path on a writable file system",
+    "EEXIST": "move that file away, or pick another path",
+    "EISDIR": "a folder is where a file goes: move it away, or pick another path",
+    "ENOTDIR": "a file is where a folder goes: move it away, or pick another path",
+    "ENAMETOOLONG": "pick a shorter path",
+}
+
+
 def os_error(err: OSError) -> str:
     """An error of the file system as one line: what failed, on which file, and what to do."""
+    import errno
+
     where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    advice = OS_ADVICE.get(errno.errorcode.get(err.errno or 0, ""), "check that path")
     return (
-        f"{where + ': ' if where else ''}{err.strerror or err}: free space, or pick a path you "
-        "can write to, then run the same command again"
+        f"{where + ': ' if where else ''}{err.strerror or err}: {advice}, then run the same "
+        "command again"
     )
 
 
