@@ -390,6 +390,38 @@ def test_a_result_holding_a_list_is_one_line_in_collect(finished_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_damaged_export_is_exported_again_from_the_last_checkpoint(finished_run, tmp_path):
+    """Issue 32.2: a finished run whose model.safetensors was cut (or model/ deleted) counted as
+    finished; timm then failed in safetensors. result.json records the export's sizes."""
+    output = copy_of(finished_run, tmp_path)
+    folder = run_folder(output, tiny())
+    weights = folder / "model" / "model.safetensors"
+    whole = weights.read_bytes()
+    recorded = json.loads((folder / RESULT_FILE).read_text())["export"]
+    assert recorded == {p.name: p.stat().st_size for p in (folder / "model").iterdir()}
+    weights.write_bytes(whole[:1000])
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text(f"recipe: digits\nset: {TINY}\nmodels: [effnet_b0]\n")
+    dry = runner.invoke(app, ["sweep", str(sweep), "--output", str(output), "--dry-run"])
+    assert f"finished, but its exported model/model.safetensors has 1000 of its {len(whole)}" in (
+        dry.output
+    )
+    outcome = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "exporting it again from its last checkpoint" in outcome.output
+    assert weights.read_bytes() == whole  # the same weights, from the final checkpoint
+    assert report_has(output, finished_run[1])
+    import timm
+
+    timm.create_model(f"local-dir:{folder / 'model'}", pretrained=True)  # loads again
+    # no checkpoint to export from: the folder is named damaged
+    shutil.rmtree(folder / "model")
+    shutil.rmtree(folder / CHECKPOINTS)
+    again = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
+    one_line(again, "model is damaged", "config.json is missing", "delete that folder")
+
+
+@pytest.mark.slow
 def test_collect_refuses_to_empty_or_shrink_a_report(finished_run, tmp_path):
     output = copy_of(finished_run, tmp_path)
     assert runner.invoke(app, ["collect", str(output)]).exit_code == 0

@@ -45,6 +45,9 @@ DIVERGED_FILE = "diverged.json"
 STEPS_FILE = "steps.jsonl"
 CHECKPOINTS, LATEST, STATE_FILE = "checkpoints", "latest", "trainer_state.json"
 MODEL_DIR = "model"
+# result.json's record of the exported files' sizes, and the files of a result without it.
+EXPORT_KEY = "export"
+EXPORTED = ("config.json", "model.safetensors")
 LOCK_FILE = ".lock"
 
 
@@ -175,11 +178,41 @@ def finished_result(
     the run), whether its lost report row was put back."""
     done = finished(output, recipe, resume)
     if done is None:
+        folder = run_folder(output, recipe)
+        why = (folder / RESULT_FILE).exists() and export_damage(folder)
+        if why and put_back and folder not in _refinishing:
+            _refinishing.add(folder)  # said once: the CLI, then its trainer, ask
+            say(f"{folder}: {why}: exporting it again from its last checkpoint")
         return None
     say(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
     if put_back and ensure_rows([done], output):
         say(f"its row was missing from {Path(output) / REPORT_FILE}: put back")
     return read_result(done / RESULT_FILE)
+
+
+# Finished run folders whose damaged export this process has said it makes again.
+_refinishing: set[Path] = set()
+
+
+def export_damage(folder: Path) -> str | None:
+    """What is wrong with a finished run's exported model (``model/``), or None where it is
+    whole: a file missing, a config that is no JSON, weights of another size than its
+    result.json records. (A continuation killed between its export and its result leaves the
+    longer run's export: weights of the same size, a config of another; that is not damage.)"""
+    recorded = read_result(folder / RESULT_FILE).get(EXPORT_KEY) or {}
+    for name in dict.fromkeys([*EXPORTED, *recorded]):
+        path = folder / MODEL_DIR / name
+        if not path.is_file():
+            return f"its exported {MODEL_DIR}/{name} is missing"
+        if name.endswith(".json"):
+            try:
+                json.loads(path.read_bytes())
+            except ValueError:
+                return f"its exported {MODEL_DIR}/{name} is no JSON"
+        elif name in recorded and path.stat().st_size != recorded[name]:
+            size = path.stat().st_size
+            return f"its exported {MODEL_DIR}/{name} has {size} of its {recorded[name]} bytes"
+    return None
 
 
 # Run folders whose lock this process holds: the CLI takes it, and the trainer it calls again.
@@ -241,6 +274,13 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
     if not (folder / RESULT_FILE).exists():
         return None
     changed = changed_keys(folder, recipe, resume)
+    if not changed and export_damage(folder):
+        checkpoint = latest_checkpoint(folder)
+        if checkpoint is None:
+            raise damaged(folder / MODEL_DIR, f"is damaged ({export_damage(folder)})")
+        if checkpoint_epoch(checkpoint) == read_result(folder / RESULT_FILE)["epochs"]:
+            return None  # finished again from its last checkpoint, which exports it again
+        # else a longer continuation was stopped as it exported: it finishes the folder
     if changed:
         more = " (or `timm-scaling train --resume` to continue it for more epochs)" * (
             not resume and not changed_keys(folder, recipe, resume=True)
@@ -253,15 +293,19 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
 
 
 def run_state(output: str | os.PathLike, recipe) -> str:
-    """What a sweep would do with ``recipe``'s run folder: ``finished``, ``resumable from epoch
-    K`` (K finished epochs), ``to train``, or ``conflicting (keys)`` where the folder was
-    trained with other settings; a run that diverged with the same settings says so."""
+    """What a sweep would do with ``recipe``'s run folder: ``finished`` (its export damaged:
+    exported again), ``resumable from epoch K`` (K finished epochs), ``to train``, or
+    ``conflicting (keys)`` where the folder was trained with other settings; a run that
+    diverged with the same settings says so."""
     folder = run_folder(output, recipe)
     changed = changed_keys(folder, recipe)
     if changed:
         return f"conflicting ({', '.join(changed)} differ; delete it or use another --output)"
     if (folder / RESULT_FILE).exists():
-        return "finished"
+        why = export_damage(folder)
+        return (
+            f"finished, but {why}: exported again from its last checkpoint" if why else "finished"
+        )
     checkpoint = latest_checkpoint(folder)
     state = "to train"
     if checkpoint is not None:

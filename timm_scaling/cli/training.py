@@ -82,6 +82,7 @@ def train_cmd(
     from timm_scaling.outputs import check_output
     from timm_scaling.recipes import load_recipe
     from timm_scaling.runs import (
+        RESULT_FILE,
         check_folder,
         finished_result,
         latest_checkpoint,
@@ -112,6 +113,7 @@ def train_cmd(
     with lock_run(folder) if launcher else contextlib.nullcontext():
         if finished_result(output, resolved, resume, typer.echo, put_back=launcher) is not None:
             return
+        resume = resume or (folder / RESULT_FILE).exists()  # finished, its export damaged
         # Before any process starts or any model is built: the run folder, and the data.
         check_folder(folder, resolved, resume)
         if resume and latest_checkpoint(folder) is None:

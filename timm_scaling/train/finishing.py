@@ -16,6 +16,7 @@ from timm_scaling.models import export, scaling_of
 from timm_scaling.recipe_keys import kwargs_text
 from timm_scaling.report import atomic_write, put_row, umask_mode
 from timm_scaling.runs import (
+    EXPORT_KEY,
     MODEL_DIR,
     RECIPE_FILE,
     REPORT_FILE,
@@ -82,7 +83,7 @@ class Finishing:
                 # The same seed trains to other weights with another thread count.
                 "threads": torch.get_num_threads(),
             }
-            self._export(row["top1"])
+            result[EXPORT_KEY] = self._export(row["top1"])
             # The run's recipe, then its result (a longer continuation replaces both; killed
             # between them, runs.changed_keys takes the epochs from the result).
             recipe.write(self.folder / RECIPE_FILE)
@@ -102,8 +103,9 @@ class Finishing:
             for name in getattr(batches, "skipped_files", list)()
         ]
 
-    def _export(self, top1: float) -> None:
-        """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf)."""
+    def _export(self, top1: float) -> dict[str, int]:
+        """<run>/model/: the evaluated weights as a timm checkpoint (timm's save_for_hf); returns
+        each file's size, which result.json records (a damaged export is found by them)."""
         recipe = self.recipe
         notes = (
             f"trained {recipe.epochs} epoch{'s' * (recipe.epochs != 1)} on {recipe.dataset} "
@@ -115,6 +117,7 @@ class Finishing:
         with self._writing(model_dir.with_name(model_dir.name + ".partial"), "the trained model"):
             export(self.evaluated_model, model_dir, self.data_config, notes, self.class_names)
         umask_mode(model_dir)  # safetensors writes model.safetensors 0600
+        return {path.name: path.stat().st_size for path in sorted(model_dir.iterdir())}
 
     def _device_label(self) -> str:
         name = device_name(self.accelerator.device)
