@@ -730,3 +730,19 @@ def test_measure_missing_measures_an_accuracy_table_with_no_cost_table(tmp_path)
     points = {p["model"]: p for p in json.loads((out / "frontier.json").read_text())["points"]}
     assert points.keys() == {"effnet_b0", "resnet18"}
     assert points["resnet18"]["costs"]["gmacs"] > points["effnet_b0"]["costs"]["gmacs"] > 0.3
+
+
+def test_frontier_of_extreme_costs_drops_or_writes_them_short(tmp_path):
+    # issue 32.7: gmacs 1e308 was a matplotlib traceback, 1e-320 a 330-character number
+    rows = "resnet18,1.8,70\nresnet34,3.6,73\n"
+    for cost, kept in (("1e308", False), ("1e-320", True)):
+        table = tmp_path / f"{cost}.csv"
+        table.write_text(f"model,gmacs,top1\n{rows}resnet50,{cost},76\n")
+        outcome = runner.invoke(app, ["frontier", str(table), "-o", str(tmp_path / cost)])
+        assert outcome.exit_code == 0, outcome.output
+        assert (tmp_path / cost / "frontier.png").is_file()
+        points = json.loads((tmp_path / cost / "frontier.json").read_text())["points"]
+        assert ("resnet50" in {p["model"] for p in points}) == kept
+        if not kept:
+            assert "below 1e+30 (lines 4)" in outcome.output
+        assert max(map(len, re.findall(r"[\d.e+-]{12,}", outcome.output)), default=0) < 20

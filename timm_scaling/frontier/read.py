@@ -338,15 +338,19 @@ def read_results(
     return rows, warnings
 
 
+# Above it no cost is real (in any unit), and a plot's margins overflow to infinity.
+MAX_COST = 1e30
+
+
 def _usable(frame: pd.DataFrame, x: str, y: str) -> tuple[pd.DataFrame, list[str]]:
-    """Rows with a model, a finite ``y`` (within 0..100 for a percentage) and a finite ``x``
-    above 0; a warning naming the lines of the rest."""
+    """Rows with a model, a finite ``y`` (within 0..100 for a percentage) and an ``x`` above 0
+    and below MAX_COST; a warning naming the lines of the rest."""
     frame = frame.copy()
     for column in (x, y):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     model = frame["model"]
     keep = model.notna() & (model != "") & np.isfinite(frame[y]) & np.isfinite(frame[x])
-    keep &= frame[x] > 0
+    keep &= (frame[x] > 0) & (frame[x] < MAX_COST)
     percent = y in METRICS and METRICS[y].unit == "%"
     if percent:
         keep &= frame[y].between(0, 100)
@@ -356,5 +360,5 @@ def _usable(frame: pd.DataFrame, x: str, y: str) -> tuple[pd.DataFrame, list[str
     return frame.loc[keep], [
         f"{frame['source'].iat[0]}: dropped {(~keep).sum()} of {len(frame)} rows with no model, "
         f"or a missing or non-numeric {y}{' or one outside 0..100' * percent}, or a {x} that is "
-        f"not a finite number above 0 (lines {lines})"
+        f"not a number above 0 and below {MAX_COST:g} (lines {lines})"
     ]

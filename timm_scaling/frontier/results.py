@@ -165,9 +165,10 @@ def group_order(name: str) -> tuple[int, str]:
 
 
 def format_cost(value: float) -> str:
-    """Three significant digits, no exponent: 1.80, 0.390, 37.0, 1200."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
+    """Three significant digits, no exponent from 0.001 up to 10 million: 1.80, 0.390, 37.0,
+    1200; beyond them, an exponent (1e-320 is not written with 320 zeros)."""
+    if value == 0 or not math.isfinite(value) or not 1e-3 <= abs(value) < 1e7:
+        return f"{value:.3g}"
     decimals = max(0, 2 - math.floor(math.log10(abs(value))))
     return f"{value:.{decimals}f}"
 
