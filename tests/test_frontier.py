@@ -766,3 +766,37 @@ def test_labels_placed_never_overlap():
     for i, a in enumerate(boxes):  # ... and none overprints another
         for b in boxes[:i]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def test_a_large_table_keeps_its_front_and_fits_not_every_point(tmp_path, monkeypatch):
+    # issue 32.6: a million rows died of memory (draws x points of constant replicates) and
+    # wrote a 368 MB frontier.json and a 451 MB SVG of every point
+    import importlib
+
+    analysing = importlib.import_module("timm_scaling.frontier.analyse")
+    plotting = importlib.import_module("timm_scaling.frontier.plot")
+    results = importlib.import_module("timm_scaling.frontier.results")
+
+    rng = np.random.default_rng(0)
+    costs = 10 ** rng.uniform(-1, 1, 60)
+    rows = [
+        dict(model=f"effnet_b0_w{i}", gmacs=c, top1=70 + 5 * np.log10(c) + rng.normal(0, 1))
+        for i, c in enumerate(costs)
+    ]
+    path = write_csv(tmp_path / "many.csv", rows)
+    for module in (results, plotting):
+        monkeypatch.setattr(module, "MAX_LISTED", 20)
+    fr, written = frontier.run([path], draws=200, out=tmp_path / "out", group="family")
+    data = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    on_front = [p.name for p in fr.points if p.on_front]
+    assert sorted(p["name"] for p in data["points"]) == sorted(on_front)
+    assert data["points_omitted"] == 60 - len(on_front)
+    assert data["groups"][0]["points"] == 60 and data["groups"][0]["fit"] is not None
+    assert (tmp_path / "out" / "frontier.svg").is_file()
+    # the bootstrap: nothing to resample in one-run points; a cap where there is
+    assert analysing._replicates(fr.points, 2000, 0)[0] is None
+    two = [dict(r, seed=s, top1=r["top1"] + s) for r in rows for s in (0, 1)]
+    monkeypatch.setattr(analysing, "MAX_REPLICATES", 60 * 150)
+    fr, _ = frontier.run([write_csv(tmp_path / "two.csv", two)], draws=2000, group="family")
+    assert fr.bootstrap_draws == 150
+    assert any(note.startswith("150 bootstrap draws, not 2000") for note in fr.notes)

@@ -57,6 +57,13 @@ def user_errors(fn: Callable) -> Callable:
         except BrokenPipeError:  # `timm-scaling ... | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None
+        except MemoryError:  # a table too large for this machine's memory
+            typer.echo(
+                "error: out of memory: this machine's memory cannot hold the input; split it "
+                "(frontier: --where or --models), or run it where there is more",
+                err=True,
+            )
+            raise typer.Exit(1) from None
         except OSError as err:  # a full disk, a read-only folder, a name too long, ...
             typer.echo(f"error: {os_error(err)}", err=True)
             raise typer.Exit(1) from None

@@ -105,7 +105,7 @@ def analyse(
     for point, on in zip(points, front, strict=True):
         point.on_front = bool(on)
     means = np.array([p.y for p in points])
-    replicates = bootstrap_means([p.runs for p in points], draws, np.random.default_rng(seed))
+    replicates, draws, draws_note = _replicates(points, draws, seed)
     curves = Curves(points, x)
     names = list(curves.members)
     if reference is not None:
@@ -130,7 +130,7 @@ def analyse(
                 power_law_note=law_note,
             )
         )
-    notes = []
+    notes = [draws_note] if draws_note else []
     if all(p.n < 2 for p in points):
         notes.append(
             "n=1 per point (one run each): no intervals"
@@ -209,6 +209,28 @@ def write_outputs(fr: Frontier, out: str | os.PathLike, everything: bool = False
     atomic_write(out / "frontier.json", to_json(fr))
     atomic_write(out / "frontier.md", to_markdown(fr, everything))
     return [out / "frontier.json", out / "frontier.md", *plot(fr, out)]
+
+
+# Bootstrap replicates kept at once: draws x points floats (8 bytes each), 400 MB at most.
+MAX_REPLICATES = 50_000_000
+
+
+def _replicates(points, draws: int, seed: int) -> tuple[np.ndarray | None, int, str | None]:
+    """Each point's bootstrapped means (draws x points), the draws made, and a note where they
+    were fewer than asked. None where every point is one run: its means cannot be resampled
+    (a million one-run rows asked 16 GB of constant columns)."""
+    if all(p.n < 2 for p in points):
+        return None, draws, None
+    fitting = max(100, MAX_REPLICATES // len(points))
+    note = None
+    if fitting < draws:
+        note = (
+            f"{fitting} bootstrap draws, not {draws}: {len(points)} points' replicates must fit "
+            f"in memory ({MAX_REPLICATES:,} numbers); the intervals' last digit is noisier"
+        )
+        draws = fitting
+    replicates = bootstrap_means([p.runs for p in points], draws, np.random.default_rng(seed))
+    return replicates, draws, note
 
 
 def run(

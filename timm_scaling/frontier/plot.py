@@ -16,6 +16,7 @@ from timm_scaling.frontier.read import metric
 from timm_scaling.frontier.render import axis_label
 from timm_scaling.frontier.results import (
     MAX_LABELLED,
+    MAX_LISTED,
     METHOD_COLOURS,
     MIN_FIT_COSTS,
     MIN_POWER_COSTS,
@@ -57,19 +58,24 @@ def _draw_group(ax, fr: Frontier, curves: Curves, column: str, name: str, colour
     means = np.array([p.y for p in points])
     own = [i for i in idx if points[i].group == name]
     shared = name == SHARED_GROUP
-    ax.errorbar(
-        xs[own],
-        means[own],
-        yerr=[points[i].std or 0.0 for i in own],
-        linestyle="none",
-        marker="*" if shared else "o",
-        markersize=11 if shared else 5,
-        capsize=2.5,
-        elinewidth=1,
-        color=colour,
-        zorder=4,
-        label=name,
-    )
+    if len(points) > MAX_LISTED:  # a cloud: one raster of dots, no error bars to draw each
+        ax.scatter(
+            xs[own], means[own], s=2, color=colour, linewidths=0, zorder=4, label=name
+        ).set_rasterized(True)
+    else:
+        ax.errorbar(
+            xs[own],
+            means[own],
+            yerr=[points[i].std or 0.0 for i in own],
+            linestyle="none",
+            marker="*" if shared else "o",
+            markersize=11 if shared else 5,
+            capsize=2.5,
+            elinewidth=1,
+            color=colour,
+            zorder=4,
+            label=name,
+        )
     if shared:
         return
     width = 2.4 if name == fr.reference else 1.4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from timm_scaling.report import Metric
 
@@ -119,6 +119,10 @@ class Verdict:
     interval_from: str | None = None  # "runs" (bootstrap) or "evaluation noise" (--eval-size)
 
 
+# Points past which frontier.json and the plot keep the front, not every point.
+MAX_LISTED = 5000
+
+
 @dataclass
 class Frontier:
     x: Metric
@@ -140,7 +144,21 @@ class Frontier:
     unselected: list[Point] = field(default_factory=list)  # left out by --models: grey context
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        """frontier.json: every point, or past MAX_LISTED points those on the front (and each
+        group's fit, with its point count), so that a million rows stay a readable file."""
+        listed = self.points
+        if len(listed) > MAX_LISTED:
+            listed = [p for p in self.points if p.on_front]
+        data = asdict(replace(self, points=[], groups=[], unselected=[]))
+        data["points"] = [asdict(p) for p in listed]
+        shown = {p.name for p in listed}
+        data["groups"] = [
+            asdict(replace(g, models=[]))
+            | {"models": [m for m in g.models if m in shown], "points": len(g.models)}
+            for g in self.groups
+        ]
+        if listed is not self.points:
+            data["points_omitted"] = len(self.points) - len(listed)
         data["unselected"] = [p.name for p in self.unselected]
         data["x"] = self.x._asdict()
         data["y"] = self.y._asdict()

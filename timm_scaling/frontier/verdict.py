@@ -39,7 +39,7 @@ def _verdict_line(
 def compare_groups(
     curves: Curves,
     means: np.ndarray,
-    replicates: np.ndarray,
+    replicates: np.ndarray | None,  # None: every point is one run
     reference: str,
     at: Sequence[float],
     x: Metric,
