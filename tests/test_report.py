@@ -115,3 +115,46 @@ def test_written_files_get_the_umask_mode(tmp_path, umask_022, monkeypatch):
     written = [tmp_path / "note.txt", tmp_path / "report.csv", costs, *out.iterdir()]
     assert {p.name for p in out.iterdir()} >= {"frontier.json", "frontier.md", "frontier.png"}
     assert {p.name: oct(mode(p)) for p in written} == {p.name: "0o644" for p in written}
+
+
+def test_a_killed_writers_temporary_file_goes_at_the_next_write(tmp_path):
+    # issue 32.9: a sweep's `.frontier.md.*.tmp` from a kill stayed for good
+    import socket
+    import subprocess
+
+    from timm_scaling.report import atomic_write
+
+    host = socket.gethostname()
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a pid that no process has now
+    target = tmp_path / "frontier.md"
+    dead = tmp_path / f".frontier.md.{host}-{ended.pid}.x1.tmp"
+    live = tmp_path / f".frontier.md.{host}-{os.getpid()}.x2.tmp"  # a writer at work
+    elsewhere = tmp_path / f".frontier.md.otherhost-{ended.pid}.x3.tmp"  # a shared disk's
+    for path in (dead, live, elsewhere):
+        path.write_text("half")
+    atomic_write(target, "whole\n")
+    assert target.read_text() == "whole\n"
+    assert not dead.exists() and live.exists() and elsewhere.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == sorted(
+        [live.name, elsewhere.name]
+    )
+
+
+def test_a_lock_file_that_no_process_holds_is_removed_one_held_stays(tmp_path):
+    # issue 32.9: `runs/.report.csv.lock` after SIGINT, a kill-era `.lock` in a run folder
+    from timm_scaling.outputs import check_output
+    from timm_scaling.report import Busy, clear_stale_lock, locked
+
+    stale = tmp_path / ".report.csv.lock"
+    stale.write_text("12345\n")  # its holder was killed
+    check_output(tmp_path)
+    assert not stale.exists()
+    held = tmp_path / "run" / ".lock"
+    held.parent.mkdir()
+    with locked(held, wait=False):
+        clear_stale_lock(held)
+        assert held.exists()  # its holder is alive: left alone
+        with pytest.raises(Busy), locked(held, wait=False):
+            pass
+    assert not held.exists()

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from timm_scaling.errors import UserError
-from timm_scaling.report import REPORT_FILE, check_report
+from timm_scaling.report import REPORT_FILE, check_report, clear_stale_lock
 
 # Suffixes of the files our commands write: an --output that does not exist yet and ends in one
 # is a file name given where a folder is asked for, not a folder to create.
@@ -39,6 +39,7 @@ def check_output(
         )
     check_writable(path, "--output")
     report = path / REPORT_FILE
+    clear_stale_lock(report.with_name(f".{REPORT_FILE}.lock"))  # a killed writer's
     if REPORT_FILE not in holds or not report.exists():
         return
     if not report.is_file():

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import glob
 import io
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -120,8 +122,7 @@ def file_mode() -> int:
 
 
 def umask_mode(folder: str | os.PathLike) -> None:
-    """Give every file in ``folder`` the umask's mode (safetensors writes model.safetensors
-    0600, as mkstemp does)."""
+    """Give every file in ``folder`` the umask's mode (safetensors writes 0600, as mkstemp)."""
     mode = file_mode()
     for path in Path(folder).iterdir():
         if path.is_file():
@@ -135,7 +136,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     mkstemp's owner-only 0600, so collaborators can read the results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    _clear_dead_writers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
     os.fchmod(fd, file_mode())
     os.close(fd)
     try:
@@ -144,6 +147,36 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _clear_dead_writers(path: Path) -> None:
+    """Remove the temporary files of ``path`` that a writer on this host left when it was
+    killed (its pid is gone); another host's, and a live writer's, stay."""
+    host = socket.gethostname()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp"):
+        pid = stale.name[len(f".{path.name}.{host}-") :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def clear_stale_lock(path: Path) -> None:
+    """Remove the lock file ``path`` that no process holds (taken and let go, as holders do)."""
+    if path.is_file():
+        try:
+            with locked(path, wait=False):
+                pass
+        except Busy:
+            pass
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:

@@ -23,7 +23,9 @@ from timm_scaling.packing import AUTO, Choice, choose_jobs, parse_jobs
 from timm_scaling.plan import PLAN_FILE, measure, write
 from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.recipes import Recipe
+from timm_scaling.report import clear_stale_lock
 from timm_scaling.runs import (
+    LOCK_FILE,
     REPORT_FILE,
     RESULT_FILE,
     collect,
@@ -176,6 +178,8 @@ def run_sweep(
             check_fusable(recipe)
     done = [finished(output, r) is not None for r in mine]  # reads each run's recipe.yaml
     skipped = [r for r, d in zip(mine, done, strict=True) if d]
+    for recipe in skipped:  # a finished run killed as it let go of its lock: no stray file
+        clear_stale_lock(run_folder(output, recipe) / LOCK_FILE)
     trained = [r for r, d in zip(mine, done, strict=True) if not d]
     for dataset, data_dir in dict.fromkeys(
         (r.dataset, r.data_dir) for r in trained if not r.in_memory
