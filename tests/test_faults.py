@@ -218,7 +218,7 @@ def test_a_diverging_loss_stops_the_run_as_nan_does(tmp_path):
         trainer.fit()
     message = str(caught.value)
     assert "over 100x its first" in message and "epoch 1" in message and "\n" not in message
-    assert "lower --lr" in message and "no epoch finished, so no checkpoint is kept" in message
+    assert "lower --lr" in message and "no checkpoint of a finished epoch is kept" in message
     assert message.endswith("lower --lr (or raise opt_eps) and train again")  # nothing kept
     assert not (run_folder(tmp_path, recipe) / RESULT_FILE).exists()
     assert not (tmp_path / "report.csv").exists()
@@ -746,3 +746,31 @@ def test_frontier_of_extreme_costs_drops_or_writes_them_short(tmp_path):
         if not kept:
             assert "below 1e+30 (lines 4)" in outcome.output
         assert max(map(len, re.findall(r"[\d.e+-]{12,}", outcome.output)), default=0) < 20
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_row_names_the_report_and_the_kept_result(
+    finished_run, tmp_path, monkeypatch
+):
+    """Issue 32.8: the row's write failing on a full disk named a temporary file, and not that
+    the run was finished with its result.json kept; the same command puts the row back."""
+    output = copy_of(finished_run, tmp_path)
+    folder = run_folder(output, tiny())
+    (folder / RESULT_FILE).unlink()  # finished again from its last checkpoint, then its row
+
+    def full(path, row):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{path}.x.tmp")
+
+    monkeypatch.setattr("timm_scaling.train.finishing.put_row", full)
+    args = ["train", "digits", "--resume", "--output", str(output), *sets(TINY)]
+    one_line(
+        runner.invoke(app, args),
+        f"could not add the run's row to {output / 'report.csv'} (No space left on device)",
+        f"its result.json kept in {folder}",
+        "run the same command again to put the row back",
+    )
+    assert (folder / RESULT_FILE).is_file()
+    monkeypatch.undo()
+    reset()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "put back" in again.output, again.output

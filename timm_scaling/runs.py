@@ -335,7 +335,7 @@ def what_is_kept(folder: Path) -> str:
     """What a run stopped by an error keeps, as every message says it."""
     checkpoint = latest_checkpoint(folder)
     if checkpoint is None:
-        return "no epoch finished, so no checkpoint is kept"
+        return "no checkpoint of a finished epoch is kept"
     return f"its last finished epoch ({checkpoint_epoch(checkpoint)}, {checkpoint.name}) is kept"
 
 

@@ -11,6 +11,7 @@ from accelerate.utils import gather_object
 
 import timm_scaling
 from timm_scaling import trackers
+from timm_scaling.errors import UserError
 from timm_scaling.imagesets import data_label
 from timm_scaling.models import export, scaling_of
 from timm_scaling.recipe_keys import kwargs_text
@@ -88,12 +89,25 @@ class Finishing:
             # between them, runs.changed_keys takes the epochs from the result).
             recipe.write(self.folder / RECIPE_FILE)
             atomic_write(self.folder / RESULT_FILE, json.dumps(result, indent=1) + "\n")
-            put_row(self.output / REPORT_FILE, row)
+            self._put_row(row)
             accelerator.log(trackers.scalars(row, "final/"), step=self.num_updates)
             logger.info(f"finished {self.folder}: top1 {row['top1']:.2f}; row in {REPORT_FILE}")
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return result
+
+    def _put_row(self, row: dict[str, Any]) -> None:
+        """The run's row into report.csv; a disk that fails there names the report and what
+        is kept (the run is finished: the same command puts its row back)."""
+        report = self.output / REPORT_FILE
+        try:
+            put_row(report, row)
+        except OSError as err:
+            raise UserError(
+                f"could not add the run's row to {report} ({err.strerror or err}): the run is "
+                f"finished and its {RESULT_FILE} kept in {self.folder}; free space (or make "
+                "the report writable), then run the same command again to put the row back"
+            ) from None
 
     def _skipped_files(self) -> list[str]:
         """The files this process skipped as undecodable (data read through timm's pipeline)."""
