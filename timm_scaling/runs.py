@@ -269,15 +269,16 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
 
     A folder finished with other settings (say, other epochs) is an error, never a result of
     this recipe; but with ``resume``, a run finished with fewer epochs is not finished: it is
-    continued to ``recipe.epochs``."""
+    continued to ``recipe.epochs``; nor is one whose damaged export its checkpoint remakes."""
     folder = run_folder(output, recipe)
     if not (folder / RESULT_FILE).exists():
         return None
     changed = changed_keys(folder, recipe, resume)
-    if not changed and export_damage(folder):
+    why = None if changed else export_damage(folder)
+    if why:
         checkpoint = latest_checkpoint(folder)
         if checkpoint is None:
-            raise damaged(folder / MODEL_DIR, f"is damaged ({export_damage(folder)})")
+            raise damaged(folder / MODEL_DIR, f"is damaged ({why})")
         if checkpoint_epoch(checkpoint) == read_result(folder / RESULT_FILE)["epochs"]:
             return None  # finished again from its last checkpoint, which exports it again
         # else a longer continuation was stopped as it exported: it finishes the folder
@@ -303,9 +304,7 @@ def run_state(output: str | os.PathLike, recipe) -> str:
         return f"conflicting ({', '.join(changed)} differ; delete it or use another --output)"
     if (folder / RESULT_FILE).exists():
         why = export_damage(folder)
-        return (
-            f"finished, but {why}: exported again from its last checkpoint" if why else "finished"
-        )
+        return "finished" + f", but {why}: exported again from its last checkpoint" * bool(why)
     checkpoint = latest_checkpoint(folder)
     state = "to train"
     if checkpoint is not None:

@@ -76,12 +76,22 @@ def measure_one(recipe, output: Path, seconds: float | None) -> None:
 
 
 def measure_sweep(
-    sweep: str, spec, runs: Sequence, chosen: tuple, seconds: float | None, **where
+    sweep: str,
+    spec,
+    runs: Sequence,
+    *,
+    seeds: int,
+    overrides: Sequence[str],
+    shard: str | None,
+    output: Path,
+    jobs: int,
+    gpus: str | None,
+    mps: bool,
+    seconds: float | None,
 ) -> None:
-    """``sweep --plan``: measure the sweep's runs here (``chosen``: its seeds, overrides and
-    shard), ``where["jobs"]`` at a time on ``where["gpus"]`` (under MPS with ``where["mps"]``),
-    into its plan.csv under ``where["output"]``; say which job count was fastest where the file
-    holds several."""
+    """``sweep --plan``: measure the sweep's runs here, ``jobs`` at a time on ``gpus`` (under
+    MPS with ``mps``), into its plan.csv under ``output``; say which job count was fastest
+    where the file holds several."""
     import sys
 
     from tqdm import tqdm
@@ -105,8 +115,6 @@ def measure_sweep(
             bar.set_postfix_str(f"{recipe.model} s{recipe.seed}")
             bar.refresh()
 
-        seeds, overrides, shard = chosen
-        output, jobs, gpus, mps = (where[key] for key in ("output", "jobs", "gpus", "mps"))
         rows, path = sweeps.plan_sweep(
             sweep, seeds, overrides, shard, output, measured, jobs, gpus, seconds, mps
         )

@@ -313,8 +313,19 @@ def sweep_cmd(
     quiet = terminal or plan  # a plan's runs are set up, not trained: their lines are noise
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     if plan:
-        where = {"output": output, "jobs": jobs, "gpus": gpus, "mps": mps}
-        measure_sweep(sweep, spec, runs, (seeds, overrides, shard), plan_seconds, **where)
+        measure_sweep(
+            sweep,
+            spec,
+            runs,
+            seeds=seeds,
+            overrides=overrides,
+            shard=shard,
+            output=output,
+            jobs=jobs,
+            gpus=gpus,
+            mps=mps,
+            seconds=plan_seconds,
+        )
         return
     bar = tqdm(
         total=len(runs),
