@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from timm_scaling import frontier
 from timm_scaling.cli import app
 from timm_scaling.imagesets import data_label
+from timm_scaling.scaling import is_model_name
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO.parent / "shared" / "reference"
@@ -800,3 +801,37 @@ def test_a_large_table_keeps_its_front_and_fits_not_every_point(tmp_path, monkey
     fr, _ = frontier.run([write_csv(tmp_path / "two.csv", two)], draws=2000, group="family")
     assert fr.bootstrap_draws == 150
     assert any(note.startswith("150 bootstrap draws, not 2000") for note in fr.notes)
+
+
+def test_points_are_the_plain_groupby_mean_std_and_runs_of_their_rows():
+    """aggregate sums by group code: each point equals pandas' own groupby of its rows, in the
+    rows' order, and the JSON names each listed point's label."""
+    rng = np.random.default_rng(4)
+    names = ["effnet_b0", "effnet_b0_d2", "effnet_b0_w1p5", "resnet18", "resnet34", "other"]
+    rows = pd.DataFrame(
+        {
+            "model": rng.choice(names, 300),
+            "img_size": rng.choice([32, 64], 300),
+            "seed": np.arange(300),
+            "gmacs": rng.uniform(0.1, 2, 300),
+            "param_count": rng.uniform(1, 9, 300),
+            "top1": rng.uniform(50, 90, 300),
+            "width_mult": rng.choice([1.0, 2.0, np.nan], 300),
+        }
+    )
+    points = frontier.aggregate(rows, "gmacs", "top1", rows["model"].map(frontier.method_of))
+    by = rows.groupby(["model", "img_size"])
+    assert len(points) == by.ngroups == 12
+    for p in points:
+        own = by.get_group((p.model, p.img_size))
+        assert p.runs == own["top1"].tolist() and p.n == len(own)
+        assert p.y == pytest.approx(own["top1"].mean(), rel=1e-12)
+        assert p.std == pytest.approx(own["top1"].std(), rel=1e-9)
+        assert p.costs == pytest.approx(own[["gmacs", "param_count"]].mean().to_dict(), rel=1e-12)
+        assert p.name == f"{p.model}@{p.img_size}"  # every model here is at both sizes
+        first = own["width_mult"].iloc[0]
+        if not is_model_name(p.model):  # resnet18, other: labelled by the first run
+            width = "" if np.isnan(first) or first == 1 else f"w={first:g}"
+            assert p.label == f"{width or p.model}@{p.img_size}"
+    listed = json.loads(json.dumps(points[0].to_dict()))
+    assert listed["label"] == points[0].label and "multipliers" not in listed

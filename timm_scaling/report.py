@@ -193,7 +193,7 @@ def check_report(path: Path) -> None:
     text = read_report(path)
     if text:
         _check_header(path, text)
-        parse_rows(path, text)
+        parse_rows(path, text, keep=False)
 
 
 DAMAGED_SUFFIX = ".damaged"
@@ -230,10 +230,10 @@ def _check_header(path: Path, text: str) -> None:
         )
 
 
-def parse_rows(path: Path, text: str) -> list[dict[str, str]]:
-    """The rows of our report ``text`` (read from ``path``); a row with too few or too many
-    fields (a write cut short, a hand edit) is :class:`Damaged`, naming its line, never a row
-    of blanks."""
+def parse_rows(path: Path, text: str, keep: bool = True) -> list[dict[str, str]]:
+    """The rows of our report ``text`` (read from ``path``; none kept, only checked, if not
+    ``keep``); a row of too few or too many fields (a write cut short, a hand edit) is
+    :class:`Damaged`, naming its line, never a row of blanks."""
     reader = csv.reader(io.StringIO(text))
     header = next(reader, [])
     rows = []
@@ -247,7 +247,7 @@ def parse_rows(path: Path, text: str) -> list[dict[str, str]]:
                 "short?)",
                 "delete that line, or ",
             )
-        rows.append(dict(zip(header, fields, strict=True)))
+        rows += [dict(zip(header, fields, strict=True))] if keep else []
     return rows
 
 

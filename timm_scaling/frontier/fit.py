@@ -188,7 +188,8 @@ class Curves:
 
     def __init__(self, points: list[Point], cost: str):
         self.points = points
-        self.log_x = np.log10([p.costs[cost] for p in points])
+        self.xs = np.array([p.costs[cost] for p in points], dtype=float)
+        self.log_x = np.log10(self.xs)
         own: dict[str, list[int]] = {}
         for i, p in enumerate(points):
             own.setdefault(p.group, []).append(i)

@@ -25,8 +25,9 @@ from collections.abc import Mapping
 import pandas as pd
 
 from timm_scaling.errors import UserError
-from timm_scaling.frontier.results import OTHER_GROUP
 from timm_scaling.scaling import is_model_name, parse_name
+
+OTHER_GROUP = "other"  # rows with no value in the --group column
 
 _SIZE_WORDS = (
     "zepto atto femto pico nano micro mini tiny little small medium mediumd base big large huge "
@@ -134,9 +135,9 @@ def assign_groups(rows: pd.DataFrame, group: str) -> pd.Series:
     ``family``, if no such column, is the family of the name without its tag."""
     if group in rows.columns:
         values = rows[group].astype("string").str.strip()
-        if group == "method":
-            from_names = rows["model"].map(method_of).astype("string")
-            values = values.where(values.notna() & (values != ""), from_names)
+        missing = values.isna() | (values == "")
+        if group == "method" and missing.any():
+            values[missing] = rows.loc[missing, "model"].map(method_of).astype("string")
         return values.fillna(OTHER_GROUP).replace("", OTHER_GROUP).astype(str)
     if group == "method":
         return rows["model"].map(method_of).astype(str)

@@ -52,10 +52,12 @@ def colours(names: Sequence[str]) -> dict[str, str]:
     return {n: METHOD_COLOURS.get(n) or next(others) for n in names}
 
 
-def _draw_group(ax, fr: Frontier, curves: Curves, column: str, name: str, colour: str) -> None:
+def _draw_group(
+    ax, fr: Frontier, curves: Curves, column: str, means: np.ndarray, name: str, colour: str
+) -> None:
+    """One group's points, fit and power law; ``means`` of every point, in ``curves``' order."""
     points, idx = curves.points, curves.members[name]
-    xs = np.array([p.costs[column] for p in points])
-    means = np.array([p.y for p in points])
+    xs = curves.xs
     own = [i for i in idx if points[i].group == name]
     shared = name == SHARED_GROUP
     if len(points) > MAX_LISTED:  # a cloud: one raster of dots, no error bars to draw each
@@ -112,10 +114,13 @@ def _overlaps(box: tuple[float, float, float, float], boxes: list) -> bool:
 
 def _nearest_is_own(box, anchor, markers: np.ndarray, toward_right: bool) -> bool:
     """Whether the label's near edge (mid-height) is no closer to another point's marker than
-    to its own: a label beside another marker would name that point."""
+    to its own: a label beside another marker would name that point. ``markers`` sorted by x:
+    only those within the own distance in x can be nearer (a million points stay fast)."""
     edge = np.array([box[0] if toward_right else box[2], (box[1] + box[3]) / 2])
     own = np.hypot(*(edge - anchor))
-    others = markers[np.hypot(*(markers - anchor).T) > 0.5]
+    low, high = np.searchsorted(markers[:, 0], [edge[0] - own, edge[0] + own], side="right")
+    near = markers[low:high]
+    others = near[np.hypot(*(near - anchor).T) > 0.5]
     return not len(others) or own <= np.hypot(*(others - edge).T).min()
 
 
@@ -130,6 +135,9 @@ def place_labels(
     height = 1.1 * LABEL_SIZE
     boxes: list[tuple[float, float, float, float]] = []
     offsets: list[tuple[float, float] | None] = []
+    if markers is not None:
+        markers = np.asarray(markers, dtype=float).reshape(-1, 2)
+        markers = markers[np.argsort(markers[:, 0], kind="stable")]
     for (ax_, ay), text in zip(anchors, texts, strict=True):
         chosen = None
         for dx, dy in LABEL_OFFSETS:
@@ -146,11 +154,16 @@ def place_labels(
 
 def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str, str]) -> None:
     points = fr.points
+    # Past MAX_LISTED points, the front alone: thousands of labels would say nothing.
     shown = [
         i
         for i, p in enumerate(points)
         if front[i]
-        or (p.group in colours and (len(points) <= MAX_LABELLED or p.group == fr.reference))
+        or (
+            p.group in colours
+            and len(points) <= MAX_LISTED
+            and (len(points) <= MAX_LABELLED or p.group == fr.reference)
+        )
     ]
     # The front first, then the reference group: they keep their places when labels crowd.
     shown.sort(
@@ -163,7 +176,7 @@ def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str,
         points[i].label if points[i].group in colours else points[i].name.split(".")[0]
         for i in shown
     ]
-    every = ax.transData.transform([(p.costs[column], p.y) for p in points])
+    every = ax.transData.transform(np.array([(p.costs[column], p.y) for p in points]))
     offsets = place_labels(anchors * scale, texts, every * scale)
     for i, text, offset in zip(shown, texts, offsets, strict=True):
         if offset is None:
@@ -187,11 +200,10 @@ def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> np.nd
     ax.set_xscale("log")
     _grey(ax, [p for p in fr.points if p.group not in colours], column, 9)
     curves = Curves(fr.points, column)
+    xs, means = curves.xs, np.array([p.y for p in fr.points])
     for name in curves.members:
         if name in colours:
-            _draw_group(ax, fr, curves, column, name, colours[name])
-    xs = np.array([p.costs[column] for p in fr.points])
-    means = np.array([p.y for p in fr.points])
+            _draw_group(ax, fr, curves, column, means, name, colours[name])
     front = pareto_front(xs, means, not cost.higher_is_better, fr.y.higher_is_better)
     order = np.argsort(xs[front])
     ax.step(

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from timm_scaling.errors import InputError, UserError
-from timm_scaling.frontier.names import MULTIPLIER_COLUMNS, label_of
+from timm_scaling.frontier.names import MULTIPLIER_COLUMNS
 from timm_scaling.frontier.results import PANEL_COLUMNS, Point, group_order
 
 SETTING_COLUMNS = ("dataset", "recipe", "epochs", "model_kwargs")
@@ -130,17 +130,15 @@ def drop_repeats(rows: pd.DataFrame, present: Sequence[str]) -> tuple[pd.DataFra
 
 
 def aggregate(rows: pd.DataFrame, x: str, y: str, groups: pd.Series) -> list[Point]:
-    """One point per configuration (group, model, image size, setting): the mean of its runs."""
+    """One point per configuration (group, model, image size, setting): the mean of its runs.
+    Sums by group code, not a loop over groups: a million one-run rows stay seconds."""
     panels = [x] + [c for c in PANEL_COLUMNS if c != x and c in rows.columns]
-    ys = rows[y].to_numpy(dtype=float)
-    numeric = {c: pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in panels}
     sizes = (
         pd.to_numeric(rows["img_size"], errors="coerce").round().astype("Int64")
         if "img_size" in rows.columns
         else pd.Series(pd.NA, index=rows.index, dtype="Int64")
     )
-    several = sizes.groupby(rows["model"]).nunique() > 1
-    multipliers = {c: rows[c].to_numpy() for c in MULTIPLIER_COLUMNS if c in rows.columns}
+    several = set((sizes.groupby(rows["model"]).nunique() > 1).loc[lambda s: s].index)
     keys = pd.DataFrame(
         {
             "group": groups.to_numpy(),
@@ -149,29 +147,52 @@ def aggregate(rows: pd.DataFrame, x: str, y: str, groups: pd.Series) -> list[Poi
             **{c: _text(rows[c]).to_numpy() for c in SETTING_COLUMNS if c in rows.columns},
         }
     )
+    codes = keys.groupby(list(keys.columns), sort=False, dropna=False).ngroup().to_numpy()
+    if not len(codes):
+        return []
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    first = order[starts]  # each point's first row
+    counts = np.diff(np.r_[starts, len(order)])
+
+    def means(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=len(first)) / counts
+
+    ys = rows[y].to_numpy(dtype=float)
+    mean_y = means(ys)
+    spread = np.bincount(codes, weights=(ys - mean_y[codes]) ** 2, minlength=len(first))
+    stds = np.sqrt(spread / np.maximum(counts - 1, 1))
+    costs = {
+        c: means(pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float)) for c in panels
+    }
+    runs = ys[order].tolist()
+    ends = (starts + counts).tolist()
+    columns = [c for c in MULTIPLIER_COLUMNS if c in rows.columns]
+    cells = np.ones((len(first), len(columns)))
+    for j, column in enumerate(columns):
+        cells[:, j] = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)[first]
+    # Kept for the label where one is not 1 (an empty cell reads 1): a million points stay small.
+    scaled = ((cells != 1) & ~np.isnan(cells)).any(axis=1)
+    group_of, model_of, size_of = (keys[c].to_numpy()[first] for c in ("group", "model", "size"))
     points = []
-    for key, where_ in keys.groupby(list(keys.columns), sort=False, dropna=False).indices.items():
-        group, model, size = str(key[0]), str(key[1]), key[2]
+    for i, (start, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
+        model, size = str(model_of[i]), size_of[i]
         size = None if pd.isna(size) else int(size)
-        values = ys[where_]
-        costs = {c: float(np.mean(numeric[c][where_])) for c in panels}
-        label = label_of(model, {c: multipliers[c][where_[0]] for c in multipliers})
-        name = model
-        if size is not None and several.get(model, False):
-            label, name = f"{label}@{size}", f"{model}@{size}"
         points.append(
             Point(
                 model=model,
-                group=group,
-                label=label,
-                x=costs[x],
-                y=float(values.mean()),
-                std=float(values.std(ddof=1)) if len(values) > 1 else None,
-                n=len(values),
-                runs=[float(v) for v in values],
-                costs=costs,
+                group=str(group_of[i]),
+                x=float(costs[x][i]),
+                y=float(mean_y[i]),
+                std=float(stds[i]) if end - start > 1 else None,
+                n=end - start,
+                runs=runs[start:end],
+                costs={c: float(costs[c][i]) for c in panels},
                 img_size=size,
-                name=name,
+                name=f"{model}@{size}" if size is not None and model in several else model,
+                multipliers=dict(zip(columns, cells[i].tolist(), strict=True))
+                if scaled[i]
+                else None,
             )
         )
     points.sort(key=lambda p: (group_order(p.group), p.x, p.model))

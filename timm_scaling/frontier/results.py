@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
+from timm_scaling.frontier.names import OTHER_GROUP, label_of
 from timm_scaling.report import Metric
 
 REFERENCE = "compound"
 SHARED_GROUP = "baseline"
-OTHER_GROUP = "other"
 MIN_FIT_COSTS = 3
 MIN_POWER_COSTS = 8
 # Each power-law draw is a nonlinear refit (milliseconds): its intervals use the first 200 draws.
@@ -56,7 +57,6 @@ MAX_LABELLED = 40
 class Point:
     model: str
     group: str
-    label: str
     x: float
     y: float
     std: float | None
@@ -66,9 +66,24 @@ class Point:
     img_size: int | None = None
     name: str = ""  # the model, with @img_size where the input has it at several sizes
     on_front: bool = False
+    # Its first run's depth_mult, width_mult, res_mult cells where the input has them: its label.
+    multipliers: dict[str, object] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.model
+
+    @cached_property
+    def label(self) -> str:
+        """A short label: the multipliers, else what the name adds to its family, then
+        ``@size`` where the model is at several sizes. Named when asked: a million points need
+        labels for the few shown."""
+        label = label_of(self.model, self.multipliers or {})
+        return f"{label}@{self.img_size}" if self.name != self.model else label
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        del data["multipliers"]
+        return {"model": data.pop("model"), "group": data.pop("group"), "label": self.label} | data
 
 
 @dataclass
@@ -150,7 +165,7 @@ class Frontier:
         if len(listed) > MAX_LISTED:
             listed = [p for p in self.points if p.on_front]
         data = asdict(replace(self, points=[], groups=[], unselected=[]))
-        data["points"] = [asdict(p) for p in listed]
+        data["points"] = [p.to_dict() for p in listed]
         shown = {p.name for p in listed}
         data["groups"] = [
             asdict(replace(g, models=[]))

@@ -90,11 +90,11 @@ def compare_groups(
                 verdicts.append(Verdict(reference, other, cost, ref_value, line))
                 continue
             diff_weights = ref_weights - weights
-            used = ns[np.flatnonzero(np.abs(diff_weights) > 1e-12)].tolist()
+            used = ns[np.abs(diff_weights) > 1e-12]  # the runs per point of every point read
             other_value = float(weights @ means)
             diff = ref_value - other_value
             ci, source = None, None
-            if min(used) >= 2:
+            if used.min() >= 2:
                 ci, source = interval(replicates @ diff_weights), "runs"
             elif eval_size and y.unit == "%":
                 ci = binomial_interval(diff, diff_weights, means, ns, eval_size)
@@ -102,7 +102,8 @@ def compare_groups(
             floor = None
             if eval_size and y.unit == "%":
                 floor = 100 * noise_floor(min(max(ref_value / 100, 0.0), 1.0), eval_size)
-            line = _verdict_line(head, diff, ci, sum(n < 2 for n in used), len(used), unit, source)
+            single = int((used < 2).sum())
+            line = _verdict_line(head, diff, ci, single, len(used), unit, source)
             verdicts.append(
                 Verdict(
                     reference=reference,
@@ -114,7 +115,7 @@ def compare_groups(
                     difference=diff,
                     ci=None if ci is None else [float(ci[0]), float(ci[1])],
                     significant=None if ci is None else bool(ci[0] > 0 or ci[1] < 0),
-                    n_min=min(used),
+                    n_min=int(used.min()),
                     noise_floor=floor,
                     interval_from=source,
                     line=line,
