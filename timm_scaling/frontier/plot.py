@@ -56,13 +56,18 @@ def _draw_group(
     ax, fr: Frontier, curves: Curves, column: str, means: np.ndarray, name: str, colour: str
 ) -> None:
     """One group's points, fit and power law; ``means`` of every point, in ``curves``' order."""
+    from matplotlib.patheffects import withStroke
+
     points, idx = curves.points, curves.members[name]
     xs = curves.xs
     own = [i for i in idx if points[i].group == name]
     shared = name == SHARED_GROUP
-    if len(points) > MAX_LISTED:  # a cloud: one raster of dots, no error bars to draw each
+    cloud = len(points) > MAX_LISTED
+    # Over a cloud, lines are edged in white: a fit over its own group's dots is still seen.
+    edged = {"path_effects": [withStroke(linewidth=4, foreground="white")]} if cloud else {}
+    if cloud:  # one raster of dots under the fits and the front, no error bars to draw each
         ax.scatter(
-            xs[own], means[own], s=2, color=colour, linewidths=0, zorder=4, label=name
+            xs[own], means[own], s=2, color=colour, linewidths=0, zorder=1.5, label=name
         ).set_rasterized(True)
     else:
         ax.errorbar(
@@ -84,7 +89,7 @@ def _draw_group(
     if len(curves.distinct(name)) >= MIN_FIT_COSTS:
         a, b = curves.fit_weights(name) @ means
         grid = np.geomspace(xs[idx].min(), xs[idx].max(), 100)
-        ax.plot(grid, a + b * np.log10(grid), color=colour, linewidth=width, zorder=3)
+        ax.plot(grid, a + b * np.log10(grid), color=colour, linewidth=width, zorder=3, **edged)
     elif len(idx) > 1:  # two costs: joined, dotted (no fit)
         order = np.argsort(xs[idx])
         ax.plot(xs[idx][order], means[idx][order], color=colour, linewidth=1.2, linestyle=":")
@@ -99,6 +104,7 @@ def _draw_group(
             linewidth=1,
             linestyle="--",
             zorder=3,
+            **edged,
         )
 
 
