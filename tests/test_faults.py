@@ -410,17 +410,31 @@ def test_a_damaged_export_is_exported_again_from_the_last_checkpoint(finished_ru
     )
     outcome = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
     assert outcome.exit_code == 0, outcome.output
-    assert "exporting it again from its last checkpoint" in outcome.output
+    assert "finishing it again from its last checkpoint" in outcome.output
     assert weights.read_bytes() == whole  # the same weights, from the final checkpoint
     assert report_has(output, finished_run[1])
     import timm
 
     timm.create_model(f"local-dir:{folder / 'model'}", pretrained=True)  # loads again
+    # Issue 32.8: a damaged result.json beside the final checkpoint is made again from it (it
+    # was "delete the folder"); collect names the rerun.
+    result = folder / RESULT_FILE
+    kept = json.loads(result.read_text())
+    result.write_text("{garbage")
+    one_line(runner.invoke(app, ["collect", str(output)]), "not valid JSON", "train or sweep")
+    dry = runner.invoke(app, ["sweep", str(sweep), "--output", str(output), "--dry-run"])
+    assert "finished, but its result.json is not valid JSON: finished again" in dry.output
+    outcome = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "its result.json is not valid JSON: finishing it again" in outcome.output
+    again = json.loads(result.read_text())
+    assert again == kept | {key: again[key] for key in ("device", "threads")}
+    assert weights.read_bytes() == whole
     # no checkpoint to export from: the folder is named damaged
     shutil.rmtree(folder / "model")
     shutil.rmtree(folder / CHECKPOINTS)
     again = runner.invoke(app, ["train", "digits", "--output", str(output), *sets(TINY)])
-    one_line(again, "model is damaged", "config.json is missing", "delete that folder")
+    one_line(again, "config.json is missing", "keeps no checkpoint", "delete that folder")
 
 
 @pytest.mark.slow
@@ -456,7 +470,7 @@ def test_a_run_finishing_while_collect_rebuilds_keeps_its_row(finished_run, tmp_
     wrote the folders it had read over it. Now its row waits for collect's write, then lands."""
     import threading
 
-    from timm_scaling import runs
+    from timm_scaling import collecting, runs
 
     output = copy_of(finished_run, tmp_path)
     report = output / "report.csv"
@@ -470,14 +484,14 @@ def test_a_run_finishing_while_collect_rebuilds_keeps_its_row(finished_run, tmp_
         timm_scaling.report.put_row(report, runs.report_row(result))
 
     finisher = threading.Thread(target=finish_late_run)
-    read_results = runs.results
+    read_results = collecting.results
 
     def results_while_a_run_finishes(paths):
         finisher.start()
         time.sleep(1.0)  # the finishing run's put_row, unless it waits for collect's lock
         return read_results(paths)
 
-    monkeypatch.setattr(runs, "results", results_while_a_run_finishes)
+    monkeypatch.setattr(collecting, "results", results_while_a_run_finishes)
     outcome = runner.invoke(app, ["collect", str(output)])
     finisher.join(timeout=30)
     assert outcome.exit_code == 0, outcome.output
@@ -621,6 +635,24 @@ def test_a_file_system_error_says_what_to_do_about_it(code, advice):
     message = os_error(OSError(code, os.strerror(code), "runs/x"))
     assert message.startswith(f"runs/x: {os.strerror(code)}: {advice}")
     assert ("free space" in message) == (code == errno.ENOSPC)
+
+
+def test_a_run_folder_it_cannot_write_is_one_line_naming_its_lock(tmp_path, monkeypatch):
+    """Issue 32.8: a read-only run folder was reported as a `.lock` cleanup error. (Root ignores
+    modes: the folder refuses its lock file as a read-only one does.)"""
+    folder = run_folder(tmp_path, tiny())
+    folder.mkdir(parents=True)
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if Path(path) == folder / LOCK_FILE:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    outcome = runner.invoke(app, ["train", "digits", "--output", str(tmp_path), *sets(TINY)])
+    one_line(outcome, f"{folder / LOCK_FILE}: Permission denied", "change its permissions")
+    assert "clean" not in outcome.output and list(folder.iterdir()) == []
 
 
 def test_an_empty_report_is_named_empty_not_foreign(tmp_path):

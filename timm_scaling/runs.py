@@ -1,6 +1,6 @@
-"""The run folder's layout, and ``collect``: rebuild a report.csv from finished run folders.
+"""The run folder's layout: what a run writes, when it counts as finished, resumable or damaged.
 
-Imports no torch: ``timm-scaling collect`` starts fast.
+Imports no torch: ``timm-scaling collect`` and a sweep's plan start fast.
 
 ``<output>/<recipe>-<model>-s<seed>/`` (``-k<hash>`` added for model_kwargs) holds::
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,8 +36,6 @@ from timm_scaling.report import (
     locked,
     missing_rows,
     put_rows,
-    rewrite_rows,
-    run_key,
 )
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
@@ -88,22 +86,34 @@ def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
     except UserError as err:
         raise damaged(saved, f"cannot be read as a recipe ({err})") from None
     now = recipe.trained_settings()
-    if (folder / RESULT_FILE).exists():
+    result = readable_result(folder)
+    if result is not None:
         # A longer continuation writes recipe.yaml and result.json as it finishes: killed
         # between the two, the result's own epochs say what the folder holds.
-        before["epochs"] = read_result(folder / RESULT_FILE)["epochs"]
+        before["epochs"] = result["epochs"]
     changed = sorted(k for k in now if k not in INCIDENTAL_KEYS and before.get(k) != now[k])
     if resume and "epochs" in changed and now["epochs"] > before["epochs"]:
         changed.remove("epochs")
     return changed
 
 
-def damaged(what: Path, why: str) -> UserError:
+class FolderDamaged(UserError):
+    """A run folder's file that cannot be read; ``why`` says which and how (``its result.json
+    is not valid JSON``)."""
+
+    def __init__(self, what: Path, why: str) -> None:
+        folder = next((p.parent for p in what.parents if p.name == CHECKPOINTS), what.parent)
+        self.why = f"its {what.relative_to(folder)} {why}"
+        fix = "delete that folder and train again"
+        if what.name == RESULT_FILE:  # finished again from its last checkpoint, where kept
+            fix = "run its train or sweep command again (it finishes the run again from its "
+            fix += "last checkpoint), or delete that folder"
+        super().__init__(f"{what} {why}: the run folder {folder} is damaged; {fix}")
+
+
+def damaged(what: Path, why: str) -> FolderDamaged:
     """The one-line error for a run folder's file that cannot be read."""
-    folder = next((p.parent for p in what.parents if p.name == CHECKPOINTS), what.parent)
-    return UserError(
-        f"{what} {why}: the run folder {folder} is damaged; delete that folder and train again"
-    )
+    return FolderDamaged(what, why)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -152,6 +162,15 @@ def read_result(path: Path) -> dict:
     return result
 
 
+def readable_result(folder: Path) -> dict | None:
+    """A run folder's result.json; None where it is missing or damaged (:func:`finish_damage`
+    says how)."""
+    try:
+        return read_result(folder / RESULT_FILE) if (folder / RESULT_FILE).exists() else None
+    except FolderDamaged:
+        return None
+
+
 def report_row(result: dict) -> dict:
     """A result.json's report.csv row."""
     return {key: result.get(key) for key in COLUMNS}
@@ -179,10 +198,10 @@ def finished_result(
     done = finished(output, recipe, resume)
     if done is None:
         folder = run_folder(output, recipe)
-        why = (folder / RESULT_FILE).exists() and export_damage(folder)
-        if why and put_back and folder not in _refinishing:
-            _refinishing.add(folder)  # said once: the CLI, then its trainer, ask
-            say(f"{folder}: {why}: exporting it again from its last checkpoint")
+        why = (folder / RESULT_FILE).exists() and finish_damage(folder)
+        if why and put_back and (folder, why) not in _refinishing:
+            _refinishing.add((folder, why))  # said once: the CLI, then its trainer, ask
+            say(f"{folder}: {why}: finishing it again from its last checkpoint")
         return None
     say(f"{done} is finished (its {RESULT_FILE} exists): not retraining it")
     if put_back and ensure_rows([done], output):
@@ -190,16 +209,20 @@ def finished_result(
     return read_result(done / RESULT_FILE)
 
 
-# Finished run folders whose damaged export this process has said it makes again.
-_refinishing: set[Path] = set()
+# Finished run folders whose damaged export or result this process has said it makes again.
+_refinishing: set[tuple[Path, str]] = set()
 
 
-def export_damage(folder: Path) -> str | None:
-    """What is wrong with a finished run's exported model (``model/``), or None where it is
-    whole: a file missing, a config that is no JSON, weights of another size than its
-    result.json records. (A continuation killed between its export and its result leaves the
-    longer run's export: weights of the same size, a config of another; that is not damage.)"""
-    recorded = read_result(folder / RESULT_FILE).get(EXPORT_KEY) or {}
+def finish_damage(folder: Path) -> str | None:
+    """What is wrong with a finished run's result.json or exported model (``model/``), or None
+    where both are whole: a result that is no JSON object or lacks its keys; an export's file
+    missing, a config that is no JSON, weights of another size than its result.json records.
+    (A continuation killed between its export and its result leaves the longer run's export:
+    weights of the same size, a config of another; that is not damage.)"""
+    try:
+        recorded = read_result(folder / RESULT_FILE).get(EXPORT_KEY) or {}
+    except FolderDamaged as err:
+        return err.why
     for name in dict.fromkeys([*EXPORTED, *recorded]):
         path = folder / MODEL_DIR / name
         if not path.is_file():
@@ -245,6 +268,12 @@ def lock_run(folder: Path) -> Iterator[None]:
             folder.rmdir()  # a run refused before it wrote anything leaves no folder
 
 
+def resumes(folder: Path, resume: bool) -> bool:
+    """Whether a run continues from ``folder``'s last checkpoint: asked to, or finished there
+    and being finished again (its export or result damaged: :func:`finished`)."""
+    return resume or (folder / RESULT_FILE).exists()
+
+
 def check_folder(folder: Path, recipe, resume: bool) -> None:
     """A run may train into ``folder``: an unfinished run there only with ``resume``, and only
     with the same settings (but more epochs). Checked before any process starts, and again by
@@ -269,18 +298,23 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
 
     A folder finished with other settings (say, other epochs) is an error, never a result of
     this recipe; but with ``resume``, a run finished with fewer epochs is not finished: it is
-    continued to ``recipe.epochs``; nor is one whose damaged export its checkpoint remakes."""
+    continued to ``recipe.epochs``; nor is one whose damaged export or result its last
+    checkpoint makes again."""
     folder = run_folder(output, recipe)
     if not (folder / RESULT_FILE).exists():
         return None
     changed = changed_keys(folder, recipe, resume)
-    why = None if changed else export_damage(folder)
+    why = None if changed else finish_damage(folder)
     if why:
         checkpoint = latest_checkpoint(folder)
         if checkpoint is None:
-            raise damaged(folder / MODEL_DIR, f"is damaged ({why})")
-        if checkpoint_epoch(checkpoint) == read_result(folder / RESULT_FILE)["epochs"]:
-            return None  # finished again from its last checkpoint, which exports it again
+            raise UserError(
+                f"{folder}: {why}, and it keeps no checkpoint to finish it again from; delete "
+                "that folder and train again"
+            )
+        result = readable_result(folder)
+        if result is None or checkpoint_epoch(checkpoint) == result["epochs"]:
+            return None  # finished again from its last checkpoint: export and result remade
         # else a longer continuation was stopped as it exported: it finishes the folder
     if changed:
         more = " (or `timm-scaling train --resume` to continue it for more epochs)" * (
@@ -294,8 +328,8 @@ def finished(output: str | os.PathLike, recipe, resume: bool = False) -> Path | 
 
 
 def run_state(output: str | os.PathLike, recipe) -> str:
-    """What a sweep would do with ``recipe``'s run folder: ``finished`` (its export damaged:
-    exported again), ``resumable from epoch K`` (K finished epochs), ``to train``, or
+    """What a sweep would do with ``recipe``'s run folder: ``finished`` (its export or result
+    damaged: finished again), ``resumable from epoch K`` (K finished epochs), ``to train``, or
     ``conflicting (keys)`` where the folder was trained with other settings; a run that
     diverged with the same settings says so."""
     folder = run_folder(output, recipe)
@@ -303,8 +337,8 @@ def run_state(output: str | os.PathLike, recipe) -> str:
     if changed:
         return f"conflicting ({', '.join(changed)} differ; delete it or use another --output)"
     if (folder / RESULT_FILE).exists():
-        why = export_damage(folder)
-        return "finished" + f", but {why}: exported again from its last checkpoint" * bool(why)
+        why = finish_damage(folder)
+        return "finished" + f", but {why}: finished again from its last checkpoint" * bool(why)
     checkpoint = latest_checkpoint(folder)
     state = "to train"
     if checkpoint is not None:
@@ -350,50 +384,3 @@ def interrupted(output: str | os.PathLike, recipe) -> str:
             "same command with --resume to continue it"
         )
     return f"{folder} has no finished epoch yet: run the same command again to start it afresh"
-
-
-def collect(
-    runs: str | os.PathLike,
-    output: str | os.PathLike,
-    recipes: Iterable | None = None,
-    prune: bool = False,
-) -> int:
-    """Rebuild ``output`` (a report.csv) from every result.json under ``runs``, or from the run
-    folders of ``recipes`` only (those finished); returns the number of rows.
-
-    With no finished run under ``runs`` it is an error; so is dropping rows of an existing
-    report (runs whose folders are gone, or another folder's runs) unless ``prune``. The run
-    folders are read under the report's lock: a run that finishes meanwhile (a sweep beside
-    it) is either collected or adds its row after, never lost."""
-    runs = Path(runs)
-    if not runs.is_dir():
-        raise UserError(f"{runs} is not a folder: pass the --output folder of `timm-scaling train`")
-
-    def rebuilt(old: list[dict[str, str]]) -> list[dict]:
-        if recipes is None:
-            paths = sorted(runs.rglob(RESULT_FILE))
-            if not paths:
-                raise UserError(
-                    f"{runs} holds no finished run (no {RESULT_FILE} under it): pass the "
-                    "--output folder of `timm-scaling train` or `sweep`"
-                )
-        else:
-            paths = [run_folder(runs, r) / RESULT_FILE for r in recipes]
-        rows = [report_row(result) for result in results(paths)]
-        keys = {run_key(r) for r in rows}
-        lost = [r for r in old if run_key(r) not in keys]
-        if lost:
-            names = ", ".join(f"{r['model']} s{r['seed']}" for r in lost[:3])
-            raise UserError(
-                f"{output} has {len(lost)} row(s) with no finished run under {runs} ({names}"
-                f"{', ...' * (len(lost) > 3)}); collect would drop them: pass --prune to drop "
-                "them, or --output another file"
-            )
-        return rows
-
-    return rewrite_rows(output, rebuilt, read=not prune, aside=True)
-
-
-def results(paths: Iterable[Path]) -> list[dict]:
-    """The result.json of each path that exists."""
-    return [read_result(path) for path in paths if path.exists()]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from timm_scaling.collecting import collect, results
 from timm_scaling.errors import LossNotFinite, UserError
 from timm_scaling.packing import AUTO, Choice, choose_jobs, parse_jobs
 from timm_scaling.plan import PLAN_FILE, measure, write
@@ -28,11 +29,9 @@ from timm_scaling.runs import (
     LOCK_FILE,
     REPORT_FILE,
     RESULT_FILE,
-    collect,
     ensure_rows,
     finished,
     read_result,
-    results,
     run_folder,
 )
 from timm_scaling.seed_groups import check_fusable, seed_groups

@@ -82,11 +82,11 @@ def train_cmd(
     from timm_scaling.outputs import check_output
     from timm_scaling.recipes import load_recipe
     from timm_scaling.runs import (
-        RESULT_FILE,
         check_folder,
         finished_result,
         latest_checkpoint,
         lock_run,
+        resumes,
         run_folder,
     )
 
@@ -113,7 +113,7 @@ def train_cmd(
     with lock_run(folder) if launcher else contextlib.nullcontext():
         if finished_result(output, resolved, resume, typer.echo, put_back=launcher) is not None:
             return
-        resume = resume or (folder / RESULT_FILE).exists()  # finished, its export damaged
+        resume = resumes(folder, resume)
         # Before any process starts or any model is built: the run folder, and the data.
         check_folder(folder, resolved, resume)
         if resume and latest_checkpoint(folder) is None:
@@ -179,7 +179,8 @@ def collect_cmd(
     """Rebuild a report.csv from the result.json of every finished run folder under RUNS.
 
     One row per run folder. Rows of runs not under RUNS (deleted folders) go only with --prune."""
-    from timm_scaling.runs import REPORT_FILE, collect
+    from timm_scaling.collecting import collect
+    from timm_scaling.runs import REPORT_FILE
 
     output = output or runs / REPORT_FILE
     rows = collect(runs, output, prune=prune)

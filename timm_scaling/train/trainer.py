@@ -26,6 +26,7 @@ from timm_scaling.runs import (
     check_folder,
     finished_result,
     lock_run,
+    resumes,
     run_folder,
 )
 from timm_scaling.train.building import Building
@@ -59,6 +60,7 @@ def train(
         result = finished_result(output, recipe, resume, log.info, put_back=owner)
         if result is not None:
             return result
+        resume = resumes(run_folder(output, recipe), resume)
         trainer = Trainer(
             recipe, output, resume=resume, num_processes=num_processes, cpu=cpu, progress=progress
         )
