@@ -339,3 +339,20 @@ def test_channels_last_output(device):
 def test_bad_rank_is_rejected():
     with pytest.raises(ValueError, match="rank 2"):
         DeviceBatches(_numbered(4), 2, rank=2, world_size=2)
+
+
+def test_a_recipes_split_size_is_what_its_run_sees_each_epoch():
+    """One count for the trainer, `--plan-from` and the search's plan: synthetic data of the
+    recipe's own sizes (count_images gives it CIFAR-10's shape), limits applied."""
+    from timm_scaling import data
+    from timm_scaling.recipes import load_recipe
+
+    synthetic = load_recipe(
+        "digits",
+        ["dataset=synthetic", "synthetic_train_size=96", "synthetic_val_size=40", "limit_train=64"],
+    )
+    assert (data.split_size(synthetic, "train"), data.split_size(synthetic, "val")) == (64, 40)
+    assert data.count_images("synthetic", None, "val") == data.SHAPES["cifar10"][1] != 40
+    digits = load_recipe("digits", ["limit_val=100"])
+    assert data.split_size(digits, "train") == len(data.load_images("digits", None, 8, "train"))
+    assert data.split_size(digits, "val") == 100

@@ -40,6 +40,7 @@ __all__ = [
     "Normalizer",
     "available",
     "count_images",
+    "split_size",
     "data_root",
     "load_images",
     "mix_seed",
@@ -248,6 +249,16 @@ def count_images(
     else:  # synthetic data takes CIFAR-10's shape unless its recipe says otherwise
         count = SHAPES.get(dataset, SHAPES["cifar10"])[SPLITS.index(split)]
     return count if limit is None else min(count, limit)
+
+
+def split_size(recipe, split: str) -> int:
+    """Images of one split a run of ``recipe`` sees each epoch, its limit applied; synthetic
+    data: the recipe's own sizes (:func:`count_images` gives it CIFAR-10's shape)."""
+    limit = recipe.limit_train if split == "train" else recipe.limit_val
+    if recipe.dataset == SYNTHETIC:
+        size = recipe.synthetic_train_size if split == "train" else recipe.synthetic_val_size
+        return size if limit is None else min(size, limit)
+    return count_images(recipe.dataset, recipe.data_dir, split, limit)
 
 
 def mix_seed(*parts: int) -> int:

@@ -85,17 +85,6 @@ def _fit(points: Sequence[tuple[int, float]]) -> tuple[float, float] | None:
     return mean_y - slope * mean_x, slope
 
 
-def _images(recipe: Recipe, split: str) -> int:
-    """Images of one split a run sees each epoch (its limit applied)."""
-    from timm_scaling import data
-
-    limit = recipe.limit_train if split == "train" else recipe.limit_val
-    if recipe.dataset == data.SYNTHETIC:
-        size = recipe.synthetic_train_size if split == "train" else recipe.synthetic_val_size
-        return size if limit is None else min(size, limit)
-    return data.count_images(recipe.dataset, recipe.data_dir, split, limit)
-
-
 def _speed(
     recipe: Recipe, record: Sequence[Mapping[str, str]], blocks: Mapping[str, int]
 ) -> tuple[float | None, str, Mapping[str, str] | None]:
@@ -125,6 +114,8 @@ def _speed(
 
 def project(recipes: Sequence[Recipe], name_or_path: str) -> tuple[list[dict[str, Any]], str]:
     """Plan rows (plan.py's COLUMNS) of ``recipes`` on the record's machine, and its device."""
+    from timm_scaling import data
+
     label, record = read_record(name_or_path)
     devices = sorted({row.get("device") or "?" for row in record})
     device = " / ".join(devices)
@@ -134,8 +125,8 @@ def project(recipes: Sequence[Recipe], name_or_path: str) -> tuple[list[dict[str
         speed, how, source = _speed(recipe, record, blocks)
         train_s = eval_s = None
         if speed:
-            train_s = _images(recipe, "train") / speed
-            eval_s = _images(recipe, "val") / speed
+            train_s = data.split_size(recipe, "train") / speed
+            eval_s = data.split_size(recipe, "val") / speed
         row = {
             "model": recipe.model,
             "recipe": recipe.name,

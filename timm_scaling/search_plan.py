@@ -56,8 +56,7 @@ def base_epoch_seconds(settings: SearchSettings) -> float:
     speed = measure_speed(
         recipe.model, recipe.image_size, classes, recipe.batch_size, device, warmup=2, steps=5
     )
-    train = data.count_images(recipe.dataset, recipe.data_dir, "train", recipe.limit_train)
-    val = data.count_images(recipe.dataset, recipe.data_dir, "val", recipe.limit_val)
+    train, val = data.split_size(recipe, "train"), data.split_size(recipe, "val")
     return train / speed["train_samples_per_sec"] + val / speed["infer_samples_per_sec"]
 
 

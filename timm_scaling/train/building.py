@@ -285,9 +285,8 @@ class Building:
             return data.load_images(
                 recipe.dataset, recipe.data_dir, recipe.image_size, split, limit
             )
-        size = recipe.synthetic_train_size if split == "train" else recipe.synthetic_val_size
         return data.synthetic(
-            min(size, limit or size),
+            data.split_size(recipe, split),
             recipe.image_size,
             recipe.synthetic_classes,
             recipe.seed,
