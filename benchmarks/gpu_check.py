@@ -244,7 +244,7 @@ class Check:
     # -- output -----------------------------------------------------------------------------
 
     def save(self) -> None:
-        from timm_scaling.report import atomic_write
+        from timm_scaling.files import atomic_write
 
         self.record["updated"] = now()
         atomic_write(self.out / "gpu_check.json", json.dumps(self.record, indent=1) + "\n")

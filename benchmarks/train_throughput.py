@@ -46,8 +46,8 @@ from accelerate.state import AcceleratorState
 from torchvision.transforms import v2
 
 from timm_scaling import data
+from timm_scaling.files import atomic_write
 from timm_scaling.recipes import load_recipe
-from timm_scaling.report import atomic_write
 from timm_scaling.train import Trainer, device_name
 
 DIGITS_TRAIN = 1437

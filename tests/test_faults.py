@@ -511,9 +511,13 @@ def test_a_damaged_report_is_refused_before_training_and_collect_rebuilds_it(
     cut = whole[: whole.rindex("digits")]  # the row cut mid-write
     not_utf8 = whole.replace("digits", "digits\udcff", 1)  # a byte that is no UTF-8
     args = ["train", "digits", "--output", str(output), *sets(TINY), "--seed", "5"]
-    for n, (text, words) in enumerate(
-        [(cut, ["line 2 has", "a row cut short"]), (not_utf8, ["byte", "not UTF-8 text"])], 1
-    ):
+    header_cut = whole[:150]  # cut in its header: damaged, not a foreign table
+    kinds = [
+        (cut, ["line 2 has", "a row cut short"]),
+        (not_utf8, ["byte", "not UTF-8 text"]),
+        (header_cut, ["cut short in its header (after 150 bytes)"]),
+    ]
+    for n, (text, words) in enumerate(kinds, 1):
         damaged = text.encode("utf-8", "surrogateescape")
         report.write_bytes(damaged)
         outcome = runner.invoke(app, args)

@@ -28,7 +28,7 @@ from helpers import (
     wait_for,
 )
 
-from timm_scaling.report import locked
+from timm_scaling.files import locked
 from timm_scaling.runs import LOCK_FILE, RECIPE_FILE, latest_checkpoint
 
 TINY = ["limit_train=64", "limit_val=32", "batch_size=32", "eval_batch_size=32", "epochs=4"]

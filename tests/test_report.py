@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from timm_scaling.cli import app
+from timm_scaling.files import atomic_write
 from timm_scaling.report import (
     COLUMNS,
     LEGACY_COLUMNS,
-    atomic_write,
     missing_rows,
     put_row,
     put_rows,
@@ -122,7 +122,7 @@ def test_a_killed_writers_temporary_file_goes_at_the_next_write(tmp_path):
     import socket
     import subprocess
 
-    from timm_scaling.report import atomic_write
+    from timm_scaling.files import atomic_write
 
     host = socket.gethostname()
     ended = subprocess.Popen(["true"])
@@ -143,8 +143,8 @@ def test_a_killed_writers_temporary_file_goes_at_the_next_write(tmp_path):
 
 def test_a_lock_file_that_no_process_holds_is_removed_one_held_stays(tmp_path):
     # issue 32.9: `runs/.report.csv.lock` after SIGINT, a kill-era `.lock` in a run folder
+    from timm_scaling.files import Busy, clear_stale_lock, locked
     from timm_scaling.outputs import check_output
-    from timm_scaling.report import Busy, clear_stale_lock, locked
 
     stale = tmp_path / ".report.csv.lock"
     stale.write_text("12345\n")  # its holder was killed

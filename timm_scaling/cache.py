@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 def store(path: Path, text: str) -> None:
     """Write a cache file atomically; where it cannot be (a read-only home, a full disk), warn
     once and go on: the value is counted again next time."""
-    from timm_scaling.report import atomic_write
+    from timm_scaling.files import atomic_write
 
     try:
         atomic_write(path, text)

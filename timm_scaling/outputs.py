@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 from timm_scaling.errors import UserError
-from timm_scaling.report import REPORT_FILE, check_report, clear_stale_lock
+from timm_scaling.files import clear_stale_lock
+from timm_scaling.report import REPORT_FILE, check_report
 
 # Suffixes of the files our commands write: an --output that does not exist yet and ends in one
 # is a file name given where a folder is asked for, not a folder to create.

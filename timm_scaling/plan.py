@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from timm_scaling.errors import UserError, first_line
+from timm_scaling.files import atomic_write, writers_lock
 from timm_scaling.recipes import Recipe
-from timm_scaling.report import atomic_write, writers_lock
 from timm_scaling.tables import csv_text
 
 log = logging.getLogger(__name__)

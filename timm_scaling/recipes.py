@@ -26,6 +26,7 @@ import yaml
 import timm_scaling
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
+from timm_scaling.files import atomic_write
 from timm_scaling.hints import conforms, type_name, union
 from timm_scaling.recipe_keys import (
     IN_MEMORY,
@@ -36,7 +37,6 @@ from timm_scaling.recipe_keys import (
     check_value,
     untagged,
 )
-from timm_scaling.report import atomic_write
 from timm_scaling.scaling import BASE_NAME, model_hint, parse_name
 from timm_scaling.yamlfiles import SUFFIXES, find_file, load_yaml, read_mapping
 

@@ -10,19 +10,15 @@ Imports no torch, timm or pandas: the trainer appends rows with it, the frontier
 from __future__ import annotations
 
 import csv
-import fcntl
-import glob
 import io
 import logging
 import os
-import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from timm_scaling.errors import InputError, UserError
+from timm_scaling.files import atomic_write, writers_lock
 
 log = logging.getLogger(__name__)
 
@@ -114,79 +110,6 @@ def _row_text(row: Mapping[str, object], header: bool) -> str:
     return buffer.getvalue()
 
 
-def file_mode() -> int:
-    """The mode a new file gets from the umask (0644 under umask 0022), as ``open`` gives it."""
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def umask_mode(folder: str | os.PathLike) -> None:
-    """Give every file in ``folder`` the umask's mode (safetensors writes 0600, as mkstemp)."""
-    mode = file_mode()
-    for path in Path(folder).iterdir():
-        if path.is_file():
-            path.chmod(mode)
-
-
-@contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary file beside ``path`` to write, renamed over ``path`` when the block ends
-    (deleted if it raises): readers never see half a file. It has the umask's mode, not
-    mkstemp's owner-only 0600, so collaborators can read the results."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    owner = f"{socket.gethostname()}-{os.getpid()}"
-    _clear_dead_writers(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
-    os.fchmod(fd, file_mode())
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _clear_dead_writers(path: Path) -> None:
-    """Remove the temporary files of ``path`` that a writer on this host left when it was
-    killed (its pid is gone); another host's, and a live writer's, stay."""
-    host = socket.gethostname()
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp"):
-        pid = stale.name[len(f".{path.name}.{host}-") :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
-
-
-def clear_stale_lock(path: Path) -> None:
-    """Remove the lock file ``path`` that no process holds (taken and let go, as holders do)."""
-    if path.is_file():
-        try:
-            with locked(path, wait=False):
-                pass
-        except Busy:
-            pass
-
-
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_file`), synced to disk."""
-    with atomic_file(path) as tmp, tmp.open("w", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def check_report(path: Path) -> None:
     """A report.csv already at ``path`` is ours and whole (checked before a run trains: a
     foreign or damaged one refused the run's row only once the whole run had trained)."""
@@ -222,7 +145,10 @@ def read_report(path: Path) -> str:
 def _check_header(path: Path, text: str) -> None:
     if not text.strip():
         raise Damaged(path, "is empty (not even its header)")
-    if not is_ours(text.split("\n", 1)[0]):
+    first = text.split("\n", 1)[0]
+    if first == text and ",".join(COLUMNS).startswith(first):  # no line ended: a write cut
+        raise Damaged(path, f"is cut short in its header (after {len(text)} bytes)")
+    if not is_ours(first):
         raise UserError(
             f"{path} is not a timm-scaling report (its header differs from ours): move it "
             "away or write to another --output (`timm-scaling collect "
@@ -254,49 +180,6 @@ def parse_rows(path: Path, text: str, keep: bool = True) -> list[dict[str, str]]
 def is_ours(header: str) -> bool:
     """Whether a CSV's first line is our report's header (this version's or the one before)."""
     return header.strip() in (",".join(COLUMNS), ",".join(LEGACY_COLUMNS))
-
-
-class Busy(UserError):
-    """Another process holds the lock asked for without waiting."""
-
-
-@contextmanager
-def locked(path: Path, wait: bool = True) -> Iterator[None]:
-    """Hold the kernel lock (flock) of the file ``path`` for the block; a killed holder frees
-    it. With ``wait`` False, :class:`Busy` (naming the holder's pid) if another process holds it.
-    The file goes when the block ends: a process that opened it just before is told by its inode
-    and locks the new file instead."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            holder = path.read_text().strip() if path.exists() else ""
-            raise Busy(f"pid {holder or '?'}") from None
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # its holder removed the file as we opened it: lock the new one
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
-
-
-@contextmanager
-def writers_lock(path: Path) -> Iterator[None]:
-    """Serialise the writers of ``path`` (a hidden lock file beside it); once the lock is held,
-    temporary files of ``path`` left by a writer killed mid-write are removed."""
-    with locked(path.with_name(f".{path.name}.lock")):
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        yield
 
 
 def put_row(path: str | os.PathLike, row: Mapping[str, object]) -> None:

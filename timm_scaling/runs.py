@@ -26,17 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from timm_scaling.errors import LossNotFinite, UserError
+from timm_scaling.files import Busy, atomic_write, locked
 from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.recipes import load_recipe
-from timm_scaling.report import (
-    COLUMNS,
-    REPORT_FILE,
-    Busy,
-    atomic_write,
-    locked,
-    missing_rows,
-    put_rows,
-)
+from timm_scaling.report import COLUMNS, REPORT_FILE, missing_rows, put_rows
 
 RECIPE_FILE, METRICS_FILE, RESULT_FILE = "recipe.yaml", "metrics.jsonl", "result.json"
 DIVERGED_FILE = "diverged.json"

@@ -70,8 +70,8 @@ from timm_scaling.coefficients import (
     winner,
 )
 from timm_scaling.errors import LossNotFinite, UserError
+from timm_scaling.files import atomic_write
 from timm_scaling.recipes import Override, Recipe, load_recipe
-from timm_scaling.report import atomic_write
 from timm_scaling.runs import RESULT_FILE, diverged, finished, run_folder
 from timm_scaling.scaling import BASE_NAME, DECIMALS, MAX_MULT
 from timm_scaling.search_cost import MeasuredCost

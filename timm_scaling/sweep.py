@@ -20,11 +20,11 @@ from typing import Any
 
 from timm_scaling.collecting import collect, results
 from timm_scaling.errors import LossNotFinite, UserError
+from timm_scaling.files import clear_stale_lock
 from timm_scaling.packing import AUTO, Choice, choose_jobs, parse_jobs
 from timm_scaling.plan import PLAN_FILE, measure, write
 from timm_scaling.recipe_keys import kwargs_tag
 from timm_scaling.recipes import Recipe
-from timm_scaling.report import clear_stale_lock
 from timm_scaling.runs import (
     LOCK_FILE,
     REPORT_FILE,

@@ -259,7 +259,7 @@ def profile_cmd(
 
     from timm_scaling import paper as tables_of_paper
     from timm_scaling import profile
-    from timm_scaling.report import atomic_write
+    from timm_scaling.files import atomic_write
     from timm_scaling.tables import csv_text, print_table
 
     if paper:

@@ -49,7 +49,7 @@ def check_plan(plan_from: str | None, resume: bool = False, processes: int | Non
 def project_runs(runs: Sequence, plan_from: str, folder: Path, jobs: int | None = None) -> None:
     """Project ``runs`` from the record ``plan_from``; write ``folder/plan-from-<record>.csv``."""
     from timm_scaling import plan, projection
-    from timm_scaling.report import atomic_write
+    from timm_scaling.files import atomic_write
     from timm_scaling.tables import csv_text
 
     rows, device = projection.project(runs, plan_from)

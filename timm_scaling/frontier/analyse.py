@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from timm_scaling.errors import UserError
+from timm_scaling.files import atomic_write
 from timm_scaling.frontier.fit import (
     Curves,
     bootstrap_means,
@@ -33,7 +34,6 @@ from timm_scaling.frontier.render import to_json, to_markdown
 from timm_scaling.frontier.results import FORMATS, REFERENCE, Frontier, Group
 from timm_scaling.frontier.verdict import compare_groups
 from timm_scaling.outputs import check_output
-from timm_scaling.report import atomic_write
 
 # A data set whose accuracy is chance by construction (random images, see data.py).
 CHANCE_DATASETS = ("synthetic",)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from timm_scaling.files import atomic_file
 from timm_scaling.frontier.fit import Curves, pareto_front
 from timm_scaling.frontier.read import metric
 from timm_scaling.frontier.render import axis_label
@@ -25,7 +26,6 @@ from timm_scaling.frontier.results import (
     Frontier,
     Point,
 )
-from timm_scaling.report import atomic_file
 
 MAX_COLOURED = 10
 GREY = "0.72"

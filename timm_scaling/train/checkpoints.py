@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from timm_scaling.errors import UserError, first_line
-from timm_scaling.report import atomic_write, umask_mode
+from timm_scaling.files import atomic_write, umask_mode
 from timm_scaling.runs import (
     CHECKPOINTS,
     LATEST,

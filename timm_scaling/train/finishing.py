@@ -12,10 +12,11 @@ from accelerate.utils import gather_object
 import timm_scaling
 from timm_scaling import trackers
 from timm_scaling.errors import UserError
+from timm_scaling.files import atomic_write, umask_mode
 from timm_scaling.imagesets import data_label
 from timm_scaling.models import export, scaling_of
 from timm_scaling.recipe_keys import kwargs_text
-from timm_scaling.report import atomic_write, put_row, umask_mode
+from timm_scaling.report import put_row
 from timm_scaling.runs import (
     EXPORT_KEY,
     MODEL_DIR,
