@@ -67,7 +67,10 @@ class Checkpoints:
             # torch's own words for a full disk can be "unexpected pos 8224960 vs 8224852"
             free = shutil.disk_usage(self.folder).free / 2**20
             why = f"{reason}; {free:.0f} MB free there"
-            again = "again" if self.resume else "with --resume"
+            # --resume only where an epoch is kept: with none, the same command starts afresh
+            again = (
+                "with --resume" if latest_checkpoint(self.folder) and not self.resume else "again"
+            )
             raise UserError(
                 f"could not write {what} into {self.folder} ({why}); "
                 f"{what_is_kept(self.folder)}: free space, then run the same command {again}"
