@@ -139,6 +139,10 @@ def fit_power_law(
     return PowerLaw(float(p[0]), a, b)
 
 
+# Resampled run indices held at once per model (8 MB of them): many runs stay small in memory.
+RESAMPLED_AT_ONCE = 2**20
+
+
 def bootstrap_means(
     runs: Sequence[Sequence[float]], draws: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -151,7 +155,13 @@ def bootstrap_means(
         if n < 2:
             columns.append(np.full(draws, mean))
             continue
-        resampled = values[rng.integers(0, n, size=(draws, n))].mean(axis=1)
+        rows = max(1, RESAMPLED_AT_ONCE // n)  # 100,000 runs x 2000 draws: 1.6 GB at once
+        resampled = np.concatenate(
+            [
+                values[rng.integers(0, n, size=(min(rows, draws - start), n))].mean(axis=1)
+                for start in range(0, draws, rows)
+            ]
+        )
         columns.append(mean + math.sqrt(n / (n - 1)) * (resampled - mean))
     return np.column_stack(columns)
 
