@@ -71,13 +71,13 @@ def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
     there; a folder whose recipe.yaml is missing or unreadable is damaged."""
     saved = folder / RECIPE_FILE
     if not saved.exists():  # written before any epoch or result
-        raise damaged(saved, "is missing")
+        raise FolderDamaged(saved, "is missing")
     if not saved.read_bytes().strip():  # written whole or not at all: emptied since
-        raise damaged(saved, "is empty")
+        raise FolderDamaged(saved, "is empty")
     try:
         before = load_recipe(str(saved)).trained_settings()
     except UserError as err:
-        raise damaged(saved, f"cannot be read as a recipe ({err})") from None
+        raise FolderDamaged(saved, f"cannot be read as a recipe ({err})") from None
     now = recipe.trained_settings()
     result = readable_result(folder)
     if result is not None:
@@ -91,8 +91,8 @@ def _differing(folder: Path, recipe, resume: bool = False) -> list[str]:
 
 
 class FolderDamaged(UserError):
-    """A run folder's file that cannot be read; ``why`` says which and how (``its result.json
-    is not valid JSON``)."""
+    """The one-line error for a run folder's file that cannot be read; ``why`` says which and
+    how (``its result.json is not valid JSON``)."""
 
     def __init__(self, what: Path, why: str) -> None:
         folder = next((p.parent for p in what.parents if p.name == CHECKPOINTS), what.parent)
@@ -104,11 +104,6 @@ class FolderDamaged(UserError):
         super().__init__(f"{what} {why}: the run folder {folder} is damaged; {fix}")
 
 
-def damaged(what: Path, why: str) -> FolderDamaged:
-    """The one-line error for a run folder's file that cannot be read."""
-    return FolderDamaged(what, why)
-
-
 def latest_checkpoint(folder: Path) -> Path | None:
     """The checkpoint of a run folder's last finished epoch (``checkpoints/latest`` names it),
     or None before its first epoch ends. A ``latest`` naming no checkpoint is an error."""
@@ -118,7 +113,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
     name = latest.read_text(errors="replace").strip()
     checkpoint = latest.parent / name
     if not name or "/" in name or not (checkpoint / STATE_FILE).is_file():
-        raise damaged(latest, f"names {name!r}, which is no whole checkpoint")
+        raise FolderDamaged(latest, f"names {name!r}, which is no whole checkpoint")
     return checkpoint
 
 
@@ -126,7 +121,7 @@ def checkpoint_state(checkpoint: Path) -> dict:
     """What the trainer saved beside a checkpoint: epoch, updates, history."""
     state = read_json(checkpoint / STATE_FILE)
     if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
-        raise damaged(checkpoint / STATE_FILE, "lacks its epoch or history")
+        raise FolderDamaged(checkpoint / STATE_FILE, "lacks its epoch or history")
     return state
 
 
@@ -140,9 +135,9 @@ def read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):
-        raise damaged(path, "is not valid JSON") from None
+        raise FolderDamaged(path, "is not valid JSON") from None
     if not isinstance(value, dict):
-        raise damaged(path, f"holds a JSON {type(value).__name__}, not an object")
+        raise FolderDamaged(path, f"holds a JSON {type(value).__name__}, not an object")
     return value
 
 
@@ -151,7 +146,7 @@ def read_result(path: Path) -> dict:
     result = read_json(path)
     missing = [key for key in ("model", "top1", "epochs") if key not in result]
     if missing:
-        raise damaged(path, f"lacks {', '.join(missing)}")
+        raise FolderDamaged(path, f"lacks {', '.join(missing)}")
     return result
 
 

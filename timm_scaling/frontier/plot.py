@@ -158,7 +158,8 @@ def place_labels(
     return offsets
 
 
-def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str, str]) -> None:
+def _labels(ax, fr: Frontier, xy: np.ndarray, front: np.ndarray, colours: dict[str, str]) -> None:
+    """Labels of the front's and the reference's points; ``xy``: every point's cost and mean."""
     points = fr.points
     # Past MAX_LISTED points, the front alone: thousands of labels would say nothing.
     shown = [
@@ -172,24 +173,22 @@ def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str,
         )
     ]
     # The front first, then the reference group: they keep their places when labels crowd.
-    shown.sort(
-        key=lambda i: (not front[i], points[i].group != fr.reference, points[i].costs[column])
-    )
+    shown.sort(key=lambda i: (not front[i], points[i].group != fr.reference, xy[i, 0]))
     scale = 72 / ax.figure.dpi
-    anchors = ax.transData.transform([(points[i].costs[column], points[i].y) for i in shown])
+    anchors = ax.transData.transform(xy[shown].reshape(-1, 2))
     # A grey point's label names its model: its size token alone would not say which.
     texts = [
         points[i].label if points[i].group in colours else points[i].name.split(".")[0]
         for i in shown
     ]
-    every = ax.transData.transform(np.array([(p.costs[column], p.y) for p in points]))
+    every = ax.transData.transform(xy)
     offsets = place_labels(anchors * scale, texts, every * scale)
     for i, text, offset in zip(shown, texts, offsets, strict=True):
         if offset is None:
             continue
         ax.annotate(
             text,
-            (points[i].costs[column], points[i].y),
+            tuple(xy[i]),
             xytext=offset,
             textcoords="offset points",
             ha="left" if offset[0] >= 0 else "right",
@@ -199,7 +198,10 @@ def _labels(ax, fr: Frontier, column: str, front: np.ndarray, colours: dict[str,
         )
 
 
-def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> np.ndarray:
+def _draw_panel(
+    ax, fr: Frontier, column: str, colours: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One panel; returns its Pareto mask and every point's (cost, mean), for the labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     cost = metric(column)
@@ -245,7 +247,7 @@ def _draw_panel(ax, fr: Frontier, column: str, colours: dict[str, str]) -> np.nd
     ax.set_xlabel(axis_label(cost, log=True))
     ax.grid(True, which="major", linewidth=0.5, alpha=0.35)
     ax.spines[["top", "right"]].set_visible(False)
-    return front
+    return front, np.column_stack([xs, means])
 
 
 def _legend(fig, ax, fr: Frontier) -> None:
@@ -290,13 +292,13 @@ def plot(fr: Frontier, out: str | os.PathLike) -> list[Path]:
     fig = Figure(figsize=(4.4 * len(panels) + 1.4, 4.3), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     palette = colours(coloured_groups(fr))
-    fronts = [_draw_panel(ax, fr, column, palette) for ax, column in zip(axes, panels, strict=True)]
+    drawn = [_draw_panel(ax, fr, column, palette) for ax, column in zip(axes, panels, strict=True)]
     axes[0].set_ylabel(axis_label(fr.y))
     fig.suptitle(title(fr), fontsize=10)
     _legend(fig, axes[0], fr)
     fig.draw_without_rendering()  # limits and layout final, so data -> points is right
-    for ax, column, front in zip(axes, panels, fronts, strict=True):
-        _labels(ax, fr, column, front, palette)
+    for ax, (front, xy) in zip(axes, drawn, strict=True):
+        _labels(ax, fr, xy, front, palette)
     return save_figure(fig, out, "frontier")
 
 

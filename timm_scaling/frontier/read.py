@@ -80,9 +80,8 @@ def read_table(path: Path) -> pd.DataFrame:
             "is clear which one to read"
         )
     if is_ours(text.split("\n", 1)[0]):
-        parse_rows(
-            path, text, keep=False
-        )  # a row cut short is named by its line, not read as blanks
+        # a row cut short is named by its line, not read as blanks
+        parse_rows(path, text, keep=False)
     if frame.empty:
         raise InputError(f"{path} has a header but no rows: pass a CSV with one row per run")
     renames = {}
