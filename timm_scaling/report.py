@@ -173,7 +173,8 @@ def parse_rows(path: Path, text: str, keep: bool = True) -> list[dict[str, str]]
                 "short?)",
                 "delete that line, or ",
             )
-        rows += [dict(zip(header, fields, strict=True))] if keep else []
+        if keep:
+            rows.append(dict(zip(header, fields, strict=True)))
     return rows
 
 
